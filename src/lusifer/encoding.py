@@ -1,0 +1,81 @@
+"""The batching loop every encoder here shares: validate, sort by length, pad per batch,
+restore input order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+# A text longer than this many characters per token of max_length cannot contribute
+# more tokens; cutting it first keeps a 100k-character input cheap to tokenize.
+CHARS_PER_TOKEN_BOUND = 32
+
+
+def validate_texts(texts: str | Sequence[str]) -> list[str]:
+    """Return ``texts`` as a list of valid strings.
+
+    A lone string is one text. ``None`` or a non-string item is a ``TypeError`` naming
+    its position. Unencodable characters (lone surrogates from broken UTF-8) are
+    replaced with U+FFFD. Empty strings are allowed: they embed the prompt alone.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    if texts is None or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+    clean = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"texts[{i}] is {type(text).__name__} ({text!r:.40}), expected a string"
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        clean.append(text)
+    return clean
+
+
+def clip_text(text: str, max_length: int) -> str:
+    """Cut a text that is certainly longer than ``max_length`` tokens."""
+    limit = max_length * CHARS_PER_TOKEN_BOUND
+    return text if len(text) <= limit else text[:limit]
+
+
+def encode_in_batches(
+    texts: list[str],
+    embed_batch: Callable[[list[str]], torch.Tensor],
+    *,
+    batch_size: int,
+    normalize: bool,
+    show_progress: bool,
+    convert_to: str = "numpy",
+    desc: str = "Encoding",
+) -> np.ndarray | torch.Tensor:
+    """Embed ``texts`` longest first (so each batch pads little) and return float32
+    rows in input order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if convert_to not in ("numpy", "torch"):
+        raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    chunks: list[torch.Tensor] = []
+    bar = tqdm(total=len(texts), desc=desc, disable=not show_progress, unit="text")
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = [texts[i] for i in order[start : start + batch_size]]
+            vectors = embed_batch(batch).float()
+            if normalize:
+                vectors = torch.nn.functional.normalize(vectors, dim=-1)
+            chunks.append(vectors.cpu())
+            bar.update(len(batch))
+    bar.close()
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32) if convert_to == "numpy" else torch.zeros(0, 0)
+    stacked = torch.cat(chunks)
+    result = torch.empty_like(stacked)
+    result[torch.tensor(order)] = stacked
+    return result.numpy() if convert_to == "numpy" else result

@@ -1,0 +1,24 @@
+"""The LUSIFER model and plain embedders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .embedder import PlainEmbedder
+from .lusifer import CheckpointError, LusiferModel, is_lusifer_checkpoint
+
+__all__ = [
+    "CheckpointError",
+    "LusiferModel",
+    "PlainEmbedder",
+    "is_lusifer_checkpoint",
+    "load_text_encoder",
+]
+
+
+def load_text_encoder(reference: str | Path) -> LusiferModel | PlainEmbedder:
+    """A LUSIFER model folder -> ``LusiferModel``; anything else (a bundled offline
+    backbone name, a local Hugging Face folder, a hub id) -> ``PlainEmbedder``."""
+    if is_lusifer_checkpoint(reference):
+        return LusiferModel.from_pretrained(reference)
+    return PlainEmbedder.load(str(reference))

@@ -1,0 +1,111 @@
+"""A plain embedder: any backbone used directly (mean pooling), for baselines.
+
+So the target alone and the encoder alone are encoded, evaluated and served exactly like
+a LUSIFER model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backbones import Backbone, load_backbone
+from ..encoding import clip_text, encode_in_batches, validate_texts
+from ..types import TextKind
+from .pooling import pool
+from .target import TargetModel
+
+
+class PlainEmbedder(nn.Module):
+    """A backbone + pooling. Bundled offline backbones bring their own query/document
+    prefixes (``query: ``/``passage: `` for multilingual-e5); instructions are ignored,
+    since these models were not trained with ours."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        pooling: str = "mean",
+        query_prefix: str = "",
+        document_prefix: str = "",
+        max_length: int = 512,
+    ) -> None:
+        super().__init__()
+        self.model = TargetModel(backbone)
+        self.tokenizer = backbone.tokenizer
+        self.pooling = pooling
+        self.prefixes = {"query": query_prefix, "document": document_prefix}
+        self.max_length = min(max_length, getattr(self.tokenizer, "model_max_length", max_length))
+        self.name = backbone.reference
+
+    @classmethod
+    def load(cls, reference: str) -> PlainEmbedder:
+        from ..backbones.offline import find_offline_backbone
+
+        info = find_offline_backbone(reference) if "/" not in reference else None
+        kwargs = {}
+        if info is not None:
+            kwargs = dict(
+                pooling=info.pooling,
+                query_prefix=info.query_prefix,
+                document_prefix=info.document_prefix,
+            )
+        embedder = cls(load_backbone(reference), **kwargs)
+        return embedder.eval()
+
+    @property
+    def embedding_size(self) -> int:
+        return self.model.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        embeds = self.model.input_embeddings()(input_ids)
+        # A decoder used alone stays causal: that is how it was trained.
+        hidden = self.model.hidden_states(embeds, attention_mask, causal=self.model.is_decoder)
+        return pool(hidden, attention_mask, self.pooling)
+
+    def encode(
+        self,
+        texts: str | list[str],
+        *,
+        instruction: str | None = None,
+        kind: TextKind = "query",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        normalize: bool = True,
+        device: str | torch.device | None = None,
+        show_progress: bool = False,
+        convert_to: str = "numpy",
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts with this backbone alone (``instruction`` is ignored)."""
+        del instruction
+        single = isinstance(texts, str)
+        texts = validate_texts(texts)
+        if kind not in self.prefixes:
+            raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
+        if device is not None:
+            self.to(device)
+        run_device = next(self.parameters()).device
+        max_length = max_length or self.max_length
+        prefix = self.prefixes[kind]
+
+        def embed_batch(batch: list[str]) -> torch.Tensor:
+            enc = self.tokenizer(
+                [prefix + clip_text(t, max_length) for t in batch],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(run_device)
+            return self(enc["input_ids"], enc["attention_mask"])
+
+        out = encode_in_batches(
+            texts,
+            embed_batch,
+            batch_size=batch_size,
+            normalize=normalize,
+            show_progress=show_progress,
+            convert_to=convert_to,
+            desc=f"Encoding ({self.name})",
+        )
+        return out[0] if single else out

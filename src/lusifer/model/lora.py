@@ -1,0 +1,38 @@
+"""LoRA adapters through peft: add, read, write and merge them."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from peft import set_peft_model_state_dict as _set_state
+from torch import nn
+
+from ..config import LoraSettings
+
+
+def add_lora(model: nn.Module, settings: LoraSettings) -> PeftModel:
+    """Wrap ``model`` with a LoRA adapter on all linear layers (never the LM head)."""
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        bias="none",
+    )
+    return get_peft_model(model, config)
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def load_lora_state_dict(model: PeftModel, state: dict[str, torch.Tensor]) -> None:
+    result = _set_state(model, state)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"LoRA weights do not fit this backbone: unexpected {unexpected[:5]}")
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold the adapter into the base weights and return the plain model."""
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model

@@ -1,0 +1,369 @@
+"""``LusiferModel``: multilingual encoder -> connector -> target model -> pooling -> head."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import BatchEncoding
+
+from ..backbones import Backbone, load_backbone
+from ..config import ConfigError, LusiferConfig, from_dict
+from ..encoding import clip_text, encode_in_batches, validate_texts
+from ..types import TextKind
+from .connector import Connector
+from .head import ProjectionHead
+from .lora import add_lora, load_lora_state_dict, lora_state_dict, merge_lora
+from .pooling import pool
+from .prompts import format_prompt
+from .target import TargetModel, unwrap
+
+CONFIG_NAME = "lusifer_config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A saved model does not fit: another backbone, missing or extra tensors."""
+
+
+def backbone_signature(model: nn.Module) -> dict[str, Any]:
+    """Facts about a backbone that a checkpoint trained on it depends on."""
+    config = unwrap(model).config
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")
+    return {k: getattr(config, k, None) for k in keys}
+
+
+class LusiferModel(nn.Module):
+    """A LUSIFER embedder. Build with :meth:`build`, reload with :meth:`from_pretrained`."""
+
+    def __init__(self, config: LusiferConfig, encoder: Backbone, target: Backbone) -> None:
+        super().__init__()
+        if encoder.is_decoder:
+            raise ConfigError(
+                f"encoder {config.encoder!r} is a causal LM; the multilingual encoder must be "
+                "a bidirectional encoder such as XLM-R or multilingual-e5"
+            )
+        self.config = config
+        self.encoder = encoder.model
+        self.tokenizer = encoder.tokenizer
+        self.target = TargetModel(target)
+        enc_size = unwrap(self.encoder).config.hidden_size
+        self.connector = Connector(
+            enc_size,
+            self.target.input_embeddings().embedding_dim,
+            hidden_size=config.connector_hidden_size,
+            activation=config.connector_activation,
+            num_learned_tokens=config.num_learned_tokens,
+        )
+        self.head = ProjectionHead(self.target.hidden_size) if config.projection_head else None
+        if config.encoder_lora is not None:
+            self.encoder = add_lora(self.encoder, config.encoder_lora)
+        if config.target_lora is not None:
+            self.target.model = add_lora(self.target.model, config.target_lora)
+        self.name = f"lusifer[{config.encoder} -> {config.target}]"
+
+    # ----------------------------------------------------------------- building
+    @classmethod
+    def build(cls, config: LusiferConfig | dict[str, Any] | None = None, **kwargs) -> LusiferModel:
+        """A fresh model (untrained connector) from a config, a dict or keyword arguments."""
+        if config is None:
+            config = from_dict(LusiferConfig, kwargs)
+        elif isinstance(config, dict):
+            config = from_dict(LusiferConfig, {**config, **kwargs})
+        encoder = load_backbone(config.encoder)
+        target = load_backbone(config.target)
+        model = cls(config, encoder, target)
+        model.config.encoder_signature = backbone_signature(model.encoder)
+        model.config.target_signature = backbone_signature(model.target.model)
+        model.connector.match_output_scale(model.target.input_embeddings().weight)
+        model.freeze(connector=True, head=True, encoder_lora=True, target_lora=True)
+        return model.eval()
+
+    def freeze(
+        self,
+        *,
+        connector: bool,
+        head: bool,
+        encoder_lora: bool,
+        target_lora: bool,
+    ) -> None:
+        """Set which parts train (True) or stay frozen; backbone base weights always stay frozen."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.connector.requires_grad_(connector)
+        if self.head is not None:
+            self.head.requires_grad_(head)
+        for module, on in ((self.encoder, encoder_lora), (self.target.model, target_lora)):
+            for name, p in module.named_parameters():
+                if "lora_" in name:
+                    p.requires_grad_(on)
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.connector.parameters()).device
+
+    @property
+    def embedding_size(self) -> int:
+        return self.target.hidden_size
+
+    # ----------------------------------------------------------------- forward
+    def tokenize(
+        self,
+        texts: list[str],
+        *,
+        instruction: str | None = None,
+        kind: TextKind = "query",
+        max_length: int | None = None,
+    ) -> BatchEncoding:
+        """Prompt and tokenize with the encoder's tokenizer (the only tokenizer texts see)."""
+        max_length = max_length or self.config.max_length
+        prompts = [
+            format_prompt(
+                clip_text(t, max_length),
+                instruction,
+                kind,
+                query_template=self.config.query_template,
+                document_template=self.config.document_template,
+            )
+            for t in texts
+        ]
+        return self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+
+    def soft_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states mapped by the connector into the target's input space."""
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        embeds, mask = self.connector(states, attention_mask)
+        return embeds.to(self.target.input_embeddings().weight.dtype), mask
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, use_head: bool = False
+    ) -> torch.Tensor:
+        """Pooled embedding [B, D] (after the head when ``use_head`` and a head exists)."""
+        embeds, mask = self.soft_tokens(input_ids, attention_mask)
+        hidden = self.target.hidden_states(embeds, mask, causal=False)
+        pooled = pool(hidden, mask, self.config.pooling)
+        if use_head and self.head is not None:
+            return self.head(pooled)
+        return pooled
+
+    def encode(
+        self,
+        texts: str | list[str],
+        *,
+        instruction: str | None = None,
+        kind: TextKind = "query",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        normalize: bool = True,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        show_progress: bool = False,
+        convert_to: str = "numpy",
+        use_head: bool = False,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts: float32 rows in input order (pre-head vectors unless ``use_head``)."""
+        single = isinstance(texts, str)
+        texts = validate_texts(texts)
+        if device is not None:
+            self.to(device)
+        run_device = self.device
+        was_training = self.training
+        self.eval()
+
+        def embed_batch(batch: list[str]) -> torch.Tensor:
+            enc = self.tokenize(batch, instruction=instruction, kind=kind, max_length=max_length)
+            enc = enc.to(run_device)
+            with torch.autocast(run_device.type, dtype=dtype, enabled=dtype is not None):
+                return self(enc["input_ids"], enc["attention_mask"], use_head=use_head)
+
+        try:
+            out = encode_in_batches(
+                texts,
+                embed_batch,
+                batch_size=batch_size,
+                normalize=normalize,
+                show_progress=show_progress,
+                convert_to=convert_to,
+                desc="Encoding (LUSIFER)",
+            )
+        finally:
+            self.train(was_training)
+        return out[0] if single else out
+
+    # ------------------------------------------------------------- save / load
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor that training changes; backbones are referenced, not copied."""
+        state = {f"connector.{k}": v for k, v in self.connector.state_dict().items()}
+        if self.head is not None:
+            state.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        if self.config.encoder_lora is not None:
+            state.update({f"encoder_lora.{k}": v for k, v in lora_state_dict(self.encoder).items()})
+        if self.config.target_lora is not None:
+            state.update(
+                {f"target_lora.{k}": v for k, v in lora_state_dict(self.target.model).items()}
+            )
+        return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+    def load_trained_state_dict(self, state: dict[str, torch.Tensor], *, source: str = "") -> None:
+        """Load what :meth:`trained_state_dict` wrote; refuse anything that does not fit."""
+        expected = self.trained_state_dict()
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise CheckpointError(
+                f"checkpoint {source} does not fit this model: missing {missing[:5]}"
+                f"{'...' if len(missing) > 5 else ''}, unexpected {extra[:5]}"
+                f"{'...' if len(extra) > 5 else ''}. Was it saved for other backbones or settings?"
+            )
+        for key, tensor in state.items():
+            if tensor.shape != expected[key].shape:
+                raise CheckpointError(
+                    f"checkpoint {source}: tensor {key} has shape {tuple(tensor.shape)}, this "
+                    f"model expects {tuple(expected[key].shape)} (saved for another backbone?)"
+                )
+        parts: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in state.items():
+            part, _, rest = key.partition(".")
+            parts.setdefault(part, {})[rest] = tensor
+        self.connector.load_state_dict(parts["connector"])
+        if self.head is not None:
+            self.head.load_state_dict(parts["head"])
+        if "encoder_lora" in parts:
+            load_lora_state_dict(self.encoder, parts["encoder_lora"])
+        if "target_lora" in parts:
+            load_lora_state_dict(self.target.model, parts["target_lora"])
+
+    def save_pretrained(self, directory: str | Path, *, merge: bool = False) -> Path:
+        """Write ``lusifer_config.json`` + ``model.safetensors`` atomically.
+
+        With ``merge=True`` LoRA is folded into full copies of both backbones saved under
+        ``encoder/`` and ``target/``, so the folder stands alone.
+        """
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex}")
+        tmp.mkdir()
+        try:
+            config = self.config.to_dict()
+            if merge:
+                config.update(self._save_merged_backbones(tmp))
+            else:
+                save_file(self.trained_state_dict(), str(tmp / WEIGHTS_NAME))
+            import transformers
+
+            from .. import __version__
+
+            meta = {
+                "format": "lusifer",
+                "format_version": FORMAT_VERSION,
+                "lusifer_version": __version__,
+                "transformers_version": transformers.__version__,
+                "config": config,
+            }
+            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+            _replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    def _save_merged_backbones(self, folder: Path) -> dict[str, Any]:
+        import copy
+
+        encoder = merge_lora(copy.deepcopy(self.encoder))
+        target = merge_lora(copy.deepcopy(self.target.model))
+        encoder.save_pretrained(folder / "encoder")
+        self.tokenizer.save_pretrained(folder / "encoder")
+        target.save_pretrained(folder / "target")
+        self.target.tokenizer.save_pretrained(folder / "target")
+        state = {f"connector.{k}": v for k, v in self.connector.state_dict().items()}
+        if self.head is not None:
+            state.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(folder / WEIGHTS_NAME))
+        return {
+            "encoder": "./encoder",
+            "target": "./target",
+            "encoder_lora": None,
+            "target_lora": None,
+        }
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, *, device: str | torch.device | None = None
+    ) -> LusiferModel:
+        """Reload a model saved by :meth:`save_pretrained` (a folder or a hub repo id)."""
+        directory = _local_checkpoint(directory)
+        meta = json.loads((directory / CONFIG_NAME).read_text())
+        if meta.get("format") != "lusifer":
+            raise CheckpointError(f"{directory / CONFIG_NAME} is not a LUSIFER config")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{directory} was saved by a newer lusifer (format {meta['format_version']}); upgrade"
+            )
+        raw = dict(meta["config"])
+        for key in ("encoder", "target"):  # merged saves point inside the folder
+            if isinstance(raw.get(key), str) and raw[key].startswith("./"):
+                raw[key] = str(directory / raw[key][2:])
+        config = from_dict(LusiferConfig, raw)
+        model = cls(config, load_backbone(config.encoder), load_backbone(config.target))
+        for part, module in (("encoder", model.encoder), ("target", model.target.model)):
+            saved = getattr(config, f"{part}_signature")
+            found = backbone_signature(module)
+            if saved and saved != found:
+                raise CheckpointError(
+                    f"{directory} was trained on a different {part} backbone: saved {saved}, "
+                    f"but {getattr(config, part)!r} resolves to {found}"
+                )
+        state = load_file(str(directory / WEIGHTS_NAME))
+        model.load_trained_state_dict(state, source=str(directory))
+        model.freeze(connector=False, head=False, encoder_lora=False, target_lora=False)
+        if device is not None:
+            model.to(device)
+        return model.eval()
+
+
+def is_lusifer_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def _local_checkpoint(reference: str | Path) -> Path:
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_NAME).is_file():
+            raise CheckpointError(
+                f"{path} has no {CONFIG_NAME}: not a LUSIFER model folder "
+                "(use lusifer.load_text_encoder for plain embedders)"
+            )
+        return path
+    if isinstance(reference, str) and reference.count("/") == 1 and not reference.startswith("."):
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(reference, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+    raise CheckpointError(f"no LUSIFER model at {reference!r}")
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Put ``new`` at ``final``; an existing ``final`` is swapped out, then removed."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex}")
+        os.replace(final, old)
+        os.replace(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, final)

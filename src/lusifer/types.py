@@ -1,0 +1,32 @@
+"""Protocols shared across the package: what an embedding model must provide."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+TextKind = Literal["query", "document"]
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """Anything that turns texts into embeddings: a LUSIFER model or a plain embedder.
+
+    ``encode`` returns a float32 array of shape (len(texts), dim), rows in input order.
+    ``instruction`` is a one-line English task description (None: bare text) and
+    ``kind`` says whether the texts are queries or documents (the paper's prompts differ).
+    """
+
+    name: str
+
+    def encode(
+        self,
+        texts: list[str],
+        *,
+        instruction: str | None = None,
+        kind: TextKind = "query",
+        batch_size: int = 32,
+        normalize: bool = True,
+        show_progress: bool = False,
+    ) -> np.ndarray: ...

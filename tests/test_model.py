@@ -1,0 +1,233 @@
+"""The LUSIFER model on tiny random backbones: shapes, invariances, attention, save/load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_TARGETS, randomize_trained
+
+from lusifer import LusiferModel
+from lusifer.config import ConfigError
+from lusifer.model import CheckpointError
+from lusifer.model.connector import Connector
+from lusifer.model.pooling import pool
+from lusifer.model.prompts import format_prompt
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Bonjour",
+    "Привет, как дела? Это более длинное предложение на русском языке.",
+    "短い",
+    "A somewhat longer English sentence that needs more padding positions than the others do.",
+]
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
+
+
+@pytest.mark.parametrize("target", TINY_TARGETS)
+def test_shapes_and_dtypes(tiny_model_factory, target):
+    model = tiny_model_factory(target)
+    out = model.encode(TEXTS, batch_size=2)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    assert out.shape == (len(TEXTS), model.embedding_size)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    raw = model.encode(TEXTS, normalize=False, convert_to="torch")
+    assert isinstance(raw, torch.Tensor) and raw.dtype == torch.float32
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(len(TEXTS)))
+    assert model.encode("one text").shape == (model.embedding_size,)
+
+
+@pytest.mark.parametrize("target", TINY_TARGETS)
+def test_single_vs_batch_and_order(tiny_model_factory, target):
+    model = tiny_model_factory(target, target_lora=LORA, encoder_lora=LORA, num_learned_tokens=2)
+    batch = model.encode(TEXTS, batch_size=5)
+    single = np.stack([model.encode(t) for t in TEXTS])
+    reordered = model.encode(TEXTS[::-1], batch_size=3)[::-1]
+    cos_single = (batch * single).sum(1)
+    cos_order = (batch * reordered).sum(1)
+    assert cos_single.min() > 1 - 1e-5, cos_single
+    assert cos_order.min() > 1 - 1e-5, cos_order
+    # and the texts really get different embeddings
+    assert (batch @ batch.T)[0, 2] < 0.9999
+
+
+@pytest.mark.parametrize("target", ["llama", "mistral", "qwen2"])
+def test_decoder_bidirectional_for_embedding_causal_for_lm(tiny_model_factory, target):
+    model = tiny_model_factory(target)
+    torch.manual_seed(0)
+    embeds = torch.randn(2, 6, model.target.input_embeddings().embedding_dim)
+    changed = embeds.clone()
+    changed[:, -1] += 1.0
+    mask = torch.ones(2, 6, dtype=torch.long)
+    with torch.no_grad():
+        bi_a = model.target.hidden_states(embeds, mask, causal=False)
+        bi_b = model.target.hidden_states(changed, mask, causal=False)
+        ca_a = model.target.hidden_states(embeds, mask, causal=True)
+        ca_b = model.target.hidden_states(changed, mask, causal=True)
+    assert (bi_a[:, 0] - bi_b[:, 0]).abs().max() > 1e-4  # first position sees the last
+    assert torch.allclose(ca_a[:, :-1], ca_b[:, :-1], atol=1e-6)  # causal: it cannot
+    # the attention flags are restored after each call
+    flags = {m.is_causal for m in model.target.model.modules() if hasattr(m, "is_causal")}
+    assert flags == {True}
+
+
+@pytest.mark.parametrize("target", TINY_TARGETS)
+def test_padding_never_changes_an_embedding(tiny_model_factory, target):
+    model = tiny_model_factory(target, num_learned_tokens=3)
+    enc = model.tokenize(["short text"])
+    pad_id = model.tokenizer.pad_token_id
+    ids = torch.cat([enc["input_ids"], torch.full((1, 7), pad_id)], dim=1)
+    mask = torch.cat([enc["attention_mask"], torch.zeros(1, 7, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        plain = model(enc["input_ids"], enc["attention_mask"])
+        padded = model(ids, mask)
+    assert torch.allclose(plain, padded, atol=1e-5)
+
+
+def test_learned_tokens_follow_each_sequence():
+    conn = Connector(4, 3, num_learned_tokens=2)
+    states = torch.randn(2, 4, 4)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    out, new_mask = conn(states, mask)
+    assert out.shape == (2, 6, 3)
+    assert new_mask.tolist() == [[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]
+    assert torch.allclose(out[1, 2:4], conn.learned_tokens)
+    assert torch.allclose(out[0, 4:6], conn.learned_tokens)
+    assert torch.all(out[1, 4:] == 0)
+
+
+def test_pooling_methods():
+    states = torch.arange(2 * 3 * 2, dtype=torch.float).reshape(2, 3, 2)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    assert torch.allclose(pool(states, mask, "mean")[1], states[1, :2].mean(0))
+    assert torch.allclose(pool(states, mask, "last")[1], states[1, 1])
+    assert torch.allclose(pool(states, mask, "cls"), states[:, 0])
+    with pytest.raises(ValueError, match="unknown pooling"):
+        pool(states, mask, "max")
+
+
+def test_prompts_follow_the_paper():
+    assert format_prompt("t", "Find the answer.", "query") == "Find the answer.\nt"
+    assert format_prompt("t", "Find the answer", "document") == "Find the answer. Candidate:\nt"
+    assert format_prompt("t", None, "query") == "t"
+    with pytest.raises(ValueError, match="kind"):
+        format_prompt("t", "x", "passage")
+
+
+def test_instruction_and_kind_change_the_embedding(tiny_model_factory):
+    model = tiny_model_factory("bert")
+    bare = model.encode("water boils at 100 degrees")
+    query = model.encode("water boils at 100 degrees", instruction="Retrieve a passage")
+    doc = model.encode(
+        "water boils at 100 degrees", instruction="Retrieve a passage", kind="document"
+    )
+    assert float(bare @ query) < 0.99999 and float(query @ doc) < 0.99999
+
+
+@pytest.mark.parametrize("target", ["bert", "llama"])
+def test_save_load_round_trip(tmp_path, tiny_model_factory, target):
+    model = tiny_model_factory(
+        target, target_lora=LORA, encoder_lora=LORA, projection_head=True, num_learned_tokens=2
+    )
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "lusifer_config.json",
+        "model.safetensors",
+    ]
+    loaded = LusiferModel.from_pretrained(tmp_path / "m")
+    for use_head in (False, True):
+        a = model.encode(TEXTS, use_head=use_head)
+        b = loaded.encode(TEXTS, use_head=use_head)
+        assert np.abs(a - b).max() < 1e-6
+    # saving over an existing folder replaces it whole
+    model.save_pretrained(tmp_path / "m")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_merged_save_stands_alone(tmp_path, tiny_model_factory):
+    model = tiny_model_factory("llama", target_lora=LORA, encoder_lora=LORA)
+    model.save_pretrained(tmp_path / "merged", merge=True)
+    meta = json.loads((tmp_path / "merged" / "lusifer_config.json").read_text())
+    assert meta["config"]["target"] == "./target" and meta["config"]["target_lora"] is None
+    loaded = LusiferModel.from_pretrained(tmp_path / "merged")
+    a, b = model.encode(TEXTS), loaded.encode(TEXTS)
+    assert (a * b).sum(1).min() > 1 - 1e-5
+
+
+def test_checkpoint_for_another_backbone_is_refused(tmp_path, tiny_model_factory):
+    model = tiny_model_factory("bert")
+    path = model.save_pretrained(tmp_path / "m")
+    meta_path = path / "lusifer_config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["target"] = "tiny:llama"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="different target backbone"):
+        LusiferModel.from_pretrained(path)
+
+
+def test_missing_or_extra_tensors_are_refused(tmp_path, tiny_model_factory):
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model_factory("bert")
+    path = model.save_pretrained(tmp_path / "m")
+    state = load_file(str(path / "model.safetensors"))
+    save_file({**state, "head.net.0.weight": torch.zeros(2, 2)}, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="unexpected"):
+        LusiferModel.from_pretrained(path)
+    state.pop("connector.ff.0.weight")
+    save_file(state, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="missing"):
+        LusiferModel.from_pretrained(path)
+
+
+def test_not_a_lusifer_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="not a LUSIFER model folder"):
+        LusiferModel.from_pretrained(tmp_path)
+
+
+def test_bad_inputs(tiny_model_factory):
+    model = tiny_model_factory("bert")
+    empty = model.encode([""])
+    assert np.isfinite(empty).all() and empty.shape == (1, model.embedding_size)
+    with pytest.raises(TypeError, match=r"texts\[1\] is NoneType"):
+        model.encode(["ok", None])
+    with pytest.raises(TypeError, match=r"texts\[0\] is int"):
+        model.encode([42])
+    with pytest.raises(TypeError, match="texts must be"):
+        model.encode(None)
+    huge = model.encode("word " * 20_000, max_length=64)  # 100k characters
+    assert np.isfinite(huge).all()
+    broken = model.encode("caf\udce9 au lait")  # lone surrogate from undecodable bytes
+    assert np.isfinite(broken).all()
+    with pytest.raises(ValueError, match="kind"):
+        model.encode("x", instruction="y", kind="passage")
+    assert model.encode([]).shape[0] == 0
+
+
+def test_invalid_config_key_names_the_key():
+    with pytest.raises(ConfigError, match="pooling_mode"):
+        LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", pooling_mode="mean")
+    with pytest.raises(ConfigError, match="pooling"):
+        LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", pooling="max")
+    with pytest.raises(ConfigError, match="encoder_lora.rank"):
+        LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", encoder_lora={"rank": 4})
+
+
+def test_decoder_as_encoder_is_refused():
+    with pytest.raises(ConfigError, match="causal LM"):
+        LusiferModel.build(encoder="tiny:llama", target="tiny:bert")
+
+
+def test_freeze_policy(tiny_model_factory):
+    model = LusiferModel.build(
+        encoder="tiny:xlmr", target="tiny:llama", encoder_lora=LORA, target_lora=LORA
+    )
+    model.freeze(connector=True, head=False, encoder_lora=True, target_lora=False)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("connector.") for n in trainable)
+    assert any(n.startswith("encoder.") and "lora_" in n for n in trainable)
+    assert not any(n.startswith("target.") for n in trainable)
+    assert all("lora_" in n or n.startswith("connector.") for n in trainable)
+    randomize_trained(model)
