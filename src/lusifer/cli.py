@@ -18,6 +18,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def main() -> None:
+    """LUSIFER: train, evaluate, encode with and serve multilingual embedders."""
+
+
 COMMAND_MODULES = [
     "lusifer.commands.encode",
 ]

@@ -1,0 +1,18 @@
+# The two commands of the README. Both set up .venv first (idempotent, fast when done).
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/lusifer demo $(DEMO_ARGS)
+
+test: setup
+	.venv/bin/ruff check src tests benchmarks scripts
+	HF_HUB_OFFLINE=1 .venv/bin/pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	.venv/bin/ruff check src tests benchmarks scripts
+	.venv/bin/ruff format --check src tests benchmarks scripts

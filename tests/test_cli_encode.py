@@ -1,0 +1,77 @@
+"""``lusifer encode`` end to end on small files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from lusifer import LusiferModel
+from lusifer.cli import app
+from lusifer.inputs import InputFileError, read_texts
+
+runner = CliRunner()
+
+
+def test_encode_txt_with_a_lusifer_folder(tmp_path, tiny_model_factory):
+    model = tiny_model_factory("bert")
+    model.save_pretrained(tmp_path / "model")
+    src = tmp_path / "in.txt"
+    src.write_text("hello world\nbonjour le monde\nПривет мир\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    result = runner.invoke(
+        app,
+        ["encode", str(tmp_path / "model"), str(src), "-o", str(out), "--instruction", "Find it"],
+    )
+    assert result.exit_code == 0, result.output
+    got = np.load(out)
+    expected = LusiferModel.from_pretrained(tmp_path / "model").encode(
+        ["hello world", "bonjour le monde", "Привет мир"], instruction="Find it"
+    )
+    assert got.shape == (3, model.embedding_size)
+    assert np.abs(got - expected).max() < 1e-6
+
+
+def test_encode_jsonl_with_a_plain_backbone(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps({"text": t}) for t in ["a", "b c"]) + "\n")
+    out = tmp_path / "out.npy"
+    result = runner.invoke(
+        app, ["encode", "tiny:bert", str(src), "-o", str(out), "--kind", "document"]
+    )
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape == (2, 24)
+
+
+def test_bad_lines_are_reported_by_number(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"text": "ok"}\n{"txt": "no"}\nnot json\n\xff\xfe\n\n{"text": 3}\n')
+    out = tmp_path / "out.npy"
+    result = runner.invoke(app, ["encode", "tiny:bert", str(src), "-o", str(out)])
+    assert result.exit_code == 2
+    for line in (
+        ":2: no string field 'text'",
+        ":3: invalid JSON",
+        ":4: invalid UTF-8",
+        ":5: blank line",
+        ":6:",
+    ):
+        assert line in result.output, result.output
+    assert not out.exists()
+    result = runner.invoke(
+        app, ["encode", "tiny:bert", str(src), "-o", str(out), "--skip-bad-lines"]
+    )
+    assert result.exit_code == 0 and np.load(out).shape == (1, 24)
+
+
+def test_read_texts_errors(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_bytes(b"fine\n\n")
+    try:
+        read_texts(path)
+    except InputFileError as err:
+        assert err.problems == [(2, "blank line")]
+    else:
+        raise AssertionError("a blank line must be reported")
+    assert read_texts(path, skip_bad_lines=True).texts == ["fine"]
