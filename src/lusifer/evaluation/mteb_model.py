@@ -1,0 +1,114 @@
+"""mteb's encoder protocol around any :class:`lusifer.types.TextEncoder`.
+
+mteb calls ``encode(DataLoader, task_metadata=..., hf_split=..., hf_subset=..., prompt_type=...)``;
+this wrapper picks the task's English instruction, maps mteb's prompt type to the encoder's
+``kind`` (documents only for the corpus side of retrieval/reranking), encodes each distinct
+text of a call once, and returns float32 rows in input order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from mteb.models import ModelMeta
+from mteb.models.abs_encoder import AbsEncoder
+from mteb.models.model_meta import ScoringFunction
+from mteb.types import PromptType
+
+from ..types import TextEncoder
+from .entry import MTEB_TYPE_TO_TYPE
+from .instructions import instruction_for
+
+if TYPE_CHECKING:
+    from mteb.abstasks.task_metadata import TaskMetadata
+    from torch.utils.data import DataLoader
+
+
+def model_slug(name: str) -> str:
+    """A file-system and mteb friendly form of a model name."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+    return slug or "model"
+
+
+class MtebEncoder(AbsEncoder):
+    """Run a lusifer ``TextEncoder`` through mteb 2.x.
+
+    Args:
+        encoder: the model (anything with ``encode(texts, *, instruction, kind, ...)`` and ``name``).
+        instructions: task name -> instruction, overriding lusifer's table and the task's own prompt.
+        show_progress: forwarded to ``encoder.encode``.
+    """
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        instructions: Mapping[str, str | None] | None = None,
+        *,
+        show_progress: bool = False,
+    ) -> None:
+        self.model = encoder
+        self.instructions = dict(instructions or {})
+        self.show_progress = show_progress
+        name = getattr(encoder, "name", None) or type(encoder).__name__
+        self.mteb_model_meta = ModelMeta.create_empty(
+            overwrites={
+                "name": f"lusifer/{model_slug(name)}",
+                "revision": "local",
+                "similarity_fn_name": ScoringFunction.COSINE,
+                "framework": ["PyTorch"],
+                "use_instructions": True,
+                "modalities": ["text"],
+            }
+        )
+
+    def task_instruction(self, task_metadata: TaskMetadata) -> str | None:
+        """Explicit override, else lusifer's per-task table, else the task's prompt, else a per-type default."""
+        name = task_metadata.name
+        if name in self.instructions:
+            return self.instructions[name]
+        found = instruction_for(name)
+        if found:
+            return found
+        prompt = task_metadata.prompt
+        if isinstance(prompt, str) and prompt:
+            return prompt
+        if isinstance(prompt, dict) and prompt.get("query"):
+            return prompt["query"]
+        return instruction_for(name, MTEB_TYPE_TO_TYPE.get(task_metadata.type, "retrieval"))
+
+    def encode(
+        self,
+        inputs: DataLoader,
+        *,
+        task_metadata: TaskMetadata,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: PromptType | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        texts: list[str] = []
+        for batch in inputs:
+            texts.extend(batch["text"])
+        kind = "document" if prompt_type == PromptType.document else "query"
+        # mteb feeds the same text several times (e.g. a corpus shared by queries): encode it once
+        unique = list(dict.fromkeys(texts))
+        if not unique:
+            return np.zeros((0, 0), dtype=np.float32)
+        vectors = self.model.encode(
+            unique,
+            instruction=self.task_instruction(task_metadata),
+            kind=kind,
+            batch_size=int(kwargs.get("batch_size") or 32),
+            normalize=True,
+            show_progress=self.show_progress,
+        )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape[0] != len(unique):
+            raise ValueError(
+                f"{self.mteb_model_meta.name}: encode returned {vectors.shape[0]} rows for {len(unique)} texts"
+            )
+        position = {text: i for i, text in enumerate(unique)}
+        return vectors[[position[t] for t in texts]]

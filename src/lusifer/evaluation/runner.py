@@ -1,0 +1,438 @@
+"""``evaluate``: run text encoders on a suite and/or local task dirs through mteb, resumably.
+
+Each finished (model, task) result is written atomically to
+``output_dir/runs/<model>/<task>.json``; a rerun with the same task definition skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..types import TextEncoder
+from . import aggregation, statistics
+from .entry import TaskEntry
+from .languages import get_language, order_languages
+from .local_tasks import load_task_dirs, offline_suite_dirs, task_entry
+from .suites import SUITES, build_crosslingual_suite, build_lusifer_suite
+
+logger = logging.getLogger(__name__)
+
+RUN_FORMAT = 1
+
+
+@dataclass
+class TaskScore:
+    """One model's result on one task (scores 0-100)."""
+
+    key: str
+    name: str
+    type: str
+    metric: str
+    split: str
+    languages: list[str]
+    crosslingual: bool
+    score: float  # mean over all evaluated subsets
+    language_scores: dict[str, float]
+    subset_scores: dict[str, float]
+    ci: list[float] | None = None
+    evaluation_time: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "metric": self.metric,
+            "split": self.split,
+            "languages": self.languages,
+            "crosslingual": self.crosslingual,
+            "score": round(self.score, 4),
+            "ci": self.ci,
+            "language_scores": {k: round(v, 4) for k, v in self.language_scores.items()},
+            "subset_scores": {k: round(v, 4) for k, v in self.subset_scores.items()},
+            "evaluation_time": self.evaluation_time,
+        }
+
+
+@dataclass
+class ModelSummary:
+    tasks: dict[str, TaskScore]
+    languages: dict[str, float]
+    language_ci: dict[str, list[float] | None]
+    average: float | None
+    task_types: dict[str, float]
+    crosslingual: dict[str, float]
+    crosslingual_average: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        r = lambda v: None if v is None else round(v, 4)  # noqa: E731
+        return {
+            "tasks": {k: t.to_dict() for k, t in self.tasks.items()},
+            "languages": {k: r(v) for k, v in self.languages.items()},
+            "language_ci": self.language_ci,
+            "average": r(self.average),
+            "task_types": {k: r(v) for k, v in self.task_types.items()},
+            "crosslingual": {k: r(v) for k, v in self.crosslingual.items()},
+            "crosslingual_average": r(self.crosslingual_average),
+        }
+
+
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate` returns and writes to ``results.json``."""
+
+    suite: str | None
+    models: list[str]
+    languages: list[str]
+    summaries: dict[str, ModelSummary]
+    paired_tests: list[dict[str, Any]]
+    bootstrap: int
+    seed: int
+    output_dir: Path
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def score(self, model: str, task: str) -> float:
+        return self.summaries[model].tasks[task].score
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "models": self.models,
+            "languages": self.languages,
+            "aggregation": aggregation.AGGREGATION_RULE,
+            "statistics": {
+                "bootstrap_replicates": self.bootstrap,
+                "seed": self.seed,
+                "confidence": statistics.CONFIDENCE,
+                "method": "percentile bootstrap over test examples; paired tests share resamples",
+            },
+            "results": {m: s.to_dict() for m, s in self.summaries.items()},
+            "paired_tests": self.paired_tests,
+            "errors": self.errors,
+        }
+
+
+# --------------------------------------------------------------------------- task selection
+
+
+def resolve_tasks(
+    suite: str | None, task_dirs: Sequence[Path] = (), languages: Sequence[str] | None = None
+) -> list[TaskEntry]:
+    """The task entries of a suite plus local task dirs, restricted to ``languages``."""
+    if languages is not None:
+        for code in languages:
+            get_language(code)
+    entries: list[TaskEntry] = []
+    dirs = [Path(d) for d in task_dirs]
+    if suite is None:
+        pass
+    elif suite == "lusifer":
+        entries += build_lusifer_suite(languages)
+    elif suite == "lusifer-v2":
+        entries += build_lusifer_suite(languages, newest_versions=True)
+    elif suite == "crosslingual":
+        entries += build_crosslingual_suite(languages)
+    elif suite == "offline":
+        bundled = offline_suite_dirs()
+        if not bundled:
+            raise FileNotFoundError(
+                "the bundled offline suite (lusifer/resources/offline_suite/*/task.json) is not installed"
+            )
+        dirs = bundled + dirs
+    else:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    for spec in load_task_dirs(dirs):
+        entry = task_entry(spec)
+        if languages is None or set(entry.languages) & set(languages):
+            entries.append(entry)
+    keys = [e.key for e in entries]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ValueError(
+            f"task names must be unique across the suite and task dirs; repeated: {duplicates}"
+        )
+    if not entries:
+        raise ValueError("no tasks to run: give --suite and/or --task-dir (and check --languages)")
+    return entries
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_finished(path: Path, entry: TaskEntry, model_name: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if (
+        run.get("format") != RUN_FORMAT
+        or run.get("fingerprint") != entry.fingerprint
+        or run.get("model") != model_name
+    ):
+        return None
+    return run
+
+
+def _run_one(
+    wrapper: Any, entry: TaskEntry, batch_size: int, show_progress: bool
+) -> dict[str, Any]:
+    import mteb
+
+    task = entry.factory()
+    started = time.monotonic()
+    result = mteb.evaluate(
+        wrapper,
+        task,
+        cache=None,
+        overwrite_strategy="always",
+        co2_tracker=False,
+        show_progress_bar=False,
+        encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress},
+    )
+    if result.exceptions:
+        raise RuntimeError(f"{entry.name}: {result.exceptions[0].exception}")
+    task_result = result.task_results[0]
+    rows = task_result.scores[entry.split]
+    subset_scores = {row["hf_subset"]: 100.0 * float(row["main_score"]) for row in rows}
+    return {
+        "format": RUN_FORMAT,
+        "task": entry.key,
+        "fingerprint": entry.fingerprint,
+        "subset_scores": subset_scores,
+        "per_example": getattr(task, "per_example", None) or None,
+        "evaluation_time": round(time.monotonic() - started, 3),
+        "mteb_version": mteb.__version__,
+    }
+
+
+def evaluate(
+    models: Sequence[TextEncoder],
+    *,
+    suite: str | None = None,
+    task_dirs: Sequence[Path] = (),
+    languages: Sequence[str] | None = None,
+    output_dir: Path,
+    batch_size: int = 32,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> EvaluationReport:
+    """Evaluate ``models`` on a suite and/or local task dirs; write results, tables and a chart.
+
+    Args:
+        models: text encoders (``lusifer.types.TextEncoder``), names must differ.
+        suite: "lusifer", "lusifer-v2", "crosslingual" (mteb hub data, needs internet) or
+            "offline" (the bundled local tasks), or None for ``task_dirs`` only.
+        task_dirs: local task directories (see ``lusifer.evaluation.local_tasks``).
+        languages: ISO 639-1 codes to keep (default: all of the suite's).
+        output_dir: where ``results.json``, ``table.md``, ``table.csv``, ``chart.png`` and
+            the per-run files go; rerunning with the same directory resumes.
+        batch_size: encoding batch size.
+        bootstrap: bootstrap replicates for CIs and paired tests (0 disables them).
+        seed: seed of the bootstrap resamples.
+        show_progress: show progress bars.
+    """
+    from .mteb_model import MtebEncoder, model_slug
+    from .report import write_outputs
+
+    if not models:
+        raise ValueError("give at least one model")
+    names = [getattr(m, "name", None) or type(m).__name__ for m in models]
+    slugs = [model_slug(n) for n in names]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError(f"model names must be distinct (after making them file-safe): {names}")
+    entries = resolve_tasks(suite, task_dirs, languages)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    instructions = {e.name: e.instruction for e in entries}
+
+    runs: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
+    errors: dict[str, dict[str, str]] = {}
+    progress = tqdm(
+        total=len(models) * len(entries), desc="Evaluating", disable=not show_progress, unit="task"
+    )
+    for model, name, slug in zip(models, names, slugs, strict=True):
+        wrapper = MtebEncoder(model, instructions, show_progress=show_progress)
+        for entry in entries:
+            progress.set_postfix_str(f"{name} | {entry.key}")
+            path = output_dir / "runs" / slug / f"{_safe(entry.key)}.json"
+            run = _load_finished(path, entry, name)
+            if run is None:
+                try:
+                    run = _run_one(wrapper, entry, batch_size, show_progress)
+                except Exception as err:
+                    if entry.source == "local":
+                        raise
+                    logger.warning("%s on %s failed: %s", name, entry.key, err)
+                    errors.setdefault(name, {})[entry.key] = f"{type(err).__name__}: {err}"
+                    progress.update(1)
+                    continue
+                run["model"] = name
+                _write_json_atomic(path, run)
+            runs[name][entry.key] = run
+            progress.update(1)
+    progress.close()
+
+    report = summarise(
+        entries, names, runs, suite=suite, bootstrap=bootstrap, seed=seed, output_dir=output_dir
+    )
+    report.errors = errors
+    report.files = write_outputs(report)
+    return report
+
+
+# --------------------------------------------------------------------------- summarising
+
+
+def summarise(
+    entries: Sequence[TaskEntry],
+    models: Sequence[str],
+    runs: dict[str, dict[str, dict[str, Any]]],
+    *,
+    suite: str | None,
+    bootstrap: int,
+    seed: int,
+    output_dir: Path,
+) -> EvaluationReport:
+    """Aggregate per-task runs into the paper's tables plus bootstrap statistics."""
+    by_key = {e.key: e for e in entries}
+    summaries: dict[str, ModelSummary] = {}
+    replicates: dict[str, dict[str, np.ndarray]] = {}
+    identity: dict[str, dict[str, float]] = {}
+    for model in models:
+        tasks: dict[str, TaskScore] = {}
+        replicates[model], identity[model] = {}, {}
+        for key, run in runs[model].items():
+            entry = by_key[key]
+            subset_scores = {s: v for s, v in run["subset_scores"].items() if s in entry.subsets}
+            language_scores = aggregation.task_language_scores(
+                subset_scores, entry.subsets_by_language
+            )
+            score = TaskScore(
+                key=key,
+                name=entry.name,
+                type=entry.type,
+                metric=entry.main_metric,
+                split=entry.split,
+                languages=order_languages(language_scores),
+                crosslingual=entry.crosslingual,
+                score=fmean(subset_scores.values()),
+                language_scores=language_scores,
+                subset_scores=subset_scores,
+                evaluation_time=run.get("evaluation_time"),
+            )
+            per_example = run.get("per_example")
+            if bootstrap > 0 and per_example and len(subset_scores) == 1:
+                n = statistics.example_count(entry.type, per_example)
+                idx = statistics.resample_indices(n, bootstrap, seed, key)
+                reps = statistics.replicate_scores(entry.type, entry.main_metric, per_example, idx)
+                interval = statistics.percentile_interval(reps)
+                score.ci = interval.to_list() if interval else None
+                replicates[model][key] = reps
+                identity[model][key] = statistics.point_score(
+                    entry.type, entry.main_metric, per_example
+                )
+            tasks[key] = score
+        per_task_lang = {k: t.language_scores for k, t in tasks.items()}
+        lang_avgs = aggregation.language_averages(per_task_lang)
+        language_ci: dict[str, list[float] | None] = {}
+        for lang in lang_avgs:
+            keys = [k for k, t in tasks.items() if lang in t.language_scores]
+            if keys and all(k in replicates[model] for k in keys):
+                interval = statistics.percentile_interval(
+                    statistics.mean_replicates([replicates[model][k] for k in keys])
+                )
+                language_ci[lang] = interval.to_list() if interval else None
+            else:
+                language_ci[lang] = None
+        cross = {k: t.score for k, t in tasks.items() if t.crosslingual}
+        summaries[model] = ModelSummary(
+            tasks=tasks,
+            languages={k: lang_avgs[k] for k in order_languages(lang_avgs)},
+            language_ci={k: language_ci[k] for k in order_languages(lang_avgs)},
+            average=aggregation.overall_average(lang_avgs),
+            task_types=aggregation.type_averages(
+                per_task_lang, {k: t.type for k, t in tasks.items()}
+            ),
+            crosslingual=cross,
+            crosslingual_average=fmean(cross.values()) if cross else None,
+        )
+
+    paired = []
+    if bootstrap > 0:
+        reference = models[0]
+        for other in models[1:]:
+            paired.append(_paired(reference, other, summaries, replicates, identity))
+    all_languages = order_languages({lang for s in summaries.values() for lang in s.languages})
+    return EvaluationReport(
+        suite=suite,
+        models=list(models),
+        languages=all_languages,
+        summaries=summaries,
+        paired_tests=paired,
+        bootstrap=bootstrap,
+        seed=seed,
+        output_dir=output_dir,
+    )
+
+
+def _paired(
+    a: str,
+    b: str,
+    summaries: dict[str, ModelSummary],
+    replicates: dict[str, dict[str, np.ndarray]],
+    identity: dict[str, dict[str, float]],
+) -> dict[str, Any]:
+    tasks_out = {}
+    common = [k for k in summaries[a].tasks if k in summaries[b].tasks]
+    for key in common:
+        ra, rb = replicates[a].get(key), replicates[b].get(key)
+        if ra is None or rb is None or ra.shape != rb.shape:
+            continue
+        test = statistics.paired_test(
+            summaries[a].tasks[key].score - summaries[b].tasks[key].score,
+            ra - rb,
+            center=identity[a][key] - identity[b][key],
+        )
+        tasks_out[key] = test.to_dict()
+    languages_out = {}
+    for lang in summaries[a].languages:
+        keys = [k for k in common if lang in summaries[a].tasks[k].language_scores]
+        if not keys or not all(k in tasks_out for k in keys):
+            continue
+        diffs = statistics.mean_replicates([replicates[a][k] - replicates[b][k] for k in keys])
+        center = fmean(identity[a][k] - identity[b][k] for k in keys)
+        observed = summaries[a].languages[lang] - summaries[b].languages.get(lang, float("nan"))
+        languages_out[lang] = statistics.paired_test(observed, diffs, center=center).to_dict()
+    return {"model_a": a, "model_b": b, "tasks": tasks_out, "languages": languages_out}

@@ -1,0 +1,304 @@
+"""The LUSIFER benchmark suites: per-language mteb task lists, pinned versions, cross-lingual suite.
+
+Task names are those of mteb 1.14, which the paper used. mteb 2.x keeps every one of them
+under the same name and marks newer versions with ``superseded_by``; ``lusifer`` pins the
+original, ``lusifer-v2`` follows mteb's successor chain. Building a suite only reads mteb's
+metadata; the data download happens when a task runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING
+
+from .entry import MTEB_TYPE_TO_TYPE, TaskEntry
+from .instructions import instruction_for
+from .languages import ENGLISH, LUSIFER_LANGUAGES, aggregation_languages, from_mteb
+
+if TYPE_CHECKING:
+    from mteb.abstasks import AbsTask
+
+_ENGLISH_MTEB: tuple[str, ...] = (
+    "AmazonCounterfactualClassification", "AmazonPolarityClassification",
+    "AmazonReviewsClassification", "ArguAna", "ArxivClusteringP2P", "ArxivClusteringS2S",
+    "AskUbuntuDupQuestions", "BIOSSES", "Banking77Classification", "BiorxivClusteringP2P",
+    "BiorxivClusteringS2S", "CQADupstackTexRetrieval", "ClimateFEVER", "DBPedia",
+    "EmotionClassification", "FEVER", "FiQA2018", "HotpotQA", "ImdbClassification", "MSMARCO",
+    "MTOPDomainClassification", "MTOPIntentClassification", "MassiveIntentClassification",
+    "MassiveScenarioClassification", "MedrxivClusteringP2P", "MedrxivClusteringS2S",
+    "MindSmallReranking", "NFCorpus", "NQ", "QuoraRetrieval", "RedditClustering",
+    "RedditClusteringP2P", "SCIDOCS", "SICK-R", "STS12", "STS13", "STS14", "STS15", "STS16",
+    "STS17", "STS22", "STSBenchmark", "SciDocsRR", "SciFact", "SprintDuplicateQuestions",
+    "StackExchangeClustering", "StackExchangeClusteringP2P", "StackOverflowDupQuestions",
+    "SummEval", "TRECCOVID", "Touche2020", "ToxicConversationsClassification",
+    "TweetSentimentExtractionClassification", "TwentyNewsgroupsClustering",
+    "TwitterSemEval2015", "TwitterURLCorpus",
+)  # fmt: skip
+
+#: Per-language task lists of the reference code (a superset of the paper's figure).
+LUSIFER_TASKS: Mapping[str, tuple[str, ...]] = {
+    "en": _ENGLISH_MTEB,
+    "es": (
+        "AmazonReviewsClassification", "BelebeleRetrieval", "MLSUMClusteringP2P.v2",
+        "MLSUMClusteringS2S.v2", "MTOPIntentClassification", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "MintakaRetrieval", "MultiEURLEXMultilabelClassification",
+        "MultilingualSentimentClassification", "PawsXPairClassification", "SIB200ClusteringS2S",
+        "STS17", "STS22", "STSBenchmarkMultilingualSTS", "SpanishNewsClassification",
+        "SpanishNewsClusteringP2P", "TweetSentimentClassification", "XNLI", "XQuADRetrieval",
+    ),
+    "ru": (
+        "GeoreviewClassification", "GeoreviewClusteringP2P", "HeadlineClassification",
+        "InappropriatenessClassification", "KinopoiskClassification", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "RiaNewsRetrieval", "RuBQRetrieval",
+        "RuReviewsClassification", "RuSTSBenchmarkSTS", "RuSciBenchGRNTIClassification",
+        "RuSciBenchGRNTIClusteringP2P", "RuSciBenchOECDClassification",
+        "RuSciBenchOECDClusteringP2P", "STS22", "TERRa",
+    ),
+    "fr": (
+        "AlloProfClusteringP2P.v2", "AlloProfClusteringS2S.v2", "AlloprofReranking",
+        "AlloprofRetrieval", "AmazonReviewsClassification", "BelebeleRetrieval", "FQuADRetrieval",
+        "FrenchBookReviews", "HALClusteringS2S.v2", "MLSUMClusteringP2P.v2", "MLSUMClusteringS2S.v2",
+        "MTOPIntentClassification", "MasakhaNEWSClusteringP2P", "MasakhaNEWSClusteringS2S",
+        "MassiveIntentClassification", "MassiveScenarioClassification", "MintakaRetrieval",
+        "MultiEURLEXMultilabelClassification", "OpusparcusPC", "PawsXPairClassification",
+        "PublicHealthQA", "RTE3", "SIB200Classification", "SIB200ClusteringS2S", "SICKFr", "STS17",
+        "STS22.v2", "STSBenchmarkMultilingualSTS", "SummEvalFr", "SyntecReranking",
+        "TweetSentimentClassification", "XNLI",
+    ),
+    "vi": (
+        "BelebeleRetrieval", "MLQARetrieval", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "MultilingualSentimentClassification", "PublicHealthQA",
+        "SIB200Classification", "SIB200ClusteringS2S", "VieQuADRetrieval",
+        "VieStudentFeedbackClassification", "XNLI", "XQuADRetrieval",
+    ),
+    "fa": (
+        "FarsTail", "MassiveIntentClassification", "MassiveScenarioClassification",
+        "MultilingualSentimentClassification", "WikipediaRerankingMultilingual",
+        "WikipediaRetrievalMultilingual",
+    ),
+    "id": (
+        "BelebeleRetrieval", "IndonesianMongabayConservationClassification",
+        "MassiveIntentClassification", "MassiveScenarioClassification", "SIB200Classification",
+        "SIB200ClusteringS2S", "SemRel24STS", "indonli",
+    ),
+    "ar": (
+        "ArEntail", "MLQARetrieval", "MintakaRetrieval", "STS17", "STS22.v2",
+        "TweetEmotionClassification", "XNLI",
+    ),
+    "fi": (
+        "BelebeleRetrieval", "FinParaSTS", "FinToxicityClassification", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "MultilingualSentimentClassification", "OpusparcusPC",
+        "SIB200Classification", "WikipediaRerankingMultilingual", "WikipediaRetrievalMultilingual",
+    ),
+    "ko": (
+        "BelebeleRetrieval", "KLUE-STS", "KLUE-TC", "Ko-StrategyQA", "KorHateSpeechMLClassification",
+        "KorSTS", "KorSarcasmClassification", "MassiveIntentClassification",
+        "MassiveScenarioClassification", "PawsXPairClassification", "PublicHealthQA",
+        "SIB200Classification", "SIB200ClusteringS2S", "STS17",
+    ),
+    "hi": (
+        "BelebeleRetrieval", "IndicCrosslingualSTS", "IndicReviewsClusteringP2P", "MLQARetrieval",
+        "MTOPIntentClassification", "MassiveIntentClassification", "MassiveScenarioClassification",
+        "MintakaRetrieval", "SIB200Classification", "SIB200ClusteringS2S", "SemRel24STS",
+        "SentimentAnalysisHindi", "TweetSentimentClassification", "WikipediaRerankingMultilingual",
+        "WikipediaRetrievalMultilingual", "XNLI", "XQuADRetrieval",
+    ),
+    "bn": (
+        "BelebeleRetrieval", "BengaliDocumentClassification", "BengaliHateSpeechClassification",
+        "IndicCrosslingualSTS", "IndicQARetrieval", "IndicReviewsClusteringP2P",
+        "MassiveIntentClassification", "MassiveScenarioClassification", "SIB200ClusteringS2S",
+        "WikipediaRerankingMultilingual", "WikipediaRetrievalMultilingual", "XNLIV2",
+    ),
+    "te": (
+        "BelebeleRetrieval", "IndicCrosslingualSTS", "IndicNLPNewsClassification",
+        "IndicQARetrieval", "IndicReviewsClusteringP2P", "IndicSentimentClassification",
+        "MassiveIntentClassification", "MassiveScenarioClassification", "SIB200Classification",
+        "SIB200ClusteringS2S", "SemRel24STS", "TeluguAndhraJyotiNewsClassification",
+    ),
+    "sw": (
+        "AfriSentiClassification", "MasakhaNEWSClassification", "MasakhaNEWSClusteringP2P",
+        "MasakhaNEWSClusteringS2S", "MassiveIntentClassification", "MassiveScenarioClassification",
+        "SwahiliNewsClassification", "XNLI",
+    ),
+}  # fmt: skip
+
+#: The cross-lingual benchmark (paper Table 2), pinned versions.
+CROSSLINGUAL_TASKS: tuple[str, ...] = (
+    "MLQARetrieval", "BelebeleRetrieval", "STS17", "STS22.v2", "IndicCrosslingualSTS",
+)  # fmt: skip
+
+SUITES: tuple[str, ...] = ("lusifer", "lusifer-v2", "crosslingual", "offline")
+
+
+def latest_version(name: str) -> str:
+    """Follow mteb's ``superseded_by`` chain from ``name`` to the newest task name."""
+    import mteb
+
+    seen = {name}
+    while (successor := mteb.get_task(name).metadata.superseded_by) is not None:
+        if successor in seen:  # pragma: no cover - a cycle would be an mteb bug
+            break
+        seen.add(successor)
+        name = successor
+    return name
+
+
+def _eval_split(task: AbsTask, preferred: Sequence[str] | None = None) -> str:
+    """One split per task: mteb's English benchmark choice, else "test", else the first."""
+    splits = list(task.metadata.eval_splits)
+    for split in [*(preferred or ()), "test"]:
+        if split in splits:
+            return split
+    return splits[0]
+
+
+def _subset_languages(task: AbsTask) -> dict[str, list[str | None]]:
+    """hf subset -> its languages as ISO 639-1 codes (None for a language outside our table)."""
+    return {
+        subset: [from_mteb(ls) for ls in langscripts]
+        for subset, langscripts in task.metadata.hf_subsets_to_langscripts.items()
+    }
+
+
+def subsets_for_language(task: AbsTask, language: str) -> list[str]:
+    """The subsets of ``task`` that give its score for ``language`` in the per-language benchmark.
+
+    Monolingual subsets of the language when there are any, else the subsets pairing the
+    language with English (e.g. IndicCrosslingualSTS for Hindi), which count for the
+    non-English side.
+    """
+    subsets = _subset_languages(task)
+    mono = [s for s, langs in subsets.items() if langs and all(x == language for x in langs)]
+    if mono or language == ENGLISH:
+        return mono
+    return [
+        s
+        for s, langs in subsets.items()
+        if language in langs and all(x in (language, ENGLISH) for x in langs)
+    ]
+
+
+def crosslingual_subsets(task: AbsTask, languages: Sequence[str]) -> list[str]:
+    """Subsets pairing two different languages, both among ``languages``."""
+    return [
+        s
+        for s, langs in _subset_languages(task).items()
+        if len(set(langs)) >= 2 and all(x is not None and x in languages for x in langs)
+    ]
+
+
+def _mteb_factory(name: str, subsets: tuple[str, ...], split: str) -> AbsTask:
+    import mteb
+
+    task = mteb.get_task(name)
+    if task.metadata.is_multilingual:
+        task.hf_subsets = list(subsets)
+    task.filter_eval_splits([split])
+    return task
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+
+
+def _entry(
+    name: str,
+    by_language: dict[str, list[str]],
+    split: str,
+    *,
+    crosslingual: bool,
+    task: AbsTask,
+) -> TaskEntry:
+    by_lang = {lang: tuple(subs) for lang, subs in by_language.items()}
+    subsets = tuple(dict.fromkeys(s for subs in by_lang.values() for s in subs))
+    md = task.metadata
+    task_type = MTEB_TYPE_TO_TYPE.get(md.type, md.type.lower())
+    return TaskEntry(
+        key=name,
+        name=name,
+        type=task_type,
+        main_metric=md.main_score,
+        split=split,
+        instruction=instruction_for(name, task_type),
+        subsets_by_language=by_lang,
+        crosslingual=crosslingual,
+        source="mteb",
+        fingerprint=_fingerprint(name, md.dataset.get("revision"), subsets, split),
+        factory=partial(_mteb_factory, name, subsets, split),
+    )
+
+
+def _english_benchmark_choices() -> dict[str, tuple[list[str], list[str]]]:
+    """Subsets and splits mteb's ``MTEB(eng, v1)`` uses for each English task."""
+    import mteb
+
+    bench = mteb.get_benchmark("MTEB(eng, v1)")
+    return {t.metadata.name: (list(t.hf_subsets), list(t.eval_splits)) for t in bench.tasks}
+
+
+def build_lusifer_suite(
+    languages: Sequence[str] | None = None, *, newest_versions: bool = False
+) -> list[TaskEntry]:
+    """The per-language LUSIFER benchmark (paper Table 1) as task entries.
+
+    A task listed under several languages is one entry whose subsets are split by language.
+    With ``newest_versions`` every task is replaced by mteb's newest successor (``lusifer-v2``).
+    """
+    import mteb
+
+    wanted = list(languages) if languages is not None else list(LUSIFER_LANGUAGES)
+    english = _english_benchmark_choices()
+    plan: dict[str, dict[str, list[str]]] = {}
+    splits: dict[str, str] = {}
+    tasks: dict[str, AbsTask] = {}
+    for language in wanted:
+        for listed in LUSIFER_TASKS.get(language, ()):
+            name = latest_version(listed) if newest_versions else listed
+            task = tasks.setdefault(name, mteb.get_task(name))
+            if language == ENGLISH and listed in english:
+                subsets, preferred = english[listed]
+                if not task.metadata.is_multilingual:
+                    subsets = ["default"]
+            else:
+                subsets = (
+                    subsets_for_language(task, language)
+                    if task.metadata.is_multilingual
+                    else ["default"]
+                )
+                preferred = None
+            if not subsets:
+                raise ValueError(f"mteb task {name} has no subset for language {language!r}")
+            plan.setdefault(name, {})[language] = subsets
+            splits.setdefault(name, _eval_split(task, preferred))
+    return [
+        _entry(name, by_lang, splits[name], crosslingual=False, task=tasks[name])
+        for name, by_lang in plan.items()
+    ]
+
+
+def build_crosslingual_suite(languages: Sequence[str] | None = None) -> list[TaskEntry]:
+    """The cross-lingual benchmark (paper Table 2): pairs of two different languages of the 14.
+
+    A pair counts for its non-English languages in the per-language table.
+    """
+    import mteb
+
+    wanted = list(languages) if languages is not None else list(LUSIFER_LANGUAGES)
+    entries = []
+    for name in CROSSLINGUAL_TASKS:
+        task = mteb.get_task(name)
+        subset_langs = _subset_languages(task)
+        by_language: dict[str, list[str]] = {}
+        for subset in crosslingual_subsets(task, LUSIFER_LANGUAGES):
+            counts_for = aggregation_languages([x for x in subset_langs[subset] if x])
+            if languages is not None and not set(counts_for) & set(wanted):
+                continue
+            for lang in counts_for:
+                by_language.setdefault(lang, []).append(subset)
+        if by_language:
+            entries.append(
+                _entry(name, by_language, _eval_split(task), crosslingual=True, task=task)
+            )
+    return entries
