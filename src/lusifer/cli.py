@@ -26,6 +26,7 @@ def main() -> None:
 
 COMMAND_MODULES = [
     "lusifer.commands.encode",
+    "lusifer.commands.evaluate",
 ]
 
 for _module in COMMAND_MODULES:

@@ -1,0 +1,73 @@
+"""``lusifer evaluate``: run models on a benchmark suite and/or local task dirs through mteb."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def evaluate_command(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="One or more models: a LUSIFER model folder, a bundled offline backbone "
+            "(all-MiniLM-L6-v2, multilingual-e5-small), a local Hugging Face folder or a hub id."
+        ),
+    ],
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            help="lusifer | lusifer-v2 | crosslingual (mteb hub data, needs internet) | offline (bundled local tasks)."
+        ),
+    ] = None,
+    task_dir: Annotated[
+        list[Path] | None,
+        typer.Option("--task-dir", help="A local task directory (task.json + data); repeatable."),
+    ] = None,
+    languages: Annotated[
+        str | None, typer.Option(help="Comma-separated ISO 639-1 codes to keep, e.g. en,fr.")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output folder (rerun to resume).")
+    ] = Path("evaluation"),
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap resamples for CIs and paired tests (0: off).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
+) -> None:
+    """Evaluate MODELS; writes results.json, table.md, table.csv and chart.png to --output."""
+    from ..evaluation.local_tasks import TaskDirError
+    from ..evaluation.runner import evaluate
+    from ..evaluation.suites import SUITES
+    from ..model import load_text_encoder
+
+    if suite is not None and suite not in SUITES:
+        raise typer.BadParameter(f"choose one of {', '.join(SUITES)}", param_hint="--suite")
+    if suite is None and not task_dir:
+        raise typer.BadParameter("give --suite and/or --task-dir", param_hint="--suite")
+    wanted = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
+    encoders = [load_text_encoder(ref) for ref in models]
+    try:
+        report = evaluate(
+            encoders,
+            suite=suite,
+            task_dirs=task_dir or (),
+            languages=wanted,
+            output_dir=output,
+            batch_size=batch_size,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+    except (TaskDirError, ValueError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report.files["markdown"].read_text(encoding="utf-8"))
+    for name, path in report.files.items():
+        typer.echo(f"wrote {name}: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate_command)
