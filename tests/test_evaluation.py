@@ -427,3 +427,46 @@ def test_task_spec_defaults_and_extra_fields(tmp_path):
     spec = read_task_spec(d)
     assert spec.main_score == "cosine_spearman" and spec.instruction and spec.crosslingual
     assert spec.source == "me" and spec.license == "mit" and spec.extra == {"notes": 1}
+
+
+def test_cli_evaluate_runs_task_dirs(two_model_run, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import lusifer.model
+    from lusifer.cli import app
+
+    _, _, _, dirs, _ = two_model_run
+    made = {}
+
+    def fake_loader(ref):
+        made[ref] = LookupEncoder(ref)
+        return made[ref]
+
+    monkeypatch.setattr(lusifer.model, "load_text_encoder", fake_loader)
+    retrieval = next(d for d in dirs if d.name == "TinyRetrieval")
+    bitext = next(d for d in dirs if d.name == "TinyBitext")
+    args = ["evaluate", "m1", "m2", "--task-dir", str(retrieval), "--task-dir", str(bitext)]
+    args += ["--output", str(tmp_path / "o"), "--bootstrap", "50", "--languages", "en,fr"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Paired bootstrap test: m1 - m2" in result.output
+    assert set(made) == {"m1", "m2"} and all(m.calls for m in made.values())
+    assert (tmp_path / "o" / "results.json").is_file()
+
+    bad = CliRunner().invoke(app, ["evaluate", "m1", "--task-dir", str(tmp_path / "missing")])
+    assert bad.exit_code == 2 and "not a directory" in bad.output
+    assert CliRunner().invoke(app, ["evaluate", "m1", "--suite", "nope"]).exit_code != 0
+
+
+def test_bundled_offline_suite_parses():
+    from lusifer.evaluation.local_tasks import offline_suite_dirs
+    from lusifer.evaluation.runner import resolve_tasks
+
+    if not offline_suite_dirs():
+        pytest.skip("the bundled offline suite is not built")
+    entries = resolve_tasks("offline")  # parses and checks every task dir and data file
+    assert entries
+    for entry in entries:
+        assert entry.instruction and entry.source == "local"
+        assert "en" not in entry.languages or not entry.crosslingual  # en-xx counts for xx
+    assert {e.key for e in resolve_tasks("offline", languages=["sw"])} <= {e.key for e in entries}
