@@ -138,6 +138,16 @@ def norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
 
 
+BOILERPLATE_PACKAGES = 20  # a sentence in this many packages' descriptions is boilerplate
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def content_sentences(body: str, min_chars: int = 40) -> list[str]:
+    """Normalised sentences of a description, long enough to identify something."""
+    out = (norm(s) for s in _SENTENCE_END.split(body))
+    return [s for s in out if len(s) >= min_chars]
+
+
 def debian_rows(lists: Path, max_chars: int) -> tuple[list[PairRow], Counter]:
     sections: dict[str, str] = {}
     for path in index_files(lists, "_Packages"):
@@ -152,15 +162,25 @@ def debian_rows(lists: Path, max_chars: int) -> tuple[list[PairRow], Counter]:
     stats: Counter = Counter(packages=len(descriptions))
     candidates: list[tuple[str, str, str, str]] = []
     held_out_texts: set[str] = set()
+    held_out_sentences: set[str] = set()
+    sentence_packages: Counter = Counter()
     for pkg in sorted(descriptions):
         title, *long_lines = descriptions[pkg].split("\n")
         title = title.strip()
         body = clean_long_description(long_lines)
+        sentences = set(content_sentences(body))
+        sentence_packages.update(sentences)
         if is_held_out(pkg):
             held_out_texts.update({norm(title), norm(body)})
+            held_out_sentences.update(sentences)
             stats["held_out"] += 1
             continue
         candidates.append((pkg, title, body, sections.get(pkg, "unknown").split("/")[-1]))
+    # Sentences that identify a package family ("The Slurm Workload Manager is ...") must
+    # not leak from the evaluation side into training; boilerplate shared by many
+    # packages ("Node.js is an event-based server-side JavaScript engine.") identifies
+    # nothing and is allowed.
+    leaky = {s for s in held_out_sentences if sentence_packages[s] < BOILERPLATE_PACKAGES}
 
     rows = []
     seen: set[str] = set()
@@ -178,6 +198,9 @@ def debian_rows(lists: Path, max_chars: int) -> tuple[list[PairRow], Counter]:
         nt, nb = norm(title), norm(body)
         if nt in held_out_texts or nb in held_out_texts:
             stats["same_text_as_held_out"] += 1
+            continue
+        if any(s in leaky for s in content_sentences(body)):
+            stats["sentence_shared_with_held_out"] += 1
             continue
         if nt in seen or nb in seen:
             stats["duplicate"] += 1
@@ -326,7 +349,8 @@ def write_readme(
         "",
         "Debian descriptions: packages for which `lusifer.data.splits.is_held_out(name)` is",
         "true are reserved for the evaluation suite and excluded here, as is any package",
-        "whose summary or description text equals a held-out package's. Also dropped:",
+        "whose summary or description equals a held-out package's, or that shares a sentence",
+        "(40+ characters, found in fewer than 20 packages) with one. Also dropped:",
         "transitional/dummy/debug-symbol packages, long descriptions under 20 characters,",
         "texts the language guard does not judge English prose, and duplicates (normalised",
         "summary or description). Long descriptions are cut at a paragraph boundary after",
@@ -357,8 +381,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-description-chars", type=int, default=1000)
     ap.add_argument("--max-debian", type=int, default=None)
-    ap.add_argument("--max-wordnet-definitions", type=int, default=30000)
-    ap.add_argument("--max-wordnet-examples", type=int, default=20000)
+    ap.add_argument("--max-wordnet-definitions", type=int, default=35000)
+    ap.add_argument("--max-wordnet-examples", type=int, default=25000)
     ap.add_argument("--workdir", type=Path, default=None, help="keep downloads here")
     args = ap.parse_args()
 

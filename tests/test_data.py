@@ -217,6 +217,7 @@ def test_load_hf_from_save_to_disk_and_files(tmp_path):
         query_field="question",
         positive_field="answer",
         dataset_name="x",
+        cache_dir=str(tmp_path / "cache"),
     )
     assert [(r.positive, r.dataset) for r in pq] == [
         ("a small feline", "x"),
@@ -228,7 +229,10 @@ def test_load_hf_from_save_to_disk_and_files(tmp_path):
 
     jsonl = tmp_path / "local.jsonl"
     write_jsonl(jsonl, [{"text": "one"}, {"text": "two"}])
-    assert [t.text for t in load_hf_texts(jsonl)] == ["one", "two"]
+    assert [t.text for t in load_hf_texts(jsonl, cache_dir=str(tmp_path / "cache"))] == [
+        "one",
+        "two",
+    ]
 
 
 def test_load_hf_errors(tmp_path):
@@ -240,6 +244,11 @@ def test_load_hf_errors(tmp_path):
         load_hf_pairs(tmp_path / "d")
     with pytest.raises(DataFormatError, match=r"field 'p': row 1: empty"):
         load_hf_pairs(tmp_path / "d", query_field="q", positive_field="p")
+    datasets.Dataset.from_dict({"q": ["a"], "p": ["x"], "n": [["ok", ""]]}).save_to_disk(
+        str(tmp_path / "neg")
+    )
+    with pytest.raises(DataFormatError, match=r"field 'n\[1\]': row 0: expected a non-empty"):
+        load_hf_pairs(tmp_path / "neg", query_field="q", positive_field="p", negatives_field="n")
     with pytest.raises(KeyError, match="no split 'validation'"):
         datasets.DatasetDict({"train": datasets.Dataset.from_dict({"q": ["a"]})}).save_to_disk(
             str(tmp_path / "dd")

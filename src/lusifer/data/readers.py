@@ -364,9 +364,14 @@ def load_hf_pairs(
         try:
             rows.append(_pair_from_obj(obj, where, None, dataset, fields))
         except DataFormatError as e:
-            original = {"query": query_field, "positive": positive_field}.get(
-                e.field or "", e.field
-            )
+            original = e.field or ""
+            for ours, theirs in (
+                ("query", query_field),
+                ("positive", positive_field),
+                ("negatives", negatives_field),
+            ):
+                if theirs and (original == ours or original.startswith(ours + "[")):
+                    original = theirs + original[len(ours) :]
             raise DataFormatError(where, None, original, f"row {i}: {e.problem}") from None
     return rows
 
