@@ -93,6 +93,24 @@ def task_rows(report: EvaluationReport) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _language_ci_lines(report: EvaluationReport) -> list[str]:
+    """95% CIs of the language averages, where every task of the language has one."""
+    rows = []
+    for m in report.models:
+        cis = report.summaries[m].language_ci
+        if any(cis.values()):
+            rows.append([m, *(_fmt_ci(cis.get(lang)).strip() for lang in report.languages)])
+    if not rows:
+        return [""]
+    return [
+        "",
+        "95% bootstrap CIs of the language averages:",
+        "",
+        *_md_table(["model", *report.languages], rows),
+        "",
+    ]
+
+
 def render_markdown(report: EvaluationReport) -> str:
     lines = [
         "# LUSIFER evaluation",
@@ -104,6 +122,7 @@ def render_markdown(report: EvaluationReport) -> str:
         "",
         *_md_table(*language_rows(report)),
         "",
+        *_language_ci_lines(report),
         "## Per task type",
         "",
         *_md_table(*type_rows(report)),

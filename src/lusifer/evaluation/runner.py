@@ -259,7 +259,8 @@ def evaluate(
         output_dir: where ``results.json``, ``table.md``, ``table.csv``, ``chart.png`` and
             the per-run files go; rerunning with the same directory resumes.
         batch_size: encoding batch size.
-        bootstrap: bootstrap replicates for CIs and paired tests (0 disables them).
+        bootstrap: bootstrap replicates for CIs and paired tests (0 disables them); with
+            several models, each later model is tested against the first.
         seed: seed of the bootstrap resamples.
         show_progress: show progress bars.
     """
