@@ -321,7 +321,12 @@ def subsample(rows: list[PairRow], limit: int | None, seed: int) -> list[PairRow
 
 
 def write_readme(
-    out_dir: Path, counts: Counter, stats: Counter, size: int, fractions: dict
+    out_dir: Path,
+    counts: Counter,
+    stats: Counter,
+    size: int,
+    fractions: dict,
+    index_dates: dict[str, str],
 ) -> None:
     lines = [
         "# Bundled English training data",
@@ -333,7 +338,10 @@ def write_readme(
         "",
         "from the Debian bookworm archive (package index files and the `wordnet-base`",
         "package), with a fixed seed and sorted output. Load it with",
-        "`lusifer.data.english.load_bundled_english()`.",
+        "`lusifer.data.english.load_bundled_english()`. A rebuild is byte-identical as long",
+        "as the archive's index files are the same; these were dated "
+        + "; ".join(f"{k}: {v}" for k, v in index_dates.items())
+        + ".",
         "",
         "| dataset | rows | query -> positive | label | licence |",
         "|---|---|---|---|---|",
@@ -391,6 +399,17 @@ def main() -> None:
     try:
         lists = workdir / "lists"
         apt_update(lists)
+        index_dates = {
+            f.name.split("_dists_")[1].removesuffix("_InRelease"): next(
+                (
+                    ln[5:].strip()
+                    for ln in f.read_text(errors="replace").splitlines()
+                    if ln.startswith("Date:")
+                ),
+                "?",
+            )
+            for f in sorted(lists.glob("*_InRelease"))
+        }
         debian, stats = debian_rows(lists, args.max_description_chars)
         wn_defs, wn_examples = wordnet_rows(fetch_package("wordnet-base", workdir), args.seed)
         copyright_file = workdir / "wordnet-base" / "usr/share/doc/wordnet-base/copyright"
@@ -417,7 +436,7 @@ def main() -> None:
         for name in counts
     }
     size = out.stat().st_size
-    write_readme(args.out_dir, counts, stats, size, fractions)
+    write_readme(args.out_dir, counts, stats, size, fractions, index_dates)
     print(f"debian filter: {dict(sorted(stats.items()))}")
     print(f"rows: {dict(sorted(counts.items()))}, total {len(rows)}")
     print(f"english fraction: {fractions}")
