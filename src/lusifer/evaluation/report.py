@@ -101,9 +101,8 @@ def _language_ci_lines(report: EvaluationReport) -> list[str]:
         if any(cis.values()):
             rows.append([m, *(_fmt_ci(cis.get(lang)).strip() for lang in report.languages)])
     if not rows:
-        return [""]
+        return []
     return [
-        "",
         "95% bootstrap CIs of the language averages:",
         "",
         *_md_table(["model", *report.languages], rows),
