@@ -470,3 +470,60 @@ def test_bundled_offline_suite_parses():
         assert entry.instruction and entry.source == "local"
         assert "en" not in entry.languages or not entry.crosslingual  # en-xx counts for xx
     assert {e.key for e in resolve_tasks("offline", languages=["sw"])} <= {e.key for e in entries}
+
+
+def test_hub_task_path_with_mteb_mock_task(tmp_path, monkeypatch):
+    """A multi-subset mteb task (mteb's offline mock) split by language; a task that cannot
+    load (as without internet) is reported and retried on the next run, not fatal."""
+    from mteb.mocks.mock_tasks.retrieval import MockMultilingualRetrievalTask
+
+    from lusifer.evaluation import runner
+    from lusifer.evaluation.entry import TaskEntry
+
+    def unreachable():
+        raise ConnectionError("hub not reachable")
+
+    def entry(key, factory, by_language):
+        return TaskEntry(
+            key=key,
+            name=key,
+            type="retrieval",
+            main_metric="ndcg_at_10",
+            split="test",
+            instruction="Given a query, retrieve passages",
+            subsets_by_language=by_language,
+            crosslingual=False,
+            source="mteb",
+            fingerprint="f",
+            factory=factory,
+        )
+
+    entries = [
+        entry(
+            "MockMultilingualRetrievalTask",
+            MockMultilingualRetrievalTask,
+            {"en": ("eng",), "fr": ("fra",)},
+        ),
+        entry("Unreachable", unreachable, {"en": ("default",)}),
+    ]
+    monkeypatch.setattr(runner, "resolve_tasks", lambda *a, **k: entries)
+    encoder = LookupEncoder("hub")
+    report = runner.evaluate(
+        [encoder], suite="lusifer", output_dir=tmp_path, bootstrap=100, show_progress=False
+    )
+    task = report.summaries["hub"].tasks["MockMultilingualRetrievalTask"]
+    assert set(task.subset_scores) == {"eng", "fra"}
+    assert task.language_scores == {
+        "en": task.subset_scores["eng"],
+        "fr": task.subset_scores["fra"],
+    }
+    assert task.ci is None  # no per-example data from a hub task
+    assert report.summaries["hub"].languages == task.language_scores
+    assert "hub not reachable" in report.errors["hub"]["Unreachable"]
+    assert "Failed tasks" in (tmp_path / "table.md").read_text()
+    assert not (tmp_path / "runs" / "hub" / "Unreachable.json").exists()
+    calls = len(encoder.calls)
+    runner.evaluate(
+        [encoder], suite="lusifer", output_dir=tmp_path, bootstrap=100, show_progress=False
+    )
+    assert len(encoder.calls) == calls  # the finished task is not rerun
