@@ -196,7 +196,7 @@ def read_task_spec(task_dir: str | Path) -> LocalTaskSpec:
 
 # --------------------------------------------------------------------------- data files
 
-_STR = "a string"
+_STR = "a non-empty string"
 _NUM = "a number"
 _STRLIST = "a list of strings"
 _LABEL = "a string or integer label"

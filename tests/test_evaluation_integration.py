@@ -1,0 +1,27 @@
+"""Real offline backbones on two small bundled cross-lingual tasks (en-sw)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_multilingual_backbone_beats_english_only_on_en_sw(tmp_path):
+    from lusifer.evaluation import evaluate
+    from lusifer.evaluation.local_tasks import offline_suite_dirs
+    from lusifer.model import load_text_encoder
+
+    dirs = [d for d in offline_suite_dirs() if d.name in ("Bitext.en-sw", "XlingRetrieval.en-sw")]
+    if len(dirs) != 2:
+        pytest.skip("the bundled offline suite is not built")
+    e5 = load_text_encoder("multilingual-e5-small")
+    minilm = load_text_encoder("all-MiniLM-L6-v2")
+    report = evaluate(
+        [e5, minilm], task_dirs=dirs, output_dir=tmp_path, bootstrap=200, show_progress=False
+    )
+    for key in ("Bitext.en-sw", "XlingRetrieval.en-sw"):
+        assert report.score(e5.name, key) > report.score(minilm.name, key) + 10
+    test = report.paired_tests[0]
+    assert test["tasks"]["XlingRetrieval.en-sw"]["p_value"] < 0.05
+    assert set(report.summaries[e5.name].languages) == {"sw"}
