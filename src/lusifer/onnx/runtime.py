@@ -1,0 +1,154 @@
+"""``OnnxLusifer``: a LUSIFER model run by onnxruntime on CPU, with the torch model's
+tokenizer, prompts and batching loop."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..encoding import encode_in_batches, validate_texts
+from ..model.lusifer import LusiferModel
+from ..types import TextKind
+from .export import INPUT_NAMES, ensure_exported
+
+THREADS_ENV = "LUSIFER_NUM_THREADS"
+
+
+def default_threads(threads: int | None = None) -> int:
+    """``threads``, else ``$LUSIFER_NUM_THREADS``, else every core."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        return threads
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise ValueError(f"${THREADS_ENV} must be a positive integer, got {env!r}") from None
+        if value < 1:
+            raise ValueError(f"${THREADS_ENV} must be a positive integer, got {env!r}")
+        return value
+    return os.cpu_count() or 1
+
+
+class OnnxLusifer:
+    """Same ``encode`` contract as :class:`LusiferModel`, run through onnxruntime.
+
+    Build with :meth:`from_model` (a loaded model) or :meth:`from_pretrained` (a folder);
+    the graph is exported on first use and cached (see :func:`ensure_exported`).
+    """
+
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        model: LusiferModel,
+        *,
+        threads: int | None = None,
+        use_head: bool = False,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.onnx_path = Path(onnx_path)
+        self.config = model.config
+        self.tokenizer = model.tokenizer
+        self.use_head = use_head
+        self.embedding_size = model.embedding_size
+        self.name = f"{model.name} (onnx{', int8' if '.int8' in self.onnx_path.name else ''})"
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = default_threads(threads)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(self.onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        model: LusiferModel,
+        *,
+        quantize: str | None = None,
+        threads: int | None = None,
+        use_head: bool = False,
+        export_dir: str | Path | None = None,
+        source: str | Path | None = None,
+    ) -> OnnxLusifer:
+        path = ensure_exported(
+            model, quantize=quantize, use_head=use_head, export_dir=export_dir, source=source
+        )
+        return cls(path, model, threads=threads, use_head=use_head)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        quantize: str | None = None,
+        threads: int | None = None,
+        use_head: bool = False,
+        export_dir: str | Path | None = None,
+    ) -> OnnxLusifer:
+        model = LusiferModel.from_pretrained(directory)
+        return cls.from_model(
+            model,
+            quantize=quantize,
+            threads=threads,
+            use_head=use_head,
+            export_dir=export_dir,
+            source=directory,
+        )
+
+    # The torch model's prompt formatting and tokenisation, reused as is.
+    tokenize = LusiferModel.tokenize
+
+    def embed_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = dict(zip(INPUT_NAMES, (input_ids, attention_mask), strict=True))
+        return self.session.run(None, {k: v.astype(np.int64) for k, v in feeds.items()})[0]
+
+    def encode(
+        self,
+        texts: str | list[str],
+        *,
+        instruction: str | None = None,
+        kind: TextKind = "query",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        normalize: bool = True,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        show_progress: bool = False,
+        convert_to: str = "numpy",
+        use_head: bool | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts (float32 rows in input order). ``device``/``dtype`` exist for
+        signature parity: only CPU float32 graphs are run."""
+        if device not in (None, "cpu"):
+            raise ValueError(f"the ONNX backend runs on CPU only, got device={device!r}")
+        if use_head is not None and use_head != self.use_head:
+            raise ValueError(
+                f"this ONNX graph was exported with use_head={self.use_head}; re-export for "
+                f"use_head={use_head}"
+            )
+        del dtype
+        single = isinstance(texts, str)
+        texts = validate_texts(texts)
+
+        def embed_batch(batch: list[str]) -> torch.Tensor:
+            enc = self.tokenize(batch, instruction=instruction, kind=kind, max_length=max_length)
+            out = self.embed_tokens(enc["input_ids"].numpy(), enc["attention_mask"].numpy())
+            return torch.from_numpy(out)
+
+        out = encode_in_batches(
+            texts,
+            embed_batch,
+            batch_size=batch_size,
+            normalize=normalize,
+            show_progress=show_progress,
+            convert_to=convert_to,
+            desc="Encoding (LUSIFER, onnx)",
+        )
+        return out[0] if single else out
