@@ -27,6 +27,7 @@ def main() -> None:
 COMMAND_MODULES = [
     "lusifer.commands.encode",
     "lusifer.commands.evaluate",
+    "lusifer.commands.train",
 ]
 
 for _module in COMMAND_MODULES:

@@ -28,7 +28,7 @@ from transformers import (
 
 from .cache import build_atomic, cache_root
 
-TINY_VERSION = "1"
+TINY_VERSION = "2"
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R order: bos=0, pad=1, eos=2
 
 
@@ -70,6 +70,8 @@ def _xlmr() -> PreTrainedModel:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=258,
+        hidden_dropout_prob=0.0,  # deterministic: tests compare runs exactly
+        attention_probs_dropout_prob=0.0,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
@@ -85,6 +87,8 @@ def _bert() -> PreTrainedModel:
         num_attention_heads=2,
         intermediate_size=48,
         max_position_embeddings=512,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
         pad_token_id=1,
     )
     return BertModel(config, add_pooling_layer=False)

@@ -123,21 +123,25 @@ class LusiferModel(nn.Module):
         self,
         texts: list[str],
         *,
-        instruction: str | None = None,
-        kind: TextKind = "query",
+        instruction: str | None | list[str | None] = None,
+        kind: TextKind | list[TextKind] = "query",
         max_length: int | None = None,
     ) -> BatchEncoding:
-        """Prompt and tokenize with the encoder's tokenizer (the only tokenizer texts see)."""
+        """Prompt and tokenize with the encoder's tokenizer (the only tokenizer texts see).
+
+        ``instruction`` and ``kind`` are one for all texts, or lists with one per text."""
         max_length = max_length or self.config.max_length
+        instructions = instruction if isinstance(instruction, list) else [instruction] * len(texts)
+        kinds = kind if isinstance(kind, list) else [kind] * len(texts)
         prompts = [
             format_prompt(
                 clip_text(t, max_length),
-                instruction,
-                kind,
+                inst,
+                k,
                 query_template=self.config.query_template,
                 document_template=self.config.document_template,
             )
-            for t in texts
+            for t, inst, k in zip(texts, instructions, kinds, strict=True)
         ]
         return self.tokenizer(
             prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"

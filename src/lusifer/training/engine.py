@@ -1,0 +1,433 @@
+"""The training loop, on Hugging Face accelerate.
+
+One loop serves both stages. DDP by default; FSDP or DeepSpeed come from an accelerate
+config file (``accelerate launch --config_file ...``) with no code change. Every global
+batch is drawn identically on every process (a function of seed and step) and each
+process takes its slice, so N processes train exactly like one with the same global
+batch, and a resumed run sees the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+from ..model import LusiferModel
+from .config import RunConfig, Stage, StageConfig
+from .data import (
+    AlignmentExample,
+    ContrastiveBatch,
+    LoadedSource,
+    alignment_batch,
+    contrastive_batch,
+    load_sources,
+)
+from .gradcache import gradcache_backward
+from .losses import distillation_loss, info_nce, lm_alignment_loss
+
+STATE_NAME = "trainer_state.json"
+
+
+class TrainingModule(nn.Module):
+    """What the distributed wrapper sees: one forward per objective, so gradient
+    synchronisation (DDP/FSDP) always runs through ``forward``."""
+
+    def __init__(self, model: LusiferModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, objective: str, **batch: Any) -> torch.Tensor:
+        if objective == "embed":
+            return self.model(
+                batch["input_ids"], batch["attention_mask"], use_head=batch["use_head"]
+            )
+        if objective == "lm":
+            return lm_alignment_loss(self.model, **batch)
+        if objective == "distill":
+            return distillation_loss(self.model, **batch)
+        raise ValueError(f"unknown objective {objective!r}")
+
+
+def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0 keeping gradients; rows may differ in count per process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    from torch.distributed.nn.functional import all_gather
+
+    sizes = [
+        torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(dist.get_world_size())
+    ]
+    dist.all_gather(sizes, torch.tensor([t.shape[0]], device=t.device))
+    sizes = [int(s) for s in sizes]
+    padded = torch.nn.functional.pad(t, (0, 0, 0, max(sizes) - t.shape[0]))
+    parts = all_gather(padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+
+
+def _gather_ints(values: list[int], device: torch.device) -> list[list[int]]:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [values]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, values)
+    return out
+
+
+class Trainer:
+    """Trains one stage of a :class:`LusiferModel`; checkpoints, resumes, logs."""
+
+    def __init__(
+        self,
+        model: LusiferModel,
+        stage: Stage,
+        config: StageConfig,
+        run: RunConfig,
+        output_dir: Path,
+        accelerator: Accelerator,
+    ) -> None:
+        self.model = model
+        self.stage = stage
+        self.config = config
+        self.run = run
+        self.output_dir = Path(output_dir)
+        self.accelerator = accelerator
+        self.world = accelerator.num_processes
+        self.rank = accelerator.process_index
+        if config.batch_size % self.world:
+            raise ValueError(
+                f"{stage}.batch_size={config.batch_size} must be divisible by the number of "
+                f"processes ({self.world})"
+            )
+        self._interrupted = False
+        self.sources: list[LoadedSource] = []
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self) -> None:
+        cfg, model = self.config, self.model
+        objectives = cfg.objectives
+        if self.stage == "alignment" and objectives.lm > 0 and not model.target.is_decoder:
+            raise ValueError(
+                f"alignment.objectives.lm={objectives.lm}, but the target {model.config.target!r} "
+                "is an encoder with no LM head: use objectives.distill (and lm: 0)"
+            )
+        if cfg.train_head and model.head is None:
+            raise ValueError(f"{self.stage}.train_head is set but the model has no projection_head")
+        for part in ("encoder", "target"):
+            if getattr(cfg, f"train_{part}_lora") and getattr(model.config, f"{part}_lora") is None:
+                raise ValueError(
+                    f"{self.stage}.train_{part}_lora is set but model.{part}_lora is not configured"
+                )
+        model.freeze(
+            connector=cfg.train_connector,
+            head=cfg.train_head,
+            encoder_lora=cfg.train_encoder_lora,
+            target_lora=cfg.train_target_lora,
+        )
+        if self.run.gradient_checkpointing:
+            kwargs = {"gradient_checkpointing_kwargs": {"use_reentrant": False}}
+            for backbone in (model.encoder, model.target.model):
+                backbone.gradient_checkpointing_enable(**kwargs)
+        self.sources = load_sources(cfg.data, self.run)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{self.stage}: nothing to train (every part is frozen)")
+        self.optimizer = torch.optim.AdamW(
+            params,
+            lr=cfg.learning_rate,
+            betas=tuple(cfg.adam_betas),
+            weight_decay=cfg.weight_decay,
+        )
+        self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            self.optimizer,
+            num_warmup_steps=cfg.warmup,
+            num_training_steps=cfg.steps,
+            min_lr=cfg.min_learning_rate,
+        )
+        self.module, self.optimizer = self.accelerator.prepare(
+            TrainingModule(model), self.optimizer
+        )
+        model.train()
+
+    # ------------------------------------------------------------------- steps
+    def _local_slice(self, items: list) -> list:
+        per = len(items) // self.world
+        return items[self.rank * per : (self.rank + 1) * per]
+
+    def _target_tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        tok = self.model.target.tokenizer
+        obj = self.config.objectives
+        enc = tok(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=obj.max_target_length,
+            return_tensors="pt",
+        )
+        return {"target_ids": enc["input_ids"], "target_mask": enc["attention_mask"]}
+
+    def _alignment_step(self, step: int) -> dict[str, float]:
+        cfg, obj = self.config, self.config.objectives
+        examples: list[AlignmentExample] = self._local_slice(
+            alignment_batch(self.sources, cfg.batch_size, self.run.seed, step)
+        )
+        device = self.accelerator.device
+        enc = self.model.tokenize([e.source_text for e in examples], max_length=self.run.max_length)
+        encoder = {
+            "encoder_ids": enc["input_ids"].to(device),
+            "encoder_mask": enc["attention_mask"].to(device),
+        }
+        losses: dict[str, torch.Tensor] = {}
+        if obj.lm > 0:
+            tok = self.model.target.tokenizer
+            texts = [e.target_text + (tok.eos_token or "") for e in examples]
+            # the target text follows the soft tokens: no special tokens of its own
+            enc_t = tok(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=obj.max_target_length,
+                add_special_tokens=False,
+                return_tensors="pt",
+            )
+            target = {"target_ids": enc_t["input_ids"], "target_mask": enc_t["attention_mask"]}
+            if obj.mask_prob > 0:
+                gen = torch.Generator().manual_seed(self.run.seed * 1_000_003 + step)
+                drop = torch.rand(target["target_ids"].shape, generator=gen) < obj.mask_prob
+                fill = tok.unk_token_id if tok.unk_token_id is not None else tok.pad_token_id
+                target["masked_target_ids"] = target["target_ids"].masked_fill(drop, fill)
+            batch = {**encoder, **{k: v.to(device) for k, v in target.items()}}
+            losses["lm"] = self.module("lm", **batch)
+        if obj.distill > 0:
+            target = self._target_tokens([e.distill_text for e in examples])
+            batch = {**encoder, **{k: v.to(device) for k, v in target.items()}}
+            losses["distill"] = self.module("distill", mse_weight=obj.distill_mse_weight, **batch)
+        if not losses:
+            raise ValueError("alignment: every objective weight is 0")
+        total = obj.lm * losses.get("lm", 0.0) + obj.distill * losses.get("distill", 0.0)
+        self.accelerator.backward(total)
+        return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+
+    def _representation_step(self, step: int) -> dict[str, float]:
+        cfg = self.config
+        full: ContrastiveBatch = contrastive_batch(
+            self.sources, cfg.batch_size, cfg.num_negatives, self.run.seed, step
+        )
+        per = cfg.batch_size // self.world
+        lo, hi = self.rank * per, (self.rank + 1) * per
+        queries, positives = full.queries[lo:hi], full.positives[lo:hi]
+        instructions = full.instructions[lo:hi]
+        neg_idx = [j for j, o in enumerate(full.negative_owner) if lo <= o < hi]
+        negatives = [full.negatives[j] for j in neg_idx]
+        owners = [full.negative_owner[j] - lo for j in neg_idx]
+        texts = queries + positives + negatives
+        kinds = ["query"] * len(queries) + ["document"] * (len(positives) + len(negatives))
+        insts = instructions + instructions + [instructions[o] for o in owners]
+        enc = self.model.tokenize(
+            texts, instruction=insts, kind=kinds, max_length=self.run.max_length
+        )
+        device = self.accelerator.device
+        inputs = {
+            "input_ids": enc["input_ids"].to(device),
+            "attention_mask": enc["attention_mask"].to(device),
+        }
+        n_q = len(queries)
+
+        # global owner indices of the gathered negatives
+        gathered_owners = _gather_ints(owners, device)
+        global_owner = torch.tensor(
+            [o + r * per for r, ows in enumerate(gathered_owners) for o in ows],
+            dtype=torch.long,
+            device=device,
+        )
+
+        def loss_fn(reps: torch.Tensor) -> torch.Tensor:
+            q = gather_with_grad(reps[:n_q])
+            p = gather_with_grad(reps[n_q : 2 * n_q])
+            n = gather_with_grad(reps[2 * n_q :])
+            return info_nce(
+                q,
+                p,
+                n,
+                global_owner,
+                temperature=cfg.temperature,
+                in_batch_negatives=full.in_batch_negatives,
+                symmetric=cfg.symmetric,
+            )
+
+        def embed(chunk: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.module("embed", use_head=cfg.use_head, **chunk)
+
+        if cfg.gradcache_chunk_size:
+            loss = gradcache_backward(
+                embed,
+                inputs,
+                loss_fn,
+                cfg.gradcache_chunk_size,
+                backward=self.accelerator.backward,
+                no_sync=lambda: self.accelerator.no_sync(self.module),
+            )
+        else:
+            loss = loss_fn(embed(inputs))
+            self.accelerator.backward(loss)
+        return {"loss": float(loss)}
+
+    # -------------------------------------------------------------- checkpoints
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    def latest_checkpoint(self) -> Path | None:
+        done = [p for p in self.checkpoint_root.glob("step-*") if (p / STATE_NAME).is_file()]
+        return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+
+    def save_checkpoint(self, step: int) -> None:
+        """Write the trained tensors, optimizer, scheduler and RNG state atomically."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            final = self.checkpoint_root / f"step-{step:08d}"
+            tmp = self.checkpoint_root / f".tmp-{uuid.uuid4().hex}"
+            tmp.mkdir(parents=True)
+            try:
+                save_file(self.model.trained_state_dict(), str(tmp / "model.safetensors"))
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+                rng = {"cpu": torch.get_rng_state()}
+                if torch.cuda.is_available():
+                    rng["cuda"] = torch.cuda.get_rng_state_all()
+                torch.save(rng, tmp / "rng.pt")
+                state = {"stage": self.stage, "step": step, "config": asdict(self.config)}
+                (tmp / STATE_NAME).write_text(json.dumps(state, indent=2))  # written last
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            kept = sorted(self.checkpoint_root.glob("step-*"), key=lambda p: p.name)
+            for old in kept[: -self.run.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def load_checkpoint(self, path: Path) -> int:
+        state = json.loads((path / STATE_NAME).read_text())
+        if state["stage"] != self.stage:
+            raise ValueError(f"{path} is a {state['stage']} checkpoint, not {self.stage}")
+        self.model.load_trained_state_dict(
+            load_file(str(path / "model.safetensors")), source=str(path)
+        )
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        rng = torch.load(path / "rng.pt", weights_only=False)
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return int(state["step"])
+
+    # --------------------------------------------------------------------- loop
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with (self.output_dir / "log.jsonl").open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        if self.run.report_to:
+            self.accelerator.log(
+                {f"{self.stage}/{k}": v for k, v in record.items()}, step=record["step"]
+            )
+
+    def _trim_log(self, step: int) -> None:
+        """Drop log lines after ``step`` (a resumed run rewrites them)."""
+        log = self.output_dir / "log.jsonl"
+        if self.accelerator.is_main_process and log.exists():
+            lines = [
+                ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= step
+            ]
+            log.write_text("".join(ln + "\n" for ln in lines))
+
+    @contextlib.contextmanager
+    def _catch_interrupt(self):
+        """First Ctrl-C: finish the step, save a checkpoint, stop. Second: abort."""
+
+        def handler(signum, frame):
+            if self._interrupted:
+                raise KeyboardInterrupt
+            self._interrupted = True
+            tqdm.write("Interrupted: saving a checkpoint after this step (Ctrl-C again to abort).")
+
+        try:
+            previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            yield
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def train(self, *, resume: bool = False, stop_after: int | None = None) -> bool:
+        """Run the stage. Returns True when it finished, False when interrupted
+        (a checkpoint was saved; ``resume=True`` continues from it)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        set_seed(self.run.seed)
+        self._setup()
+        start = 0
+        if resume and (ckpt := self.latest_checkpoint()) is not None:
+            start = self.load_checkpoint(ckpt)
+            tqdm.write(f"Resuming {self.stage} from {ckpt} (step {start})")
+        self._trim_log(start)
+        cfg = self.config
+        step_fn = self._alignment_step if self.stage == "alignment" else self._representation_step
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        bar = tqdm(
+            total=cfg.steps,
+            initial=start,
+            desc=f"{self.stage}",
+            unit="step",
+            disable=not self.accelerator.is_main_process,
+        )
+        tic, seen = time.perf_counter(), 0
+        finished = True
+        with self._catch_interrupt():
+            for step in range(start + 1, cfg.steps + 1):
+                metrics = step_fn(step)
+                if not math.isfinite(metrics["loss"]):
+                    raise FloatingPointError(
+                        f"{self.stage} step {step}: loss is {metrics['loss']}; lower the learning "
+                        f"rate (now {cfg.learning_rate}) or check the data"
+                    )
+                if cfg.max_grad_norm:
+                    self.accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                seen += cfg.batch_size
+                lr = self.scheduler.get_last_lr()[0]
+                rate = seen / max(time.perf_counter() - tic, 1e-9)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.1f}")
+                bar.update(1)
+                if step % self.run.log_every == 0 or step == cfg.steps or step == 1:
+                    self._log({"step": step, "lr": lr, "examples_per_s": rate, **metrics})
+                stopping = self._interrupted or (stop_after is not None and step >= stop_after)
+                if step % self.run.save_every == 0 or step == cfg.steps or stopping:
+                    self.save_checkpoint(step)
+                if stopping and step < cfg.steps:
+                    finished = False
+                    break
+        bar.close()
+        self.model.eval()
+        return finished

@@ -1,0 +1,154 @@
+"""Training objectives: the paper's LM alignment, our distillation, and InfoNCE."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from ..model import LusiferModel
+from ..model.pooling import pool
+
+IGNORE_INDEX = -100
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module):
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def build_lm_inputs(
+    model: LusiferModel,
+    soft: torch.Tensor,
+    soft_mask: torch.Tensor,
+    target_ids: torch.Tensor,
+    target_mask: torch.Tensor,
+    input_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lay out ``[BOS] + soft tokens + target-text tokens`` per row, right-padded.
+
+    Labels are the target-text ids; BOS, soft tokens and padding get ``-100``.
+    ``input_ids`` are the (optionally masked) ids fed in; labels always use ``target_ids``.
+    """
+    embedding = model.target.input_embeddings()
+    input_ids = target_ids if input_ids is None else input_ids
+    text_embeds = embedding(input_ids)
+    bos_id = model.target.tokenizer.bos_token_id
+    bos = (
+        embedding.weight[bos_id].unsqueeze(0)
+        if bos_id is not None
+        else soft.new_zeros(0, soft.shape[-1])
+    )
+    rows, labels = [], []
+    for i in range(soft.shape[0]):
+        n_soft, n_text = int(soft_mask[i].sum()), int(target_mask[i].sum())
+        rows.append(
+            torch.cat(
+                [bos.to(soft.dtype), soft[i, :n_soft], text_embeds[i, :n_text].to(soft.dtype)]
+            )
+        )
+        labels.append(
+            torch.cat(
+                [
+                    torch.full((bos.shape[0] + n_soft,), IGNORE_INDEX, device=soft.device),
+                    target_ids[i, :n_text],
+                ]
+            )
+        )
+    length = max(r.shape[0] for r in rows)
+    embeds = soft.new_zeros(len(rows), length, soft.shape[-1])
+    mask = torch.zeros(len(rows), length, dtype=torch.long, device=soft.device)
+    label_t = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long, device=soft.device)
+    for i, (row, lab) in enumerate(zip(rows, labels, strict=True)):
+        embeds[i, : row.shape[0]] = row
+        mask[i, : row.shape[0]] = 1
+        label_t[i, : lab.shape[0]] = lab
+    return embeds, mask, label_t
+
+
+def lm_alignment_loss(
+    model: LusiferModel,
+    encoder_ids: torch.Tensor,
+    encoder_mask: torch.Tensor,
+    target_ids: torch.Tensor,
+    target_mask: torch.Tensor,
+    masked_target_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Token cross-entropy of the target LM on the target text, given the soft tokens.
+
+    Causal attention: with bidirectional attention each position could see the token it
+    must predict (the reference code's later defect)."""
+    soft, soft_mask = model.soft_tokens(encoder_ids, encoder_mask)
+    embeds, mask, labels = build_lm_inputs(
+        model, soft, soft_mask, target_ids, target_mask, masked_target_ids
+    )
+    hidden = model.target.hidden_states(embeds, mask, causal=True)
+    # Predict token t+1 from position t; project only the positions that carry a label.
+    shift_hidden, shift_labels = hidden[:, :-1], labels[:, 1:]
+    keep = shift_labels != IGNORE_INDEX
+    logits = model.target.lm_logits(shift_hidden[keep])
+    return F.cross_entropy(logits.float(), shift_labels[keep])
+
+
+def distillation_loss(
+    model: LusiferModel,
+    encoder_ids: torch.Tensor,
+    encoder_mask: torch.Tensor,
+    target_ids: torch.Tensor,
+    target_mask: torch.Tensor,
+    mse_weight: float = 1.0,
+) -> torch.Tensor:
+    """(1 - cosine) + w * MSE between the target's pooled output on the soft tokens and
+    the same target's own embedding of the same English text (its own tokens)."""
+    soft, soft_mask = model.soft_tokens(encoder_ids, encoder_mask)
+    student = pool(model.target.hidden_states(soft, soft_mask), soft_mask, model.config.pooling)
+    with torch.no_grad(), _eval_mode(model.target):  # the teacher is deterministic
+        own = model.target.input_embeddings()(target_ids)
+        teacher = pool(
+            model.target.hidden_states(own, target_mask), target_mask, model.config.pooling
+        )
+    student, teacher = student.float(), teacher.float()
+    cosine = F.cosine_similarity(student, teacher, dim=-1)
+    return (1.0 - cosine).mean() + mse_weight * F.mse_loss(student, teacher)
+
+
+def info_nce(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    negative_owner: torch.Tensor,
+    *,
+    temperature: float = 0.05,
+    in_batch_negatives: bool = True,
+    symmetric: bool = False,
+) -> torch.Tensor:
+    """InfoNCE on L2-normalised embeddings.
+
+    Query i's candidates are every positive and every hard negative in the batch
+    (``in_batch_negatives``), or only its own positive and its own negatives
+    (``negative_owner[j]`` is the query negative j belongs to). ``symmetric`` adds the
+    positive -> query direction.
+    """
+    q = F.normalize(queries.float(), dim=-1)
+    p = F.normalize(positives.float(), dim=-1)
+    n = F.normalize(negatives.float(), dim=-1) if negatives.numel() else p.new_zeros(0, p.shape[-1])
+    batch = q.shape[0]
+    docs = torch.cat([p, n])
+    scores = q @ docs.T / temperature
+    labels = torch.arange(batch, device=q.device)
+    if not in_batch_negatives:
+        allowed = torch.zeros_like(scores, dtype=torch.bool)
+        allowed[labels, labels] = True
+        if n.shape[0]:
+            allowed[negative_owner, batch + torch.arange(n.shape[0], device=q.device)] = True
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    loss = F.cross_entropy(scores, labels)
+    if symmetric and in_batch_negatives:
+        loss = (loss + F.cross_entropy(p @ q.T / temperature, labels)) / 2
+    return loss

@@ -1,0 +1,85 @@
+"""Both stages end to end: build the model, train alignment then representation, save."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from ..model import LusiferModel
+from ..model.lusifer import CONFIG_NAME, WEIGHTS_NAME
+from .config import STAGES, Stage, TrainConfig
+from .engine import Trainer
+
+
+def _load_trained(model: LusiferModel, folder: Path) -> None:
+    model.load_trained_state_dict(load_file(str(folder / WEIGHTS_NAME)), source=str(folder))
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    stages: list[Stage] | None = None,
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    accelerator: Accelerator | None = None,
+    model: LusiferModel | None = None,
+    stop_after: int | None = None,
+) -> Path | None:
+    """Train the configured stages in order and return the final model folder
+    (``<output_dir>/model``), or None when interrupted (resume later with ``resume``).
+
+    Layout: ``<output_dir>/<stage>/{checkpoints/, log.jsonl, final/}`` and
+    ``<output_dir>/model``. A finished stage is skipped on resume; representation
+    starts from the alignment result when there is one, or from ``init_from``.
+    ``stop_after`` stops each stage after that step as if interrupted (checkpoint saved).
+    """
+    out = Path(config.run.output_dir)
+    stages = stages or [s for s in STAGES if getattr(config, s) is not None]
+    for stage in stages:
+        if getattr(config, stage) is None:
+            raise ValueError(f"the config has no {stage!r} section")
+    accelerator = accelerator or Accelerator(
+        mixed_precision=config.run.mixed_precision,
+        log_with=config.run.report_to or None,
+        project_dir=str(out),
+    )
+    if config.run.report_to:
+        accelerator.init_trackers("lusifer")
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.yaml").write_text(
+            yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+        )
+    set_seed(config.run.seed)  # the connector's initialisation is part of the run
+    model = model or LusiferModel.build(config.model)
+    if init_from is not None:
+        _load_trained(model, Path(init_from))
+    model.to(accelerator.device)
+    for stage in stages:
+        stage_dir = out / stage
+        final = stage_dir / "final"
+        if resume and (final / CONFIG_NAME).is_file():
+            tqdm.write(f"{stage}: already finished ({final}), skipping")
+            _load_trained(model, final)
+            continue
+        if stage == "representation" and init_from is None:
+            previous = out / "alignment" / "final"
+            if (previous / CONFIG_NAME).is_file():
+                _load_trained(model, previous)
+        trainer = Trainer(model, stage, getattr(config, stage), config.run, stage_dir, accelerator)
+        if not trainer.train(resume=resume, stop_after=stop_after):
+            return None
+        if accelerator.is_main_process:
+            model.save_pretrained(final)
+        accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model.save_pretrained(out / "model")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return out / "model"

@@ -1,0 +1,455 @@
+"""Training on tiny models: objectives, GradCache, the loop, resume, configs, the guard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import randomize_trained
+from safetensors.torch import load_file
+from torch import nn
+
+from lusifer import LusiferModel
+from lusifer.config import ConfigError
+from lusifer.data.language_guard import NonEnglishDataError
+from lusifer.training import load_train_config, run_training
+from lusifer.training.gradcache import gradcache_backward
+from lusifer.training.losses import (
+    IGNORE_INDEX,
+    build_lm_inputs,
+    distillation_loss,
+    info_nce,
+    lm_alignment_loss,
+)
+
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
+ENGLISH = [
+    ("how do I install the package", "Run the installer and follow the steps on the screen."),
+    ("what does the tool do", "It converts images between many common file formats."),
+    ("which editor is small", "A small text editor for the terminal with syntax colours."),
+    ("where are the fonts", "The fonts are stored in the shared data folder of the system."),
+    ("a game about trains", "Build railway networks and deliver goods between the cities."),
+    ("library for parsing", "This library parses configuration files and reports errors."),
+    ("music player for the desktop", "Plays your music collection and manages the playlists."),
+    ("backup tool with compression", "Creates compressed backups of your files on a schedule."),
+]
+
+
+def write_pairs(path: Path, rows=ENGLISH, repeat: int = 4) -> Path:
+    with path.open("w") as f:
+        for _ in range(repeat):
+            for q, p in rows:
+                f.write(
+                    json.dumps({"query": q, "positive": p, "instruction": "Find the answer"}) + "\n"
+                )
+    return path
+
+
+def tiny_config(tmp_path: Path, target: str = "llama", **sections) -> dict:
+    data = [{"path": str(write_pairs(tmp_path / "pairs.jsonl"))}]
+    config = {
+        "model": {
+            "encoder": "tiny:xlmr",
+            "target": f"tiny:{target}",
+            "encoder_lora": LORA,
+            "target_lora": LORA,
+        },
+        "run": {
+            "output_dir": str(tmp_path / "out"),
+            "seed": 3,
+            "save_every": 3,
+            "log_every": 1,
+            "max_length": 64,
+        },
+        "alignment": {
+            "steps": 6,
+            "batch_size": 4,
+            "learning_rate": 3e-3,
+            "objectives": {"lm": 1.0 if target != "bert" else 0.0, "distill": 1.0},
+            "data": data,
+        },
+        "representation": {
+            "steps": 6,
+            "batch_size": 4,
+            "learning_rate": 1e-3,
+            "train_target_lora": True,
+            "data": data,
+        },
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value}
+    return config
+
+
+def write_config(tmp_path: Path, config: dict) -> Path:
+    import yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# ------------------------------------------------------------------ objectives
+def test_lm_labels_ignore_bos_soft_tokens_and_padding(tiny_model_factory):
+    model = tiny_model_factory("llama")
+    soft = torch.randn(2, 5, 40)
+    soft_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    target_ids = torch.tensor([[10, 11, 12], [20, 21, 1]])
+    target_mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    embeds, mask, labels = build_lm_inputs(model, soft, soft_mask, target_ids, target_mask)
+    assert labels[0].tolist() == [IGNORE_INDEX] * 6 + [10, 11, 12]
+    assert labels[1].tolist() == [IGNORE_INDEX] * 3 + [20, 21] + [IGNORE_INDEX] * 4
+    assert mask[1].tolist() == [1] * 5 + [0] * 4
+    bos = model.target.input_embeddings().weight[model.target.tokenizer.bos_token_id]
+    assert torch.allclose(embeds[1, 0], bos) and torch.allclose(embeds[1, 1:3], soft[1, :2])
+    assert torch.allclose(embeds[1, 3], model.target.input_embeddings().weight[20])
+
+
+def test_lm_loss_uses_causal_attention(tiny_model_factory):
+    model = tiny_model_factory("mistral")
+    enc = model.tokenize(["a short text", "another one"])
+    tok = model.target.tokenizer(
+        ["it is short", "and longer one"],
+        padding=True,
+        add_special_tokens=False,
+        return_tensors="pt",
+    )
+    args = (enc["input_ids"], enc["attention_mask"], tok["input_ids"], tok["attention_mask"])
+    with torch.no_grad():
+        loss = lm_alignment_loss(model, *args)
+
+        def manual(causal: bool) -> torch.Tensor:
+            soft, soft_mask = model.soft_tokens(enc["input_ids"], enc["attention_mask"])
+            embeds, mask, labels = build_lm_inputs(
+                model, soft, soft_mask, tok["input_ids"], tok["attention_mask"]
+            )
+            logits = model.target.lm_logits(model.target.hidden_states(embeds, mask, causal=causal))
+            return nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
+            )
+
+        assert torch.allclose(loss, manual(True), atol=1e-5)
+        assert not torch.allclose(loss, manual(False), atol=1e-3)
+
+
+class OneHotEncoder(nn.Module):
+    """An 'encoder' whose token states are one-hot vectors of the input ids."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids, attention_mask):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(
+            last_hidden_state=nn.functional.one_hot(input_ids, self.vocab).float()
+        )
+
+
+@pytest.mark.parametrize("target", ["bert", "llama"])
+def test_distillation_is_zero_when_the_connector_reproduces_the_target_embeddings(target):
+    # tiny:xlmr and the tiny targets share one byte-level tokenizer, so encoder ids == target ids
+    model = LusiferModel.build(encoder="tiny:xlmr", target=f"tiny:{target}")
+    table = model.target.input_embeddings().weight.detach()
+    vocab = table.shape[0]
+    model.encoder = OneHotEncoder(vocab)
+    model.connector = type(model.connector)(vocab, table.shape[1], hidden_size=vocab)
+    with torch.no_grad():
+        model.connector.ff[0].weight.copy_(torch.eye(vocab))
+        model.connector.ff[0].bias.zero_()
+        model.connector.ff[2].weight.copy_(table.T)
+        model.connector.ff[2].bias.zero_()
+    texts = ["the same english text", "and a second, longer english sentence"]
+    enc = model.tokenize(texts)
+    # the teacher reads the same token sequence through the target's own embedding table
+    args = (enc["input_ids"], enc["attention_mask"], enc["input_ids"], enc["attention_mask"])
+    with torch.no_grad():
+        exact = distillation_loss(model, *args)
+        model.connector.ff[2].bias.add_(0.05 * torch.randn(table.shape[1]))
+        off = distillation_loss(model, *args)
+    assert float(exact) < 1e-6
+    assert float(off) > 1e-4
+
+
+def test_info_nce_in_batch_and_own_negatives():
+    torch.manual_seed(0)
+    q, p, n = torch.randn(3, 8), torch.randn(3, 8), torch.randn(2, 8)
+    owner = torch.tensor([0, 2])
+    perfect = info_nce(q, q.clone(), n, owner, temperature=0.01)
+    assert float(perfect) < 1e-3
+    own = info_nce(q, p, n, owner, in_batch_negatives=False)
+    qn, pn, nn_ = (nn.functional.normalize(x, dim=-1) for x in (q, p, n))
+    logits0 = torch.stack([qn[0] @ pn[0], qn[0] @ nn_[0]]) / 0.05  # query 0: own pos + own neg
+    logits1 = (qn[1] @ pn[1] / 0.05).unsqueeze(0)  # query 1: only its positive
+    logits2 = torch.stack([qn[2] @ pn[2], qn[2] @ nn_[1]]) / 0.05
+    expected = torch.stack(
+        [
+            -torch.log_softmax(logits0, 0)[0],
+            -torch.log_softmax(logits1, 0)[0],
+            -torch.log_softmax(logits2, 0)[0],
+        ]
+    ).mean()
+    assert torch.allclose(own, expected, atol=1e-5)
+    sym = info_nce(q, p, n, owner, symmetric=True)
+    assert not torch.allclose(sym, info_nce(q, p, n, owner))
+
+
+def test_gradcache_gradients_equal_full_batch(tiny_model_factory):
+    model = LusiferModel.build(
+        encoder="tiny:xlmr",
+        target="tiny:llama",
+        encoder_lora={**LORA, "dropout": 0.1},
+        target_lora={**LORA, "dropout": 0.1},
+    )
+    randomize_trained(model)
+    model.freeze(connector=True, head=False, encoder_lora=True, target_lora=True)
+    model.train()  # LoRA dropout active: GradCache must replay it exactly
+    texts = [f"sentence number {i} with some words" for i in range(6)]
+    enc = model.tokenize(texts + texts, kind=["query"] * 6 + ["document"] * 6)
+    inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def loss_fn(reps):
+        return info_nce(
+            reps[:6], reps[6:], reps.new_zeros(0, reps.shape[1]), torch.zeros(0, dtype=torch.long)
+        )
+
+    def embed(chunk):
+        return model(chunk["input_ids"], chunk["attention_mask"])
+
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grads_of(fn) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        torch.manual_seed(5)
+        loss = fn()
+        return loss.detach(), [p.grad.clone() for p in params]
+
+    def full_batch() -> torch.Tensor:
+        loss = loss_fn(embed(inputs))
+        loss.backward()
+        return loss
+
+    def chunked_graph() -> torch.Tensor:  # same dropout draws as GradCache, one big graph
+        from lusifer.training.gradcache import split_inputs
+
+        loss = loss_fn(torch.cat([embed(c) for c in split_inputs(inputs, 4)]))
+        loss.backward()
+        return loss
+
+    def cached() -> torch.Tensor:
+        return gradcache_backward(embed, inputs, loss_fn, chunk_size=4)
+
+    def worst(a, b) -> float:
+        return max(
+            float((x - y).abs().max() / (x.abs().max() + 1e-12)) for x, y in zip(a, b, strict=True)
+        )
+
+    # with LoRA dropout on: GradCache replays each chunk's dropout exactly
+    loss_ref, ref = grads_of(chunked_graph)
+    loss_gc, got = grads_of(cached)
+    assert torch.allclose(loss_ref, loss_gc, atol=1e-6) and worst(ref, got) < 1e-4
+    # without dropout: equal to one forward over the whole batch
+    model.eval()
+    loss_full, full = grads_of(full_batch)
+    loss_gc, got = grads_of(cached)
+    assert torch.allclose(loss_full, loss_gc, atol=1e-5) and worst(full, got) < 1e-4, worst(
+        full, got
+    )
+
+
+# -------------------------------------------------------------------- the loop
+@pytest.mark.parametrize(
+    ("target", "objectives", "train_target_lora", "factor"),
+    [
+        ("bert", {"lm": 0.0, "distill": 1.0}, False, 0.8),
+        # a random tiny LM starts near log(vocab): a small but steady fall
+        ("llama", {"lm": 1.0, "distill": 0.0}, True, 0.985),
+    ],
+)
+def test_a_few_steps_lower_the_loss(tmp_path, target, objectives, train_target_lora, factor):
+    stage = {
+        "steps": 25,
+        "learning_rate": 1e-2,
+        "objectives": objectives,
+        "train_target_lora": train_target_lora,
+    }
+    config = tiny_config(tmp_path, target=target, alignment=stage)
+    config["run"]["save_every"] = 100
+    cfg = load_train_config(write_config(tmp_path, config))
+    assert run_training(cfg, stages=["alignment"]) is not None
+    losses = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "out/alignment/log.jsonl").read_text().splitlines()
+    ]
+    assert sum(losses[-5:]) / 5 < factor * sum(losses[:5]) / 5, losses
+
+
+def test_both_stages_save_a_model_that_reloads(tmp_path):
+    cfg = load_train_config(write_config(tmp_path, tiny_config(tmp_path, target="bert")))
+    out = run_training(cfg)
+    assert out == tmp_path / "out/model"
+    model = LusiferModel.from_pretrained(out)
+    for stage in ("alignment", "representation"):
+        assert (tmp_path / "out" / stage / "final" / "lusifer_config.json").is_file()
+    assert model.encode(["hello"]).shape == (1, 24)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    def run(folder: Path, stop_after: int | None):
+        folder.mkdir()
+        config = tiny_config(folder, representation={"gradcache_chunk_size": 3})
+        config["model"]["encoder_lora"] = {**LORA, "dropout": 0.1}  # RNG state must be restored too
+        cfg = load_train_config(write_config(folder, config))
+        if stop_after is not None:  # "crash" after that step (its checkpoint is saved)
+            assert run_training(cfg, stop_after=stop_after) is None
+            assert not (folder / "out/alignment/final").exists()
+        return run_training(cfg, resume=True)
+
+    whole = run(tmp_path / "a", None)
+    resumed = run(tmp_path / "b", 2)  # "crashes" after step 2, checkpoint at step 2
+    logs = [
+        [json.loads(x)["loss"] for x in (p.parent / "alignment/log.jsonl").read_text().splitlines()]
+        for p in (whole, resumed)
+    ]
+    assert logs[0] == pytest.approx(logs[1], abs=1e-6)
+    a, b = (load_file(str(p / "model.safetensors")) for p in (whole, resumed))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_checkpoints_are_complete_or_absent(tmp_path):
+    cfg = load_train_config(write_config(tmp_path, tiny_config(tmp_path)))
+    run_training(cfg, stages=["alignment"])
+    root = tmp_path / "out/alignment/checkpoints"
+    names = sorted(p.name for p in root.iterdir())
+    assert names == ["step-00000003", "step-00000006"]  # keep_checkpoints=2, no temp folders
+    for name in names:
+        assert {p.name for p in (root / name).iterdir()} == {
+            "model.safetensors",
+            "optimizer.pt",
+            "scheduler.pt",
+            "rng.pt",
+            "trainer_state.json",
+        }
+
+
+# ----------------------------------------------------------------- configs etc.
+def test_config_errors_name_the_key(tmp_path):
+    config = tiny_config(tmp_path)
+    config["alignment"]["learning_rte"] = 1e-3
+    with pytest.raises(ConfigError, match="alignment.learning_rte"):
+        load_train_config(write_config(tmp_path, config))
+    with pytest.raises(ConfigError, match="alignment.steps: expected an integer"):
+        load_train_config(write_config(tmp_path, tiny_config(tmp_path)), ["alignment.steps=many"])
+    with pytest.raises(ConfigError, match=r"data\[0\]"):
+        load_train_config(write_config(tmp_path, tiny_config(tmp_path)), ["alignment.data=[{}]"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_train_config(tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match="no LM head"):
+        cfg = load_train_config(
+            write_config(tmp_path, tiny_config(tmp_path, target="bert")),
+            ["alignment.objectives.lm=1.0"],
+        )
+        run_training(cfg, stages=["alignment"])
+
+
+def test_english_guard_refuses_french_training_data(tmp_path):
+    french = [
+        (
+            "comment installer le paquet",
+            "Lancez le programme et suivez les étapes affichées à l'écran.",
+        ),
+        ("que fait cet outil", "Il convertit les images entre de nombreux formats de fichiers."),
+        ("où sont les polices", "Les polices sont rangées dans le dossier des données partagées."),
+        (
+            "un jeu sur les trains",
+            "Construisez des réseaux ferrés et livrez des marchandises entre les villes.",
+        ),
+    ]
+    config = tiny_config(tmp_path)
+    config["alignment"]["data"] = [{"path": str(write_pairs(tmp_path / "fr.jsonl", french))}]
+    cfg = load_train_config(write_config(tmp_path, config))
+    with pytest.raises(NonEnglishDataError, match="allow_non_english"):
+        run_training(cfg, stages=["alignment"])
+    cfg.run.allow_non_english = True
+    cfg.alignment.steps = 1
+    assert run_training(cfg, stages=["alignment"]) is not None
+
+
+def test_bundled_english_data_passes_the_guard(tmp_path):
+    from lusifer.training.config import RunConfig
+    from lusifer.training.data import load_sources
+
+    config = tiny_config(tmp_path)
+    config["alignment"]["data"] = [{"bundled": "all", "limit": 3000}]
+    cfg = load_train_config(write_config(tmp_path, config))
+    sources = load_sources(cfg.alignment.data, RunConfig())
+    assert {s.name for s in sources} >= {"debian-descriptions", "wordnet-definitions"}
+    assert all(s.guard.passed and s.guard.english_fraction > 0.95 for s in sources)
+
+
+def test_train_command_end_to_end(tmp_path):
+    path = write_config(tmp_path, tiny_config(tmp_path, target="bert"))
+    from typer.testing import CliRunner
+
+    from lusifer.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(path),
+            "alignment.steps=2",
+            "representation.steps=2",
+            "--output",
+            str(tmp_path / "cli"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli/model/lusifer_config.json").is_file()
+    bad = CliRunner().invoke(app, ["train", str(path), "alignment.stepz=2"])
+    assert bad.exit_code == 2 and "alignment.stepz" in bad.output
+
+
+# ---------------------------------------------------------------- distributed
+DIST_SCRIPT = Path(__file__).with_name("distributed_train.py")
+
+
+@pytest.mark.timeout(600)
+def test_two_processes_match_one_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo) trains like 1 process with the same global batch."""
+    config = tiny_config(
+        tmp_path,
+        target="bert",
+        alignment={"steps": 3},
+        representation={"steps": 3, "num_negatives": 1},
+    )
+    config["model"]["encoder_lora"] = LORA
+    torchrun = Path(sys.executable).with_name("torchrun")
+    outs = {}
+    for nproc in (1, 2):
+        config["run"]["output_dir"] = str(tmp_path / f"out{nproc}")
+        path = write_config(tmp_path, config)
+        proc = subprocess.run(
+            [
+                str(torchrun),
+                "--nproc_per_node",
+                str(nproc),
+                "--master_port",
+                str(29511 + nproc),
+                str(DIST_SCRIPT),
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=500,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"world={nproc}" in proc.stdout
+        outs[nproc] = load_file(str(tmp_path / f"out{nproc}/model/model.safetensors"))
+    for key, value in outs[1].items():
+        assert torch.allclose(value, outs[2][key], atol=2e-5), key
