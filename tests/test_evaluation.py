@@ -527,3 +527,24 @@ def test_hub_task_path_with_mteb_mock_task(tmp_path, monkeypatch):
         [encoder], suite="lusifer", output_dir=tmp_path, bootstrap=100, show_progress=False
     )
     assert len(encoder.calls) == calls  # the finished task is not rerun
+
+
+def test_bitext_f1_decomposition_matches_sklearn():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(3)
+    labels = np.arange(40)
+    predictions = np.where(rng.random(40) < 0.5, labels, rng.integers(0, 40, 40))  # collisions too
+    expected = f1_score(labels, predictions, average="weighted", zero_division=0)
+    assert statistics.bitext_f1_terms(labels, predictions).mean() == pytest.approx(expected)
+    per_example = {"labels": labels.tolist(), "predictions": predictions.tolist()}
+    assert statistics.point_score("bitext", "f1", per_example) == pytest.approx(100 * expected)
+
+
+def test_intervals_contain_the_reported_score(two_model_run):
+    report, *_ = two_model_run
+    for summary in report.summaries.values():
+        for task in summary.tasks.values():
+            assert task.ci[0] - 1e-6 <= task.score <= task.ci[1] + 1e-6, task.key
+        for lang, ci in summary.language_ci.items():
+            assert ci[0] - 1e-6 <= summary.languages[lang] <= ci[1] + 1e-6

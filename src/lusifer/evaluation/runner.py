@@ -358,12 +358,11 @@ def summarise(
                 n = statistics.example_count(entry.type, per_example)
                 idx = statistics.resample_indices(n, bootstrap, seed, key)
                 reps = statistics.replicate_scores(entry.type, entry.main_metric, per_example, idx)
-                interval = statistics.percentile_interval(reps)
+                center = statistics.point_score(entry.type, entry.main_metric, per_example)
+                interval = statistics.percentile_interval(reps, estimate=score.score, center=center)
                 score.ci = interval.to_list() if interval else None
                 replicates[model][key] = reps
-                identity[model][key] = statistics.point_score(
-                    entry.type, entry.main_metric, per_example
-                )
+                identity[model][key] = center
             tasks[key] = score
         per_task_lang = {k: t.language_scores for k, t in tasks.items()}
         lang_avgs = aggregation.language_averages(per_task_lang)
@@ -372,7 +371,9 @@ def summarise(
             keys = [k for k, t in tasks.items() if lang in t.language_scores]
             if keys and all(k in replicates[model] for k in keys):
                 interval = statistics.percentile_interval(
-                    statistics.mean_replicates([replicates[model][k] for k in keys])
+                    statistics.mean_replicates([replicates[model][k] for k in keys]),
+                    estimate=lang_avgs[lang],
+                    center=fmean(identity[model][k] for k in keys),
                 )
                 language_ci[lang] = interval.to_list() if interval else None
             else:

@@ -11,8 +11,10 @@ the main score from them:
 - classification: accuracy over mteb's experiments (mean of per-example correctness, which
   equals the mean of per-experiment accuracies), or sklearn's macro F1 averaged over experiments;
 - clustering: sklearn's ``v_measure_score`` (mteb's metric) of a k-means assignment of all items
-  fit once with mteb's settings; the interval reflects item sampling, not k-means restarts;
-- bitext: sklearn's weighted F1 / accuracy of gold vs predicted matches, as mteb's ``_compute_metrics``.
+  fit once with mteb's settings; the interval reflects item sampling, not k-means restarts, and
+  is shifted to sit around mteb's score (mean over its k-means experiments);
+- bitext: accuracy per sentence, or for F1 (sklearn's weighted F1 in mteb's ``_compute_metrics``)
+  its exact per-sentence decomposition (see :func:`bitext_f1_terms`).
 
 The resampled indices depend only on (seed, task key, number of examples), so two models see
 identical replicates and their difference is a paired bootstrap. Two-sided p-value of the
@@ -94,6 +96,8 @@ def replicate_scores(
         predictions = np.asarray(per_example["predictions"])
         if metric == "accuracy":
             return 100.0 * (predictions == labels)[indices].mean(axis=1)
+        if len(np.unique(labels)) == len(labels):
+            return 100.0 * bitext_f1_terms(labels, predictions)[indices].mean(axis=1)
         return 100.0 * np.array(
             [
                 f1_score(labels[idx], predictions[idx], average="weighted", zero_division=0)
@@ -101,6 +105,19 @@ def replicate_scores(
             ]
         )
     raise ValueError(f"no bootstrap statistic for task type {task_type!r}")
+
+
+def bitext_f1_terms(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """Per-sentence terms whose mean is sklearn's weighted F1 when every gold match is unique.
+
+    With one gold sentence per label, the weighted F1 is the mean over sentences i of the F1
+    of label i: 2 / (1 + c_i) when sentence i is matched correctly (c_i = how many sentences
+    were matched to i), else 0. Resampling these terms avoids the upward bias of recomputing
+    F1 on a resample with repeated sentences.
+    """
+    counts = np.bincount(predictions, minlength=int(max(labels.max(), predictions.max())) + 1)
+    correct = predictions == labels
+    return np.where(correct, 2.0 / (1.0 + counts[labels]), 0.0)
 
 
 def point_score(task_type: str, metric: str, per_example: Mapping[str, Any]) -> float:
@@ -118,13 +135,23 @@ class Interval:
         return [round(self.low, 4), round(self.high, 4)]
 
 
-def percentile_interval(replicates: np.ndarray, confidence: float = CONFIDENCE) -> Interval | None:
+def percentile_interval(
+    replicates: np.ndarray,
+    confidence: float = CONFIDENCE,
+    *,
+    estimate: float | None = None,
+    center: float | None = None,
+) -> Interval | None:
+    """Percentile interval of ``replicates``; with ``estimate`` and ``center`` it is moved by
+    ``estimate - center`` (used where mteb's score comes from another procedure than the
+    per-example statistic, i.e. clustering; elsewhere the shift is mteb's rounding only)."""
     finite = replicates[np.isfinite(replicates)]
     if finite.size == 0:
         return None
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(finite, [alpha, 1.0 - alpha])
-    return Interval(float(low), float(high))
+    shift = 0.0 if estimate is None or center is None else estimate - center
+    return Interval(float(low + shift), float(high + shift))
 
 
 @dataclass(frozen=True)
