@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "lusifer.commands.encode",
     "lusifer.commands.evaluate",
     "lusifer.commands.train",
+    "lusifer.commands.serve",
 ]
 
 for _module in COMMAND_MODULES:

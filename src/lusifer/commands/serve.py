@@ -1,0 +1,75 @@
+"""``lusifer serve``: an OpenAI-compatible embeddings server (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def serve_command(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A LUSIFER model folder, a bundled offline backbone, a local Hugging Face "
+            "folder or a hub id (as for `lusifer encode`)."
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    backend: Annotated[str, typer.Option(help="torch or onnx (LUSIFER models).")] = "torch",
+    quantize: Annotated[
+        str | None, typer.Option(help="int8: dynamic int8 quantisation (onnx backend).")
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Intra-op threads (default $LUSIFER_NUM_THREADS or all cores)."),
+    ] = None,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Texts per model call.")] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, help="How long to wait for more requests to batch.")
+    ] = 5.0,
+    max_queue: Annotated[
+        int, typer.Option(min=1, help="Queued requests before answering 503.")
+    ] = 256,
+    max_inputs_per_request: Annotated[int, typer.Option(min=1)] = 256,
+    max_chars_per_input: Annotated[int, typer.Option(min=1)] = 32_000,
+    max_length: Annotated[
+        int | None, typer.Option(min=8, help="Tokens per text (default: the model's).")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="The name reported in responses (default: MODEL).")
+    ] = None,
+) -> None:
+    """Serve MODEL at POST /v1/embeddings (OpenAI-compatible), GET /health, /docs."""
+    from ..onnx import BACKENDS, load_encoder
+    from ..serving import ServerSettings, create_app, serve
+
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--backend")
+    if quantize not in (None, "int8"):
+        raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
+    try:
+        encoder = load_encoder(model, backend=backend, quantize=quantize, threads=threads)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    settings = ServerSettings(
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        max_inputs_per_request=max_inputs_per_request,
+        max_chars_per_input=max_chars_per_input,
+        max_length=max_length,
+    )
+    backend_name = backend + (f"+{quantize}" if quantize else "")
+    app = create_app(
+        encoder, model_name=model_name or model, backend=backend_name, settings=settings
+    )
+    serve(app, host=host, port=port)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)

@@ -1,0 +1,44 @@
+"""Pick a backend for a model reference: torch (any encoder) or onnx (LUSIFER models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BACKENDS = ("torch", "onnx")
+
+
+def load_encoder(
+    reference: str | Path,
+    *,
+    backend: str = "torch",
+    quantize: str | None = None,
+    threads: int | None = None,
+):
+    """A ``TextEncoder`` for ``reference`` (as ``lusifer encode`` takes it) on ``backend``.
+
+    ``threads`` (default ``$LUSIFER_NUM_THREADS``, else every core) sets torch's or
+    onnxruntime's intra-op threads. ``quantize="int8"`` needs the onnx backend.
+    """
+    from ..model import is_lusifer_checkpoint, load_text_encoder
+    from .runtime import default_threads
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
+    n_threads = default_threads(threads)
+    if backend == "torch":
+        if quantize is not None:
+            raise ValueError("--quantize int8 needs --backend onnx")
+        import torch
+
+        torch.set_num_threads(n_threads)
+        return load_text_encoder(reference)
+    if not is_lusifer_checkpoint(reference):
+        raise ValueError(
+            f"--backend onnx needs a LUSIFER model folder; {str(reference)!r} is not one "
+            "(plain backbones run with --backend torch)"
+        )
+    from .runtime import OnnxLusifer
+
+    return OnnxLusifer.from_pretrained(reference, quantize=quantize, threads=n_threads)

@@ -1,0 +1,218 @@
+"""The FastAPI app: OpenAI-compatible ``POST /v1/embeddings``, ``GET /health``."""
+
+from __future__ import annotations
+
+import base64
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .batcher import MicroBatcher, QueueFullError, ShuttingDownError
+from .schemas import EmbeddingRequest, EmbeddingResponse, ErrorResponse, Health
+
+
+@dataclass
+class ServerSettings:
+    """Limits and batching knobs of one server."""
+
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_inputs_per_request: int = 256
+    max_chars_per_input: int = 32_000
+    max_length: int | None = None  # tokens per text; None: the model's own limit
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape ``{"error": {message, type, param, code}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.type, self.code = (
+            status,
+            message,
+            param,
+            type,
+            code,
+        )
+
+    def response(self) -> JSONResponse:
+        body = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return JSONResponse({"error": body}, status_code=self.status)
+
+
+def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
+    """pydantic's ``("body", "input", 2)`` -> ``input[2]``."""
+    parts = [p for p in loc if p != "body"]
+    # Union members show up as type names ("str", "list[str]"); they are not fields.
+    parts = [p for p in parts if not (isinstance(p, str) and ("[" in p or p in ("str",)))]
+    if not parts:
+        return None
+    out = str(parts[0])
+    for p in parts[1:]:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    # For ``input`` prefer the list-branch error that names the bad item.
+    errors.sort(key=lambda e: -len(e.get("loc", ())))
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    param = _loc_to_param(tuple(first.get("loc", ())))
+    if first.get("type") == "json_invalid" or param is None:
+        return ApiError(400, f"the request body is not valid JSON: {first.get('msg')}")
+    if first.get("type") == "missing":
+        return ApiError(400, f"'{param}' is required", param=param)
+    return ApiError(400, f"'{param}': {first.get('msg')}", param=param)
+
+
+def make_encode_fn(encoder, *, max_length: int | None, batch_size: int):
+    """The worker's callable: unit vectors and per-text token counts (encoder tokenizer)."""
+    tokenizer = getattr(encoder, "tokenizer", None)
+
+    def encode(texts: list[str], instruction: str | None, kind: str):
+        kwargs = {"max_length": max_length} if max_length is not None else {}
+        vectors = encoder.encode(
+            texts,
+            instruction=instruction,
+            kind=kind,
+            batch_size=batch_size,
+            normalize=True,
+            **kwargs,
+        )
+        if tokenizer is not None:
+            ids = tokenizer(
+                texts, truncation=True, max_length=max_length or 512, add_special_tokens=True
+            )["input_ids"]
+            tokens = [len(x) for x in ids]
+        else:
+            tokens = [len(t.split()) for t in texts]
+        return np.asarray(vectors, dtype=np.float32), tokens
+
+    return encode
+
+
+def create_app(
+    encoder,
+    *,
+    model_name: str | None = None,
+    backend: str = "torch",
+    settings: ServerSettings | None = None,
+) -> FastAPI:
+    """An app serving ``encoder`` (anything with the ``TextEncoder.encode`` contract)."""
+    settings = settings or ServerSettings()
+    name = model_name or getattr(encoder, "name", "lusifer")
+    dims = getattr(encoder, "embedding_size", None)
+    batcher = MicroBatcher(
+        make_encode_fn(encoder, max_length=settings.max_length, batch_size=settings.max_batch_size),
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue=settings.max_queue,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.close()  # in-flight requests finish first
+
+    app = FastAPI(
+        title="LUSIFER embeddings",
+        description="OpenAI-compatible multilingual embeddings from a LUSIFER model.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    app.state.settings = settings
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_error(exc).response()
+
+    @app.get("/health", response_model=Health)
+    async def health() -> Health:
+        return Health(
+            status="shutting_down" if batcher.closing else "ok",
+            model=name,
+            backend=backend,
+            dimensions=dims,
+            queued_requests=batcher.queued,
+            max_queue=settings.max_queue,
+        )
+
+    @app.post(
+        "/v1/embeddings",
+        response_model=EmbeddingResponse,
+        responses={400: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    )
+    async def embeddings(body: EmbeddingRequest) -> EmbeddingResponse | JSONResponse:
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts:
+            raise ApiError(400, "'input' must not be an empty list", param="input")
+        if len(texts) > settings.max_inputs_per_request:
+            raise ApiError(
+                400,
+                f"'input' has {len(texts)} items; at most {settings.max_inputs_per_request} "
+                "per request",
+                param="input",
+            )
+        for i, text in enumerate(texts):
+            param = "input" if isinstance(body.input, str) else f"input[{i}]"
+            if not text:
+                raise ApiError(400, f"'{param}' is an empty string", param=param)
+            if len(text) > settings.max_chars_per_input:
+                raise ApiError(
+                    400,
+                    f"'{param}' has {len(text)} characters; at most "
+                    f"{settings.max_chars_per_input} per input",
+                    param=param,
+                )
+        if body.dimensions is not None and dims is not None and body.dimensions > dims:
+            raise ApiError(
+                400,
+                f"'dimensions' is {body.dimensions}; this model has {dims}",
+                param="dimensions",
+            )
+        try:
+            vectors, tokens = await batcher.submit(texts, body.instruction, body.kind)
+        except QueueFullError as err:
+            raise ApiError(503, str(err), type="server_overloaded", code="queue_full") from None
+        except ShuttingDownError as err:
+            raise ApiError(503, str(err), type="server_shutting_down") from None
+        if body.dimensions is not None:
+            vectors = vectors[:, : body.dimensions]
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.clip(norms, 1e-12, None)
+        vectors = vectors.astype("<f4", copy=False)
+        if body.encoding_format == "base64":
+            values = [base64.b64encode(v.tobytes()).decode("ascii") for v in vectors]
+        else:
+            values = vectors.tolist()
+        total = int(sum(tokens))
+        return EmbeddingResponse(
+            data=[{"index": i, "embedding": v} for i, v in enumerate(values)],
+            model=name,
+            usage={"prompt_tokens": total, "total_tokens": total},
+        )
+
+    return app
