@@ -358,7 +358,9 @@ def summarise(
                 n = statistics.example_count(entry.type, per_example)
                 idx = statistics.resample_indices(n, bootstrap, seed, key)
                 reps = statistics.replicate_scores(entry.type, entry.main_metric, per_example, idx)
-                center = statistics.point_score(entry.type, entry.main_metric, per_example)
+                center = statistics.replicate_center(
+                    entry.type, entry.main_metric, per_example, reps
+                )
                 interval = statistics.percentile_interval(reps, estimate=score.score, center=center)
                 score.ci = interval.to_list() if interval else None
                 replicates[model][key] = reps

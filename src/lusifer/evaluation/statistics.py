@@ -12,7 +12,7 @@ the main score from them:
   equals the mean of per-experiment accuracies), or sklearn's macro F1 averaged over experiments;
 - clustering: sklearn's ``v_measure_score`` (mteb's metric) of a k-means assignment of all items
   fit once with mteb's settings; the interval reflects item sampling, not k-means restarts, and
-  is shifted to sit around mteb's score (mean over its k-means experiments);
+  is the replicates' spread placed around mteb's score (see :func:`replicate_center`);
 - bitext: accuracy per sentence, or for F1 (sklearn's weighted F1 in mteb's ``_compute_metrics``)
   its exact per-sentence decomposition (see :func:`bitext_f1_terms`).
 
@@ -126,6 +126,17 @@ def point_score(task_type: str, metric: str, per_example: Mapping[str, Any]) -> 
     return float(replicate_scores(task_type, metric, per_example, np.arange(n)[None, :])[0])
 
 
+def replicate_center(
+    task_type: str, metric: str, per_example: Mapping[str, Any], replicates: np.ndarray
+) -> float:
+    """The value the replicates spread around: the full-data statistic, except for clustering,
+    where V-measure on resamples with repeated items is biased upward and mteb's score is a
+    mean over its own k-means experiments, so the replicates' mean is used."""
+    if task_type == "clustering":
+        return float(np.nanmean(replicates))
+    return point_score(task_type, metric, per_example)
+
+
 @dataclass(frozen=True)
 class Interval:
     low: float
@@ -188,9 +199,8 @@ def paired_test(
         return PairedTest(observed, None, float("nan"))
     center = observed if center is None else center
     extreme = np.count_nonzero(np.abs(diffs - center) >= abs(center))
-    return PairedTest(
-        observed, percentile_interval(diffs, confidence), float((1 + extreme) / (diffs.size + 1))
-    )
+    interval = percentile_interval(diffs, confidence, estimate=observed, center=center)
+    return PairedTest(observed, interval, float((1 + extreme) / (diffs.size + 1)))
 
 
 def mean_replicates(replicates: Sequence[np.ndarray]) -> np.ndarray:
