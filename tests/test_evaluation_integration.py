@@ -1,4 +1,4 @@
-"""Real offline backbones on two small bundled cross-lingual tasks (en-sw)."""
+"""Real offline backbones on a small bundled cross-lingual task (en-sw retrieval)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,19 @@ def test_multilingual_backbone_beats_english_only_on_en_sw(tmp_path):
     from lusifer.evaluation.local_tasks import offline_suite_dirs
     from lusifer.model import load_text_encoder
 
-    dirs = [d for d in offline_suite_dirs() if d.name in ("Bitext.en-sw", "XlingRetrieval.en-sw")]
-    if len(dirs) != 2:
+    dirs = [d for d in offline_suite_dirs() if d.name == "XlingRetrieval.en-sw"]
+    if len(dirs) != 1:
         pytest.skip("the bundled offline suite is not built")
     e5 = load_text_encoder("multilingual-e5-small")
     minilm = load_text_encoder("all-MiniLM-L6-v2")
     report = evaluate(
         [e5, minilm], task_dirs=dirs, output_dir=tmp_path, bootstrap=200, show_progress=False
     )
-    for key in ("Bitext.en-sw", "XlingRetrieval.en-sw"):
-        assert report.score(e5.name, key) > report.score(minilm.name, key) + 10
+    # English-only MiniLM cannot read Swahili; the multilingual backbone can
+    assert (
+        report.score(e5.name, "XlingRetrieval.en-sw")
+        > report.score(minilm.name, "XlingRetrieval.en-sw") + 30
+    )
     test = report.paired_tests[0]
     assert test["tasks"]["XlingRetrieval.en-sw"]["p_value"] < 0.05
     assert set(report.summaries[e5.name].languages) == {"sw"}
