@@ -453,3 +453,33 @@ def test_two_processes_match_one_process(tmp_path):
         outs[nproc] = load_file(str(tmp_path / f"out{nproc}/model/model.safetensors"))
     for key, value in outs[1].items():
         assert torch.allclose(value, outs[2][key], atol=2e-5), key
+
+
+def test_distillation_teacher_ignores_target_lora(tiny_model_factory):
+    model = tiny_model_factory("bert", target_lora=LORA)
+    enc = model.tokenize(["some english text"])
+    args = (enc["input_ids"], enc["attention_mask"], enc["input_ids"], enc["attention_mask"])
+    captured = []
+    original = model.target.hidden_states
+
+    def spy(embeds, mask, causal=False):
+        out = original(embeds, mask, causal=causal)
+        captured.append(out)
+        return out
+
+    model.target.hidden_states = spy
+    try:
+        with torch.no_grad():
+            distillation_loss(model, *args)
+            teacher_with_lora_off = captured[1]
+            with model.target.model.disable_adapter():
+                plain = original(
+                    model.target.input_embeddings()(enc["input_ids"]), enc["attention_mask"]
+                )
+            with_lora = original(
+                model.target.input_embeddings()(enc["input_ids"]), enc["attention_mask"]
+            )
+    finally:
+        del model.target.hidden_states
+    assert torch.allclose(teacher_with_lora_off, plain, atol=1e-6)
+    assert not torch.allclose(plain, with_lora, atol=1e-4)  # the adapter does change the target

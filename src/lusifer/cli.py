@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "lusifer.commands.evaluate",
     "lusifer.commands.train",
     "lusifer.commands.serve",
+    "lusifer.commands.demo",
 ]
 
 for _module in COMMAND_MODULES:

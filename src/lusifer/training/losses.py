@@ -14,13 +14,16 @@ IGNORE_INDEX = -100
 
 
 @contextlib.contextmanager
-def _eval_mode(module: torch.nn.Module):
-    was_training = module.training
-    module.eval()
+def _teacher_mode(target: torch.nn.Module):
+    """The target as it was before LUSIFER: no dropout, LoRA adapters switched off."""
+    was_training = target.training
+    target.eval()
+    disable = getattr(target.model, "disable_adapter", None)
     try:
-        yield
+        with disable() if callable(disable) else contextlib.nullcontext():
+            yield
     finally:
-        module.train(was_training)
+        target.train(was_training)
 
 
 def build_lm_inputs(
@@ -105,10 +108,13 @@ def distillation_loss(
     mse_weight: float = 1.0,
 ) -> torch.Tensor:
     """(1 - cosine) + w * MSE between the target's pooled output on the soft tokens and
-    the same target's own embedding of the same English text (its own tokens)."""
+    the same target's own embedding of the same English text (its own tokens).
+
+    The teacher is the original target (adapters off), so a target LoRA trained with
+    this loss learns to read soft tokens without moving what it is distilled towards."""
     soft, soft_mask = model.soft_tokens(encoder_ids, encoder_mask)
     student = pool(model.target.hidden_states(soft, soft_mask), soft_mask, model.config.pooling)
-    with torch.no_grad(), _eval_mode(model.target):  # the teacher is deterministic
+    with torch.no_grad(), _teacher_mode(model.target):
         own = model.target.input_embeddings()(target_ids)
         teacher = pool(
             model.target.hidden_states(own, target_mask), target_mask, model.config.pooling

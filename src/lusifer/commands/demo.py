@@ -1,0 +1,100 @@
+"""``lusifer demo``: the main job (see ``lusifer.demo``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _print_tables(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..evaluation.report import language_rows, type_rows
+
+    console = Console()
+    for title, (header, rows) in (
+        ("Per language (main scores x100, paper Table 1 layout)", language_rows(report)),
+        ("Per task type", type_rows(report)),
+    ):
+        table = Table(title=title, title_justify="left")
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i == 0 else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def demo_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where everything goes.")] = Path(
+        "lusifer-demo"
+    ),
+    quick: Annotated[bool, typer.Option(help="A few minutes: fewer steps, smaller tasks.")] = False,
+    target: Annotated[
+        str, typer.Option(help="minilm (all-MiniLM-L6-v2) or smollm2 (SmolLM2-135M, LM alignment).")
+    ] = "minilm",
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Training config overrides, e.g. alignment.steps=100")
+    ] = None,
+) -> None:
+    """Train LUSIFER-mini on English only, offline, and show its zero-shot multilingual gain."""
+    from ..backbones.cache import CacheError
+    from ..backbones.offline import MissingBackbonePackageError
+    from ..demo import run_demo
+
+    if target not in ("minilm", "smollm2"):
+        raise typer.BadParameter("must be minilm or smollm2", param_hint="--target")
+    try:
+        result = run_demo(output, quick=quick, target=target, overrides=overrides or [])
+    except (MissingBackbonePackageError, CacheError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as err:
+        if err.errno == 28:  # ENOSPC
+            typer.echo(
+                f"error: the disk is full while writing {err.filename or output}: free some space",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+        raise
+    if result is None:
+        typer.echo(
+            f"Interrupted. Run the same command again to resume from the last checkpoint in {output}."
+        )
+        raise typer.Exit(130)
+    _print_tables(result.report)
+    figures = result.figures
+    xl = figures["crosslingual"]
+    gains = figures["language_gain"]
+    typer.echo("")
+    if xl:
+        closed = xl["gap_closed"]
+        typer.echo(
+            f"Cross-lingual retrieval (nDCG@10, en <-> {len(xl['languages'])} languages): target alone "
+            f"{xl['target']:.1f}, LUSIFER-mini {xl['lusifer']:.1f}, encoder alone {xl['encoder']:.1f}"
+            + (f" -> {100 * closed:.0f}% of the gap closed." if closed is not None else ".")
+        )
+    typer.echo(
+        "Gain over the English-only target, per language: "
+        + ", ".join(f"{lang} {gain:+.1f}" for lang, gain in gains.items())
+    )
+    en = figures["english"]
+    typer.echo(
+        f"English average: target alone {_fmt(en['target'])}, LUSIFER-mini {_fmt(en['lusifer'])}."
+    )
+    timings = ", ".join(f"{k} {v / 60:.1f} min" for k, v in result.timings.items())
+    typer.echo(f"Time: {timings}.")
+    typer.echo(
+        f"Model: {result.model_dir}  Reports: {result.output_dir / 'eval'} (table.md, table.csv, "
+        f"results.json, chart.png)  Summary: {result.output_dir / 'summary.json'}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)

@@ -1,0 +1,176 @@
+"""``lusifer demo``: train LUSIFER-mini on English only and show its zero-shot multilingual gain.
+
+Offline, on a laptop CPU, with real weights and real multilingual text:
+
+1. multilingual-e5-small (encoder) -> connector -> all-MiniLM-L6-v2 (an English-only
+   sentence encoder), or SmolLM2-135M-Instruct with ``target="smollm2"``;
+2. stage 1 (alignment) and stage 2 (contrastive) on the bundled English data;
+3. LUSIFER-mini, the target alone and the encoder alone on the bundled offline
+   multilingual suite;
+4. tables per language and per task type, report files, a chart, the saved model.
+
+Everything is resumable: training resumes from its last checkpoint and evaluation skips
+finished tasks, so a demo that was interrupted picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+DemoTarget = Literal["minilm", "smollm2"]
+TARGETS = {"minilm": "all-MiniLM-L6-v2", "smollm2": "SmolLM2-135M-Instruct"}
+ENCODER = "multilingual-e5-small"
+LUSIFER_NAME = "LUSIFER-mini"
+
+
+@dataclass
+class DemoResult:
+    output_dir: Path
+    model_dir: Path
+    report: Any  # lusifer.evaluation.runner.EvaluationReport
+    timings: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def demo_config_path(target: DemoTarget) -> Path:
+    return Path(str(resources.files("lusifer") / "configs" / f"demo-{target}.yaml"))
+
+
+# Quick mode: a first look in a few minutes (and the CI smoke test).
+QUICK_OVERRIDES = [
+    "alignment.steps=60",
+    "representation.steps=20",
+    "run.save_every=20",
+]
+QUICK_EVAL_LIMIT = 60
+FULL_EVAL_LIMIT = 300
+
+
+def _ensure_backbones(names: list[str]) -> dict[str, float]:
+    """Convert the bundled backbones (first run only); return seconds spent per backbone."""
+    from .backbones.offline import backbone_dir, ensure_offline_backbone
+
+    spent = {}
+    for name in names:
+        cached = (backbone_dir(name) / "lusifer-manifest.json").is_file()
+        tic = time.perf_counter()
+        ensure_offline_backbone(name)
+        if not cached:
+            spent[name] = time.perf_counter() - tic
+    return spent
+
+
+def _named(encoder: Any, name: str) -> Any:
+    encoder.name = name
+    return encoder
+
+
+def crosslingual_gap_closed(report: Any, lusifer: str, target: str, encoder: str) -> dict[str, Any]:
+    """How much of the target-alone -> encoder-alone gap LUSIFER closes on the
+    cross-lingual retrieval tasks (mean nDCG@10), and per-language gains."""
+
+    def xling(model: str) -> dict[str, float]:
+        tasks = report.summaries[model].tasks
+        return {
+            t.languages[-1]: t.score
+            for t in tasks.values()
+            if t.crosslingual and t.type == "retrieval"
+        }
+
+    ours, tgt, enc = xling(lusifer), xling(target), xling(encoder)
+    langs = sorted(ours)
+    if not langs:
+        return {}
+    mean = lambda d: sum(d[k] for k in langs) / len(langs)  # noqa: E731
+    gap = mean(enc) - mean(tgt)
+    return {
+        "languages": langs,
+        "lusifer": mean(ours),
+        "target": mean(tgt),
+        "encoder": mean(enc),
+        "gap_closed": (mean(ours) - mean(tgt)) / gap if gap else None,
+        "per_language_gain": {k: ours[k] - tgt[k] for k in langs},
+        "below_target": [k for k in langs if ours[k] < tgt[k]],
+    }
+
+
+def run_demo(
+    output_dir: str | Path = "lusifer-demo",
+    *,
+    quick: bool = False,
+    target: DemoTarget = "minilm",
+    overrides: list[str] | None = None,
+    show_progress: bool = True,
+) -> DemoResult | None:
+    """Run the demo; returns None when training was interrupted (run again to resume)."""
+    from .evaluation.local_tasks import offline_suite_dirs
+    from .evaluation.runner import evaluate
+    from .evaluation.sampling import sample_task_dirs
+    from .model import LusiferModel, PlainEmbedder
+    from .training import load_train_config, run_training
+
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    conversion = _ensure_backbones([ENCODER, TARGETS[target]])
+    timings.update({f"convert {k}": v for k, v in conversion.items()})
+
+    tic = time.perf_counter()
+    extra = QUICK_OVERRIDES if quick else []
+    config = load_train_config(
+        demo_config_path(target),
+        [*extra, *(overrides or [])],
+        **{"run.output_dir": str(out / "train")},
+    )
+    trained = run_training(config, resume=True)
+    if trained is None:
+        return None
+    model = LusiferModel.from_pretrained(trained)
+    model_dir = out / "model"
+    model.save_pretrained(model_dir)
+    timings["training"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    limit = QUICK_EVAL_LIMIT if quick else FULL_EVAL_LIMIT
+    tasks = sample_task_dirs(offline_suite_dirs(), out / "suite", limit)
+    target_name = f"{TARGETS[target]} (target alone)"
+    encoder_name = f"{ENCODER} (encoder alone)"
+    models = [
+        _named(model, LUSIFER_NAME),
+        _named(PlainEmbedder.load(TARGETS[target]), target_name),
+        _named(PlainEmbedder.load(ENCODER), encoder_name),
+    ]
+    report = evaluate(
+        models,
+        task_dirs=tasks,
+        output_dir=out / "eval",
+        batch_size=64,
+        bootstrap=0 if quick else 200,
+        show_progress=show_progress,
+    )
+    timings["evaluation"] = time.perf_counter() - tic
+    timings["total (excluding conversion)"] = time.perf_counter() - start - sum(conversion.values())
+
+    lus, tgt = report.summaries[LUSIFER_NAME], report.summaries[target_name]
+    figures = {
+        "crosslingual": crosslingual_gap_closed(report, LUSIFER_NAME, target_name, encoder_name),
+        "english": {"lusifer": lus.languages.get("en"), "target": tgt.languages.get("en")},
+        "language_gain": {
+            lang: lus.languages[lang] - tgt.languages[lang]
+            for lang in lus.languages
+            if lang in tgt.languages
+        },
+        "average": {"lusifer": lus.average, "target": tgt.average},
+    }
+    summary = {"quick": quick, "target": target, "timings_s": timings, "figures": figures}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return DemoResult(out, model_dir, report, timings, figures)
