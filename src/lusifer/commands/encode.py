@@ -34,12 +34,20 @@ def encode_command(
     skip_bad_lines: Annotated[
         bool, typer.Option(help="Skip (and report) bad lines instead of stopping.")
     ] = False,
+    backend: Annotated[str, typer.Option(help="torch, or onnx (LUSIFER models, CPU).")] = "torch",
+    quantize: Annotated[
+        str | None, typer.Option(help="int8: dynamic int8 quantisation (onnx backend).")
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Intra-op threads (default $LUSIFER_NUM_THREADS or all cores)."),
+    ] = None,
 ) -> None:
     """Embed every text of INPUT with MODEL and save the matrix (rows in input order)."""
     import numpy as np
 
     from ..inputs import InputFileError, read_texts
-    from ..model import load_text_encoder
+    from ..onnx import load_encoder
 
     if kind not in ("query", "document"):
         raise typer.BadParameter("must be 'query' or 'document'", param_hint="--kind")
@@ -52,7 +60,11 @@ def encode_command(
         raise typer.Exit(2) from None
     for line, why in data.skipped:
         typer.echo(f"skipped {input}:{line}: {why}", err=True)
-    encoder = load_text_encoder(model)
+    try:
+        encoder = load_encoder(model, backend=backend, quantize=quantize, threads=threads)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     kind_value: TextKind = kind  # type: ignore[assignment]
     vectors = encoder.encode(
         data.texts,

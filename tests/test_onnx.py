@@ -1,0 +1,121 @@
+"""The ONNX fast path: one exported graph, fp32 and int8, against the torch model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lusifer.onnx import OnnxLusifer, default_threads, ensure_exported, load_encoder
+
+SENTENCES = [
+    "The weather is lovely today.",
+    "Il fait très beau aujourd'hui.",
+    "Сегодня прекрасная погода.",
+    "आज मौसम बहुत अच्छा है।",
+    "Hôm nay thời tiết rất đẹp.",
+    "오늘 날씨가 정말 좋네요.",
+    "Leo hali ya hewa ni nzuri sana.",
+    "A longer English sentence about software packages, translations and help pages.",
+]
+MAX_LENGTH = 96
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize("target", ["bert", "mistral", "qwen2"])
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_onnx_matches_torch(tiny_model_factory, tmp_path_factory, target, quantize):
+    model = tiny_model_factory(target, num_learned_tokens=2)
+    export_dir = tmp_path_factory.getbasetemp() / f"onnx-{target}"
+    fast = OnnxLusifer.from_model(model, quantize=quantize, export_dir=export_dir, threads=1)
+    for kwargs in ({}, {"instruction": "Retrieve the translation", "kind": "document"}):
+        want = model.encode(SENTENCES, max_length=MAX_LENGTH, batch_size=3, **kwargs)
+        got = fast.encode(SENTENCES, max_length=MAX_LENGTH, batch_size=3, **kwargs)
+        assert got.shape == want.shape and got.dtype == np.float32
+        assert cosines(got, want).min() >= (0.99 if quantize else 0.99999)
+    single = fast.encode(SENTENCES[1], max_length=MAX_LENGTH)
+    assert single.shape == (model.embedding_size,)
+
+
+def test_export_is_cached_and_keyed_on_weights(tiny_model_factory, tmp_path):
+    import torch
+
+    model = tiny_model_factory("bert", projection_head=True)
+    first = ensure_exported(model, export_dir=tmp_path)
+    mtime = first.stat().st_mtime_ns
+    assert ensure_exported(model, export_dir=tmp_path) == first
+    assert first.stat().st_mtime_ns == mtime  # not exported again
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+    saved = model.connector.ff[0].bias.detach().clone()
+    try:
+        with torch.no_grad():
+            model.connector.ff[0].bias.add_(1.0)
+        assert ensure_exported(model, export_dir=tmp_path) != first
+    finally:
+        with torch.no_grad():
+            model.connector.ff[0].bias.copy_(saved)
+    head = ensure_exported(model, export_dir=tmp_path, use_head=True)
+    fast = OnnxLusifer(head, model, use_head=True, threads=1)
+    want = model.encode(SENTENCES[:3], max_length=MAX_LENGTH, use_head=True)
+    assert cosines(fast.encode(SENTENCES[:3], max_length=MAX_LENGTH), want).min() > 0.99999
+    with pytest.raises(ValueError, match="use_head"):
+        fast.encode(SENTENCES[:1], use_head=False)
+
+
+def test_from_pretrained_exports_next_to_the_model(tiny_model_factory, tmp_path):
+    model = tiny_model_factory("llama")
+    folder = model.save_pretrained(tmp_path / "m")
+    fast = load_encoder(folder, backend="onnx", quantize="int8", threads=1)
+    assert fast.onnx_path.parent == folder / "onnx"
+    assert ".int8" in fast.onnx_path.name
+    want = model.encode(SENTENCES, max_length=MAX_LENGTH)
+    assert cosines(fast.encode(SENTENCES, max_length=MAX_LENGTH), want).min() >= 0.99
+
+
+def test_backend_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="backend"):
+        load_encoder("tiny:bert", backend="tensorrt")
+    with pytest.raises(ValueError, match="--backend onnx"):
+        load_encoder("tiny:bert", backend="torch", quantize="int8")
+    with pytest.raises(ValueError, match="LUSIFER model folder"):
+        load_encoder(str(tmp_path), backend="onnx")
+    monkeypatch.setenv("LUSIFER_NUM_THREADS", "3")
+    assert default_threads() == 3
+    assert default_threads(1) == 1
+    monkeypatch.setenv("LUSIFER_NUM_THREADS", "many")
+    with pytest.raises(ValueError, match="LUSIFER_NUM_THREADS"):
+        default_threads()
+
+
+def test_encode_cli_onnx_backend(tiny_model_factory, tmp_path):
+    from typer.testing import CliRunner
+
+    from lusifer.cli import app
+
+    model = tiny_model_factory("bert")
+    folder = model.save_pretrained(tmp_path / "m")
+    texts = tmp_path / "in.txt"
+    texts.write_text("\n".join(SENTENCES[:4]) + "\n")
+    out = tmp_path / "out.npy"
+    args = ["encode", str(folder), str(texts), "-o", str(out), "--max-length", str(MAX_LENGTH)]
+    result = CliRunner().invoke(app, [*args, "--backend", "onnx", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    got = np.load(out)
+    want = model.encode(SENTENCES[:4], max_length=MAX_LENGTH)
+    assert cosines(got, want).min() > 0.99999
+    bad = CliRunner().invoke(app, [*args, "--quantize", "int8"])
+    assert bad.exit_code == 2 and "--backend onnx" in bad.output
+
+
+@pytest.mark.integration
+def test_real_e5_to_minilm_fp32_and_int8(tmp_path):
+    from lusifer import LusiferModel
+
+    model = LusiferModel.build(encoder="multilingual-e5-small", target="all-MiniLM-L6-v2")
+    want = model.encode(SENTENCES, instruction="Retrieve parallel sentences")
+    for quantize in (None, "int8"):
+        fast = OnnxLusifer.from_model(model, quantize=quantize, export_dir=tmp_path)
+        got = fast.encode(SENTENCES, instruction="Retrieve parallel sentences")
+        assert cosines(got, want).min() >= (0.99 if quantize else 0.9999), quantize
