@@ -548,3 +548,13 @@ def test_intervals_contain_the_reported_score(two_model_run):
             assert task.ci[0] - 1e-6 <= task.score <= task.ci[1] + 1e-6, task.key
         for lang, ci in summary.language_ci.items():
             assert ci[0] - 1e-6 <= summary.languages[lang] <= ci[1] + 1e-6
+
+
+def test_read_jsonl_keeps_rows_as_written(tmp_path):
+    from lusifer.evaluation.local_tasks import read_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "a", "label": 1}\n\n{"text": "b", "label": 2, "source": "s"}\n')
+    rows = read_jsonl(path, {"text": "a non-empty string"})
+    assert rows == [{"text": "a", "label": 1}, {"text": "b", "label": 2, "source": "s"}]
+    assert rows.lines == [1, 3]

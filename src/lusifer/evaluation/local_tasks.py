@@ -216,13 +216,21 @@ def _check_value(value: Any, kind: str) -> bool:
     raise AssertionError(kind)
 
 
+class JsonlRows(list):
+    """The rows of a JSON-lines file (plain dicts, as written) plus ``lines``: each row's line number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[int] = []
+
+
 def read_jsonl(
     path: Path, schema: dict[str, str], optional: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
+) -> JsonlRows:
     """Rows of a JSON-lines file, each checked against ``schema`` (field -> kind); extra fields are kept."""
     if not path.is_file():
         raise _fail(path, "file not found")
-    rows = []
+    rows = JsonlRows()
     with path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
@@ -247,8 +255,8 @@ def read_jsonl(
                     raise _fail(
                         path, f"expected {kind}, got {row[key]!r}", line=lineno, field_name=key
                     )
-            row["_line"] = lineno
             rows.append(row)
+            rows.lines.append(lineno)
     if not rows:
         raise _fail(path, "no rows; the file is empty")
     return rows
@@ -304,11 +312,11 @@ def _read_qrels(path: Path, query_ids: set[str], corpus_ids: set[str]) -> dict[s
     return qrels
 
 
-def _unique_ids(path: Path, rows: list[dict[str, Any]]) -> None:
+def _unique_ids(path: Path, rows: JsonlRows) -> None:
     seen: set[str] = set()
-    for row in rows:
+    for row, line in zip(rows, rows.lines, strict=True):
         if row["_id"] in seen:
-            raise _fail(path, f"duplicate id {row['_id']!r}", line=row["_line"], field_name="_id")
+            raise _fail(path, f"duplicate id {row['_id']!r}", line=line, field_name="_id")
         seen.add(row["_id"])
 
 
@@ -359,11 +367,11 @@ def load_task_data(spec: LocalTaskSpec) -> dict[str, Any]:
         for i, row in enumerate(rows):
             if not row["positive"]:
                 raise _fail(
-                    path, "needs at least one positive", line=row["_line"], field_name="positive"
+                    path, "needs at least one positive", line=rows.lines[i], field_name="positive"
                 )
             if not row["negative"]:
                 raise _fail(
-                    path, "needs at least one negative", line=row["_line"], field_name="negative"
+                    path, "needs at least one negative", line=rows.lines[i], field_name="negative"
                 )
             qid = f"q{i}"
             queries.append((qid, row["query"]))
