@@ -313,6 +313,10 @@ class LusiferModel(nn.Module):
     ) -> LusiferModel:
         """Reload a model saved by :meth:`save_pretrained` (a folder or a hub repo id)."""
         directory = _local_checkpoint(directory)
+        if not (directory / CONFIG_NAME).is_file():  # the reference code's published layout
+            from .reference import load_reference_checkpoint
+
+            return load_reference_checkpoint(directory, device=device)
         meta = json.loads((directory / CONFIG_NAME).read_text())
         if meta.get("format") != "lusifer":
             raise CheckpointError(f"{directory / CONFIG_NAME} is not a LUSIFER config")
@@ -350,6 +354,10 @@ def _local_checkpoint(reference: str | Path) -> Path:
     path = Path(reference).expanduser()
     if path.is_dir():
         if not (path / CONFIG_NAME).is_file():
+            from .reference import is_reference_checkpoint
+
+            if is_reference_checkpoint(path):
+                return path
             raise CheckpointError(
                 f"{path} has no {CONFIG_NAME}: not a LUSIFER model folder "
                 "(use lusifer.load_text_encoder for plain embedders)"
@@ -358,7 +366,9 @@ def _local_checkpoint(reference: str | Path) -> Path:
     if isinstance(reference, str) and reference.count("/") == 1 and not reference.startswith("."):
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(reference, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+        return Path(
+            snapshot_download(reference, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "config.json"])
+        )
     raise CheckpointError(f"no LUSIFER model at {reference!r}")
 
 
