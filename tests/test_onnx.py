@@ -119,3 +119,11 @@ def test_real_e5_to_minilm_fp32_and_int8(tmp_path):
         fast = OnnxLusifer.from_model(model, quantize=quantize, export_dir=tmp_path)
         got = fast.encode(SENTENCES, instruction="Retrieve parallel sentences")
         assert cosines(got, want).min() >= (0.99 if quantize else 0.9999), quantize
+
+
+def test_onnx_with_lora_adapters(tiny_model_factory, tmp_path):
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0}
+    model = tiny_model_factory("llama", encoder_lora=lora, target_lora=lora)
+    fast = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1)
+    want = model.encode(SENTENCES, max_length=MAX_LENGTH)
+    assert cosines(fast.encode(SENTENCES, max_length=MAX_LENGTH), want).min() > 0.99999

@@ -251,3 +251,18 @@ def test_serve_command_subprocess(tmp_path, model):
     log = proc.stdout.read().decode()
     assert code in (0, -signal.SIGTERM), log
     assert "Application shutdown complete" in log, log
+
+
+class BrokenEncoder(SlowEncoder):
+    def encode(self, texts, **kwargs):
+        raise RuntimeError("boom")
+
+
+def test_model_failure_is_a_json_500():
+    with BackgroundServer(create_app(BrokenEncoder(0))) as url:
+        r = httpx.post(f"{url}/v1/embeddings", json={"input": "a"}, timeout=60)
+        assert r.status_code == 500
+        assert r.json()["error"]["type"] == "server_error"
+        assert "boom" in r.json()["error"]["message"]
+        # the worker survives
+        assert httpx.get(f"{url}/health").json()["status"] == "ok"

@@ -145,6 +145,11 @@ def create_app(
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
 
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        message = f"the model failed on this request: {type(exc).__name__}: {exc}"
+        return ApiError(500, message, type="server_error").response()
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_error(exc).response()

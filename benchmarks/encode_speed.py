@@ -1,0 +1,126 @@
+"""Encoding speed on CPU: LUSIFER (torch, ONNX fp32, ONNX int8) against its parts.
+
+Not a test: prints sentences/s and the ratios the project promises, with PASS/FAIL.
+
+    .venv/bin/python benchmarks/encode_speed.py            # e5-small -> MiniLM, 2,000 texts
+    .venv/bin/python benchmarks/encode_speed.py --n 500 --model runs/my-model
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from _sentences import load_sentences  # noqa: E402
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def unsorted_encode(model, texts: list[str], batch_size: int) -> None:
+    """LUSIFER batches in input order (no length sorting): each batch pads to its longest."""
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = model.tokenize(texts[start : start + batch_size])
+            model(enc["input_ids"], enc["attention_mask"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model",
+        help="A trained LUSIFER folder (default: e5-small -> MiniLM, untrained connector).",
+    )
+    parser.add_argument("--encoder", default="multilingual-e5-small")
+    parser.add_argument("--target", default="all-MiniLM-L6-v2")
+    parser.add_argument("--n", type=int, default=2000, help="Number of sentences.")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="Default: all cores.")
+    parser.add_argument(
+        "--export-dir", default=None, help="Where ONNX exports go (default: a temp dir)."
+    )
+    args = parser.parse_args()
+
+    from sentence_transformers import SentenceTransformer
+
+    from lusifer import LusiferModel
+    from lusifer.backbones import resolve_backbone
+    from lusifer.model import PlainEmbedder
+    from lusifer.onnx import OnnxLusifer, default_threads
+
+    threads = default_threads(args.threads)
+    torch.set_num_threads(threads)
+    texts = load_sentences(args.n)
+    bs = args.batch_size
+    warm = texts[: min(len(texts), 2 * bs)]
+    print(f"{len(texts)} sentences, batch size {bs}, {threads} threads, torch {torch.__version__}")
+
+    if args.model:
+        model = LusiferModel.from_pretrained(args.model)
+        encoder_ref, target_ref = model.config.encoder, model.config.target
+    else:
+        model = LusiferModel.build(encoder=args.encoder, target=args.target)
+        encoder_ref, target_ref = args.encoder, args.target
+    export_dir = Path(args.export_dir or tempfile.mkdtemp(prefix="lusifer-onnx-"))
+    t_export = time.perf_counter()
+    onnx_fp32 = OnnxLusifer.from_model(model, threads=threads, export_dir=export_dir)
+    onnx_int8 = OnnxLusifer.from_model(
+        model, quantize="int8", threads=threads, export_dir=export_dir
+    )
+    t_export = time.perf_counter() - t_export
+    encoder_alone = PlainEmbedder.load(encoder_ref)
+    target_alone = PlainEmbedder.load(target_ref)
+    target_st = SentenceTransformer(resolve_backbone(target_ref), device="cpu")
+
+    runs: dict[str, Callable[[list[str]], object]] = {
+        "LUSIFER torch fp32 (sorted)": lambda t: model.encode(t, batch_size=bs),
+        "LUSIFER torch fp32 (unsorted)": lambda t: unsorted_encode(model, t, bs),
+        "LUSIFER ONNX fp32": lambda t: onnx_fp32.encode(t, batch_size=bs),
+        "LUSIFER ONNX int8": lambda t: onnx_int8.encode(t, batch_size=bs),
+        f"encoder alone ({encoder_ref})": lambda t: encoder_alone.encode(t, batch_size=bs),
+        f"target alone ({target_ref})": lambda t: target_alone.encode(t, batch_size=bs),
+        "target via sentence-transformers": lambda t: target_st.encode(t, batch_size=bs),
+    }
+    seconds: dict[str, float] = {}
+    for name, run in runs.items():
+        run(warm)  # warm-up: allocator, thread pools, ORT kernels
+        seconds[name] = timed(lambda run=run: run(texts))
+        print(f"  measured {name}: {seconds[name]:.1f}s", flush=True)
+
+    print(f"\nONNX export + int8 quantisation (one-off, cached): {t_export:.1f}s\n")
+    width = max(len(k) for k in seconds)
+    print(f"| {'run':<{width}} | seconds | sentences/s |")
+    print(f"|{'-' * (width + 2)}|--------:|------------:|")
+    for name, s in seconds.items():
+        print(f"| {name:<{width}} | {s:7.1f} | {len(texts) / s:11.1f} |")
+
+    torch_s = seconds["LUSIFER torch fp32 (sorted)"]
+    parts = seconds[f"encoder alone ({encoder_ref})"] + seconds[f"target alone ({target_ref})"]
+    checks = [
+        ("LUSIFER torch cost / (encoder + target alone)", torch_s / parts, "<=", 1.15),
+        ("ONNX int8 speed / torch fp32 speed", torch_s / seconds["LUSIFER ONNX int8"], ">=", 2.0),
+        ("sorted / unsorted speed", seconds["LUSIFER torch fp32 (unsorted)"] / torch_s, ">=", 1.5),
+    ]
+    print()
+    print("| ratio | value | goal | result |")
+    print("|---|---:|---:|---|")
+    for name, value, op, goal in checks:
+        ok = value <= goal if op == "<=" else value >= goal
+        print(f"| {name} | {value:.2f} | {op} {goal} | {'PASS' if ok else 'FAIL'} |")
+
+
+if __name__ == "__main__":
+    main()
