@@ -26,6 +26,9 @@ class ServerSettings:
     max_inputs_per_request: int = 256
     max_chars_per_input: int = 32_000
     max_length: int | None = None  # tokens per text; None: the model's own limit
+    # Texts per forward pass inside one micro-batch: the micro-batch is length-sorted and
+    # cut into passes of this size, so short texts are not padded to the longest one.
+    encode_batch_size: int = 16
 
 
 class ApiError(Exception):
@@ -118,7 +121,9 @@ def create_app(
     name = model_name or getattr(encoder, "name", "lusifer")
     dims = getattr(encoder, "embedding_size", None)
     batcher = MicroBatcher(
-        make_encode_fn(encoder, max_length=settings.max_length, batch_size=settings.max_batch_size),
+        make_encode_fn(
+            encoder, max_length=settings.max_length, batch_size=settings.encode_batch_size
+        ),
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
@@ -214,10 +219,16 @@ def create_app(
         else:
             values = vectors.tolist()
         total = int(sum(tokens))
-        return EmbeddingResponse(
-            data=[{"index": i, "embedding": v} for i, v in enumerate(values)],
-            model=name,
-            usage={"prompt_tokens": total, "total_tokens": total},
-        )
+        # Built by hand (same shape as EmbeddingResponse): validating thousands of floats
+        # through pydantic again costs more than the JSON itself.
+        content = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)
+            ],
+            "model": name,
+            "usage": {"prompt_tokens": total, "total_tokens": total},
+        }
+        return JSONResponse(content)
 
     return app
