@@ -246,3 +246,16 @@ def test_reference_config_errors(reference_folder, tmp_path):
     (bad / "config.json").write_text(json.dumps({**config, "encoder_lora_name": "other"}))
     with pytest.raises(ValueError, match="adapter"):
         load_reference_checkpoint(bad)
+
+
+def test_reference_folder_through_the_backend_loader(reference_folder):
+    from lusifer import LusiferModel
+    from lusifer.onnx import load_encoder
+
+    ref, folder, n = reference_folder
+    encoder = load_encoder(folder, backend="torch", threads=1)
+    assert isinstance(encoder, LusiferModel)
+    enc = encoder.tokenize(TEXTS[:1])
+    want = ref.embed(enc["input_ids"], enc["attention_mask"]).numpy()
+    got = encoder.encode(TEXTS[:1], normalize=False)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)

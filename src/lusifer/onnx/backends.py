@@ -27,14 +27,21 @@ def load_encoder(
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
     n_threads = default_threads(threads)
+    from ..model.reference import is_reference_checkpoint
+
+    lusifer_folder = is_lusifer_checkpoint(reference) or is_reference_checkpoint(reference)
     if backend == "torch":
         if quantize is not None:
             raise ValueError("--quantize int8 needs --backend onnx")
         import torch
 
         torch.set_num_threads(n_threads)
+        if lusifer_folder:  # also the reference code's published layout
+            from ..model import LusiferModel
+
+            return LusiferModel.from_pretrained(reference)
         return load_text_encoder(reference)
-    if not is_lusifer_checkpoint(reference):
+    if not lusifer_folder:
         raise ValueError(
             f"--backend onnx needs a LUSIFER model folder; {str(reference)!r} is not one "
             "(plain backbones run with --backend torch)"
