@@ -27,7 +27,9 @@ def serve_command(
         int | None,
         typer.Option(min=1, help="Intra-op threads (default $LUSIFER_NUM_THREADS or all cores)."),
     ] = None,
-    max_batch_size: Annotated[int, typer.Option(min=1, help="Texts per model call.")] = 32,
+    max_batch_size: Annotated[
+        int, typer.Option(min=1, help="Most texts gathered into one micro-batch.")
+    ] = 32,
     max_wait_ms: Annotated[
         float, typer.Option(min=0, help="How long to wait for more requests to batch.")
     ] = 5.0,
