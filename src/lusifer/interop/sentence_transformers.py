@@ -58,11 +58,13 @@ class LusiferModule(InputModule):
         enc = self.model.tokenize(
             texts, instruction=prompt or None, kind=kind, max_length=self.max_seq_length
         )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        # pool_mask appears when the model pools over the text only (no instruction)
+        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "pool_mask")}
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        extra = {"pool_mask": features["pool_mask"]} if "pool_mask" in features else {}
         features["sentence_embedding"] = self.model(
-            features["input_ids"], features["attention_mask"], use_head=self.use_head
+            features["input_ids"], features["attention_mask"], use_head=self.use_head, **extra
         ).float()
         return features
 

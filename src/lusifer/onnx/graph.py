@@ -25,6 +25,11 @@ class ExportableLusifer(nn.Module):
 
     def __init__(self, model: LusiferModel, *, use_head: bool = False) -> None:
         super().__init__()
+        if not getattr(model.config, "pool_instruction", True):
+            raise ValueError(
+                "ONNX export of a model that pools over the text only (pool_instruction=False) "
+                "is not supported yet; use --backend torch"
+            )
         # Kept outside the module tree: the tracer names nodes after the first path to
         # each submodule, and the named children below give predictable scope names
         # (``/lusifer_connector/...``, ``/lusifer_target/...``) for the int8 policy.
