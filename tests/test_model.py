@@ -231,3 +231,27 @@ def test_freeze_policy(tiny_model_factory):
     assert not any(n.startswith("target.") for n in trainable)
     assert all("lora_" in n or n.startswith("connector.") for n in trainable)
     randomize_trained(model)
+
+
+def test_instruction_tokens_can_be_left_out_of_pooling():
+    from lusifer.model.pooling import pool
+
+    model = LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", pool_instruction=False)
+    randomize_trained(model)
+    enc = model.tokenize(["a cat"], instruction="Find it", kind="query")
+    prompt_ids = enc["input_ids"][0].tolist()
+    pooled = enc["pool_mask"][0].tolist()
+    text_ids = model.tokenizer("a cat", add_special_tokens=False)["input_ids"]
+    # pooled: <s>, the text's tokens and </s>; the instruction ("Find it.\n") is not
+    assert pooled.count(1) == len(text_ids) + 2
+    assert [i for i, keep in zip(prompt_ids, pooled, strict=True) if keep][1:-1] == text_ids
+    with torch.no_grad():
+        embeds, mask = model.soft_tokens(enc["input_ids"], enc["attention_mask"])
+        hidden = model.target.hidden_states(embeds, mask)
+        expected = torch.nn.functional.normalize(pool(hidden, enc["pool_mask"], "mean"), dim=-1)
+    got = model.encode("a cat", instruction="Find it", convert_to="torch")
+    assert torch.allclose(got, expected[0], atol=1e-6)
+    # the paper's default pools everything
+    assert "pool_mask" not in LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert").tokenize(
+        ["a"], instruction="x"
+    )

@@ -483,3 +483,58 @@ def test_distillation_teacher_ignores_target_lora(tiny_model_factory):
         del model.target.hidden_states
     assert torch.allclose(teacher_with_lora_off, plain, atol=1e-6)
     assert not torch.allclose(plain, with_lora, atol=1e-4)  # the adapter does change the target
+
+
+def test_token_alignment_links_overlapping_characters():
+    from lusifer.training.losses import token_alignment
+
+    # "cats run": encoder pieces <s> "cat" "s" " run" </s>; target <cls> "cats" "run" <sep>
+    enc = [[(0, 0), (0, 3), (3, 4), (5, 8), (0, 0)]]
+    tgt = [[(0, 0), (0, 4), (5, 8), (0, 0)]]
+    weights = token_alignment(enc, tgt, 6, 5)
+    assert weights.shape == (1, 6, 5)
+    assert weights[0, 0].tolist() == [1, 0, 0, 0, 0]  # specials first-to-first
+    assert weights[0, 1].tolist() == [0, 1, 0, 0, 0] and weights[0, 2].tolist() == [0, 1, 0, 0, 0]
+    assert weights[0, 3].tolist() == [0, 0, 1, 0, 0]
+    assert weights[0, 4].tolist() == [0, 0, 0, 1, 0]  # and last-to-last
+    assert weights[0, 5].sum() == 0  # padding links to nothing
+
+
+def test_least_squares_connector_init_fits_the_token_targets():
+    from lusifer.training.connector_init import least_squares_connector
+    from lusifer.training.engine import _real_offsets
+    from lusifer.training.losses import token_alignment, token_distillation_loss
+
+    model = LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", connector_hidden_size=128)
+    texts = [q for q, _ in ENGLISH] + [p for _, p in ENGLISH]
+    enc = model.tokenize(texts, return_offsets=True)
+    tgt = model.target.tokenizer(
+        texts, padding=True, return_offsets_mapping=True, return_tensors="pt"
+    )
+    weights = token_alignment(
+        _real_offsets(enc), _real_offsets(tgt), enc["input_ids"].shape[1], tgt["input_ids"].shape[1]
+    )
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(
+                token_distillation_loss(
+                    model, enc["input_ids"], enc["attention_mask"], tgt["input_ids"], weights
+                )
+            )
+
+    before = loss()
+    r2 = least_squares_connector(model, texts, show_progress=False)
+    after = loss()
+    assert 0.2 < r2 <= 1.0
+    assert after < 0.8 * before, (before, after)
+
+
+def test_least_squares_init_runs_in_training(tmp_path):
+    config = tiny_config(
+        tmp_path,
+        target="bert",
+        alignment={"steps": 2, "connector_init": "least_squares", "connector_init_examples": 16},
+    )
+    cfg = load_train_config(write_config(tmp_path, config))
+    assert run_training(cfg, stages=["alignment"]) is not None

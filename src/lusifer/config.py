@@ -46,6 +46,9 @@ class LusiferConfig:
     connector_activation: Literal["relu", "gelu", "silu"] = "relu"
     num_learned_tokens: int = 0
     pooling: PoolingMethod = "mean"
+    # The paper pools over every token, instruction included; False pools over the text's
+    # tokens only (the instruction is still attended to), as LLM2Vec does.
+    pool_instruction: bool = True
     projection_head: bool = False
     encoder_lora: LoraSettings | None = None
     target_lora: LoraSettings | None = None

@@ -34,10 +34,15 @@ class Connector(nn.Module):
             self.register_parameter("learned_tokens", None)
 
     @torch.no_grad()
-    def match_output_scale(self, reference: torch.Tensor) -> None:
+    def match_output_scale(
+        self, reference: torch.Tensor, sample_states: torch.Tensor | None = None
+    ) -> None:
         """Scale the last layer so outputs start at the size of the target's own token
-        embeddings (``reference``: its embedding matrix); training then starts in range."""
-        probe = torch.randn(256, self.ff[0].in_features, device=reference.device)
+        embeddings (``reference``: its embedding matrix) for encoder states like
+        ``sample_states``; training then starts in range."""
+        probe = sample_states
+        if probe is None:
+            probe = torch.randn(256, self.ff[0].in_features, device=reference.device)
         out_std = self.ff(probe.to(self.ff[0].weight.dtype)).float().std()
         ref_std = reference.float().std()
         if out_std > 0:

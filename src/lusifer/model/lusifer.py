@@ -84,9 +84,24 @@ class LusiferModel(nn.Module):
         model = cls(config, encoder, target)
         model.config.encoder_signature = backbone_signature(model.encoder)
         model.config.target_signature = backbone_signature(model.target.model)
-        model.connector.match_output_scale(model.target.input_embeddings().weight)
+        model.connector.match_output_scale(
+            model.target.input_embeddings().weight, model._sample_encoder_states()
+        )
         model.freeze(connector=True, head=True, encoder_lora=True, target_lora=True)
         return model.eval()
+
+    @torch.no_grad()
+    def _sample_encoder_states(self) -> torch.Tensor:
+        """Encoder token states of a few sentences, to calibrate the connector's scale."""
+        sentences = [
+            "The quick brown fox jumps over the lazy dog.",
+            "Le renard brun saute par-dessus le chien paresseux.",
+            "Быстрая лиса прыгает через ленивую собаку.",
+            "素早い茶色の狐がのろまな犬を飛び越える。",
+        ]
+        enc = self.tokenize(sentences, max_length=64).to(self.device)
+        states = self.encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        return states.last_hidden_state[enc["attention_mask"].bool()]
 
     def freeze(
         self,
@@ -126,6 +141,7 @@ class LusiferModel(nn.Module):
         instruction: str | None | list[str | None] = None,
         kind: TextKind | list[TextKind] = "query",
         max_length: int | None = None,
+        return_offsets: bool = False,
     ) -> BatchEncoding:
         """Prompt and tokenize with the encoder's tokenizer (the only tokenizer texts see).
 
@@ -143,9 +159,31 @@ class LusiferModel(nn.Module):
             )
             for t, inst, k in zip(texts, instructions, kinds, strict=True)
         ]
-        return self.tokenizer(
-            prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        exclude = not self.config.pool_instruction and any(instructions)
+        enc = self.tokenizer(
+            prompts,
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+            return_offsets_mapping=return_offsets or exclude,
         )
+        if exclude:
+            # the text ends every prompt: tokens wholly before it belong to the instruction
+            starts = torch.tensor(
+                [
+                    len(p) - len(clip_text(t, max_length))
+                    for p, t in zip(prompts, texts, strict=True)
+                ]
+            )
+            offsets = enc["offset_mapping"]
+            in_instruction = (offsets[..., 1] > offsets[..., 0]) & (
+                offsets[..., 1] <= starts[:, None]
+            )
+            enc["pool_mask"] = enc["attention_mask"] * (~in_instruction).long()
+            if not return_offsets:
+                del enc["offset_mapping"]
+        return enc
 
     def soft_tokens(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -156,12 +194,25 @@ class LusiferModel(nn.Module):
         return embeds.to(self.target.input_embeddings().weight.dtype), mask
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, use_head: bool = False
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pool_mask: torch.Tensor | None = None,
+        *,
+        use_head: bool = False,
     ) -> torch.Tensor:
-        """Pooled embedding [B, D] (after the head when ``use_head`` and a head exists)."""
+        """Pooled embedding [B, D] (after the head when ``use_head`` and a head exists).
+
+        ``pool_mask`` (from :meth:`tokenize`) leaves instruction tokens out of pooling."""
         embeds, mask = self.soft_tokens(input_ids, attention_mask)
         hidden = self.target.hidden_states(embeds, mask, causal=False)
-        pooled = pool(hidden, mask, self.config.pooling)
+        pooling_mask = mask
+        if pool_mask is not None:
+            learned = mask.clone()
+            learned[:, : attention_mask.shape[1]] -= attention_mask  # 1 on learned tokens only
+            pooling_mask = learned
+            pooling_mask[:, : pool_mask.shape[1]] += pool_mask
+        pooled = pool(hidden, pooling_mask, self.config.pooling)
         if use_head and self.head is not None:
             return self.head(pooled)
         return pooled
@@ -194,7 +245,9 @@ class LusiferModel(nn.Module):
             enc = self.tokenize(batch, instruction=instruction, kind=kind, max_length=max_length)
             enc = enc.to(run_device)
             with torch.autocast(run_device.type, dtype=dtype, enabled=dtype is not None):
-                return self(enc["input_ids"], enc["attention_mask"], use_head=use_head)
+                return self(
+                    enc["input_ids"], enc["attention_mask"], enc.get("pool_mask"), use_head=use_head
+                )
 
         try:
             out = encode_in_batches(
@@ -347,7 +400,10 @@ class LusiferModel(nn.Module):
 
 
 def is_lusifer_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / CONFIG_NAME).is_file()
+    """A folder saved by ``save_pretrained``, or in the reference code's published layout."""
+    from .reference import is_reference_checkpoint
+
+    return (Path(path) / CONFIG_NAME).is_file() or is_reference_checkpoint(Path(path))
 
 
 def _local_checkpoint(reference: str | Path) -> Path:

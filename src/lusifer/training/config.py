@@ -60,6 +60,9 @@ class Objectives:
     lm: float = 1.0  # the paper's LM loss (decoder targets only)
     distill: float = 0.0  # ours: match the target's own embedding of the same English text
     distill_mse_weight: float = 1.0  # distillation = (1 - cosine) + w * MSE
+    distill_token: float = (
+        0.0  # ours: soft tokens -> the target's embeddings of the same characters
+    )
     mask_prob: float = 0.0  # LLM-side token masking (0 in the paper's configs)
     max_target_length: int = 128
 
@@ -82,6 +85,10 @@ class StageConfig:
     train_encoder_lora: bool = True
     train_target_lora: bool = False
     objectives: Objectives = field(default_factory=Objectives)
+    # ours: "least_squares" starts the connector from token-level ridge regression on
+    # English text (see lusifer.training.connector_init); "random" is the paper's start
+    connector_init: Literal["random", "least_squares"] = "random"
+    connector_init_examples: int = 2000
     # stage 2
     temperature: float = 0.05
     symmetric: bool = False

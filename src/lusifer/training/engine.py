@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import time
@@ -41,7 +42,13 @@ from .data import (
     load_sources,
 )
 from .gradcache import gradcache_backward
-from .losses import distillation_loss, info_nce, lm_alignment_loss
+from .losses import (
+    distillation_loss,
+    info_nce,
+    lm_alignment_loss,
+    token_alignment,
+    token_distillation_loss,
+)
 
 STATE_NAME = "trainer_state.json"
 
@@ -57,12 +64,17 @@ class TrainingModule(nn.Module):
     def forward(self, objective: str, **batch: Any) -> torch.Tensor:
         if objective == "embed":
             return self.model(
-                batch["input_ids"], batch["attention_mask"], use_head=batch["use_head"]
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch.get("pool_mask"),
+                use_head=batch["use_head"],
             )
         if objective == "lm":
             return lm_alignment_loss(self.model, **batch)
         if objective == "distill":
             return distillation_loss(self.model, **batch)
+        if objective == "distill_token":
+            return token_distillation_loss(self.model, **batch)
         raise ValueError(f"unknown objective {objective!r}")
 
 
@@ -80,6 +92,16 @@ def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     padded = torch.nn.functional.pad(t, (0, 0, 0, max(sizes) - t.shape[0]))
     parts = all_gather(padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+
+
+def _real_offsets(encoding) -> list[list[tuple[int, int]]]:
+    """Per row, the character offsets of the non-padding tokens."""
+    rows = []
+    for offsets, mask in zip(
+        encoding["offset_mapping"].tolist(), encoding["attention_mask"].tolist(), strict=True
+    ):
+        rows.append([tuple(o) for o, m in zip(offsets, mask, strict=True) if m])
+    return rows
 
 
 def _gather_ints(values: list[int], device: torch.device) -> list[list[int]]:
@@ -218,9 +240,34 @@ class Trainer:
             target = self._target_tokens([e.distill_text for e in examples])
             batch = {**encoder, **{k: v.to(device) for k, v in target.items()}}
             losses["distill"] = self.module("distill", mse_weight=obj.distill_mse_weight, **batch)
+        if obj.distill_token > 0:
+            texts = [e.distill_text for e in examples]
+            enc_o = self.model.tokenize(texts, max_length=self.run.max_length, return_offsets=True)
+            tok = self.model.target.tokenizer(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=obj.max_target_length,
+                return_offsets_mapping=True,
+                return_tensors="pt",
+            )
+            alignment = token_alignment(
+                _real_offsets(enc_o),
+                _real_offsets(tok),
+                enc_o["input_ids"].shape[1],
+                tok["input_ids"].shape[1],
+            )
+            losses["distill_token"] = self.module(
+                "distill_token",
+                encoder_ids=enc_o["input_ids"].to(device),
+                encoder_mask=enc_o["attention_mask"].to(device),
+                target_ids=tok["input_ids"].to(device),
+                alignment=alignment.to(device),
+            )
         if not losses:
             raise ValueError("alignment: every objective weight is 0")
-        total = obj.lm * losses.get("lm", 0.0) + obj.distill * losses.get("distill", 0.0)
+        weights = {"lm": obj.lm, "distill": obj.distill, "distill_token": obj.distill_token}
+        total = sum(weights[k] * v for k, v in losses.items())
         self.accelerator.backward(total)
         return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
 
@@ -244,8 +291,7 @@ class Trainer:
         )
         device = self.accelerator.device
         inputs = {
-            "input_ids": enc["input_ids"].to(device),
-            "attention_mask": enc["attention_mask"].to(device),
+            k: enc[k].to(device) for k in ("input_ids", "attention_mask", "pool_mask") if k in enc
         }
         n_q = len(queries)
 
@@ -340,6 +386,26 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         return int(state["step"])
 
+    def _init_connector(self) -> None:
+        """Closed-form connector start from the stage's own (English) training texts."""
+        from .connector_init import least_squares_connector
+
+        texts = []
+        for source in self.sources:
+            texts += [t.text for t in source.texts] + [r.query for r in source.pairs]
+            texts += [r.positive for r in source.pairs]
+        rng = random.Random(self.run.seed)
+        picked = rng.sample(texts, min(self.config.connector_init_examples, len(texts)))
+        r2 = least_squares_connector(
+            self.model,
+            picked,
+            max_length=self.run.max_length,
+            show_progress=self.accelerator.is_main_process,
+        )
+        tqdm.write(
+            f"{self.stage}: connector initialised by least squares on {len(picked)} texts (R^2 {r2:.3f})"
+        )
+
     # --------------------------------------------------------------------- loop
     def _log(self, record: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
@@ -389,6 +455,8 @@ class Trainer:
         if resume and (ckpt := self.latest_checkpoint()) is not None:
             start = self.load_checkpoint(ckpt)
             tqdm.write(f"Resuming {self.stage} from {ckpt} (step {start})")
+        elif self.config.connector_init == "least_squares":
+            self._init_connector()
         self._trim_log(start)
         cfg = self.config
         step_fn = self._alignment_step if self.stage == "alignment" else self._representation_step

@@ -158,3 +158,47 @@ def info_nce(
     if symmetric and in_batch_negatives:
         loss = (loss + F.cross_entropy(p @ q.T / temperature, labels)) / 2
     return loss
+
+
+def token_alignment(
+    encoder_offsets: list[list[tuple[int, int]]],
+    target_offsets: list[list[tuple[int, int]]],
+    encoder_length: int,
+    target_length: int,
+) -> torch.Tensor:
+    """Row-normalised [B, Le, Lt] weights linking each encoder token to the target tokens
+    whose character spans overlap it (both tokenizers read the same text). Special tokens
+    (empty spans) are linked first-to-first and last-to-last."""
+    weights = torch.zeros(len(encoder_offsets), encoder_length, target_length)
+    for b, (enc, tgt) in enumerate(zip(encoder_offsets, target_offsets, strict=True)):
+        for j, (s1, e1) in enumerate(enc):
+            if e1 <= s1:
+                continue
+            for k, (s2, e2) in enumerate(tgt):
+                if e2 > s2 and s1 < e2 and s2 < e1:
+                    weights[b, j, k] = 1.0
+        weights[b, 0, 0] = 1.0  # <s> / [CLS] / BOS
+        if enc and tgt and enc[-1][1] <= enc[-1][0] and tgt[-1][1] <= tgt[-1][0]:
+            weights[b, len(enc) - 1, len(tgt) - 1] = 1.0  # </s> / [SEP]
+    return weights / weights.sum(-1, keepdim=True).clamp(min=1.0)
+
+
+def token_distillation_loss(
+    model: LusiferModel,
+    encoder_ids: torch.Tensor,
+    encoder_mask: torch.Tensor,
+    target_ids: torch.Tensor,
+    alignment: torch.Tensor,
+) -> torch.Tensor:
+    """Each soft token should sit where the target's own input embeddings of the same
+    characters sit: a dense, cheap signal (no pass through the target) that teaches the
+    connector a token-level dictionary from the encoder's space into the target's."""
+    soft, _ = model.soft_tokens(encoder_ids, encoder_mask)
+    table = model.target.input_embeddings().weight
+    with torch.no_grad():
+        wanted = alignment.to(table.dtype) @ table[target_ids]  # [B, Le, d]
+        valid = alignment.sum(-1) > 0
+        scale = table.float().var(dim=0).sum()
+    soft = soft[:, : wanted.shape[1]]
+    error = (soft.float() - wanted.float()).pow(2).sum(-1) / scale
+    return error[valid].mean()
