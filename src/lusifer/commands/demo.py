@@ -23,11 +23,13 @@ def _print_tables(report) -> None:
         ("Per language (main scores x100, paper Table 1 layout)", language_rows(report)),
         ("Per task type", type_rows(report)),
     ):
+        # one row per language (or task type), one column per model: fits a terminal
         table = Table(title=title, title_justify="left")
-        for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i == 0 else "right")
+        table.add_column(header[0] if header[0] != "model" else "")
         for row in rows:
-            table.add_row(*row)
+            table.add_column(row[0], justify="right")
+        for i, name in enumerate(header[1:], start=1):
+            table.add_row(name, *(row[i] for row in rows))
         console.print(table)
 
 

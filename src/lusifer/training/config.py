@@ -97,8 +97,10 @@ class StageConfig:
     use_head: bool = False  # compute the contrastive loss on the projection head's output
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ConfigError("steps and batch_size must be >= 1")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ConfigError("steps must be >= 0 and batch_size >= 1")
+        if self.steps == 0 and self.connector_init == "random":
+            raise ConfigError("steps: 0 only makes sense with connector_init: least_squares")
         if not self.data:
             raise ConfigError("a stage needs at least one data source")
         if self.temperature <= 0:

@@ -1,0 +1,137 @@
+"""Ablations as in the paper, on LUSIFER-mini, in one run and one table.
+
+    .venv/bin/python benchmarks/ablations.py [--output DIR] [--scale 1.0] [--limit 100]
+
+Variants (all trained on the bundled English data, evaluated on a sample of the bundled
+offline suite: cross-lingual retrieval in every language, English retrieval and
+classification, topic classification):
+- full: both stages (the demo recipe);
+- without stage 1: no alignment (random connector), representation only;
+- without stage 2: alignment only;
+- connector only: no LoRA trained in either stage;
+- SmolLM2 target, distillation alignment vs the paper's LM alignment (both then stage 2).
+``--scale`` multiplies every stage's steps (0.3 for a quicker, rougher table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
+    # name: (demo target, overrides, stages)
+    "full (minilm)": ("minilm", [], None),
+    "without stage 1": ("minilm", [], ["representation"]),
+    "without stage 2": ("minilm", [], ["alignment"]),
+    "connector only": (
+        "minilm",
+        ["alignment.train_target_lora=false", "representation.train_target_lora=false"],
+        None,
+    ),
+    "smollm2, distillation alignment": (
+        "smollm2",
+        ["alignment.objectives.lm=0.0", "alignment.objectives.distill=1.0"],
+        None,
+    ),
+    "smollm2, LM alignment": (
+        "smollm2",
+        ["alignment.objectives.lm=1.0", "alignment.objectives.distill=0.0"],
+        None,
+    ),
+}
+TASKS = (
+    "XlingRetrieval.",
+    "DebianDescriptionRetrieval.",
+    "DebianSectionClassification.",
+    "HelpTopicClassification.",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--output", type=Path, default=Path("lusifer-ablations"))
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps")
+    parser.add_argument("--limit", type=int, default=100, help="test items per task")
+    parser.add_argument("--only", nargs="*", default=None, help="variant names to run")
+    args = parser.parse_args()
+
+    from lusifer.demo import demo_config_path
+    from lusifer.evaluation.local_tasks import offline_suite_dirs
+    from lusifer.evaluation.runner import evaluate
+    from lusifer.evaluation.sampling import sample_task_dirs
+    from lusifer.model import LusiferModel, PlainEmbedder
+    from lusifer.training import load_train_config, run_training
+
+    tasks = sample_task_dirs(
+        [d for d in offline_suite_dirs() if d.name.startswith(TASKS)],
+        args.output / "suite",
+        args.limit,
+    )
+    rows = {}
+    for name, (target, overrides, stages) in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
+        slug = name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
+        base = load_train_config(demo_config_path(target))
+        steps = [
+            f"alignment.steps={max(1, round(base.alignment.steps * args.scale))}",
+            f"representation.steps={max(1, round(base.representation.steps * args.scale))}",
+        ]
+        config = load_train_config(
+            demo_config_path(target),
+            [*steps, *overrides],
+            **{"run.output_dir": str(args.output / slug)},
+        )
+        tic = time.perf_counter()
+        trained = run_training(config, stages=stages, resume=True)
+        model = LusiferModel.from_pretrained(trained)
+        model.name = name
+        train_s = time.perf_counter() - tic
+        report = evaluate(
+            [model], task_dirs=tasks, output_dir=args.output / slug / "eval", bootstrap=0
+        )
+        rows[name] = {"train_s": train_s, **_figures(report.summaries[name])}
+    baselines = evaluate(
+        [
+            PlainEmbedder.load("all-MiniLM-L6-v2"),
+            PlainEmbedder.load("SmolLM2-135M-Instruct"),
+            PlainEmbedder.load("multilingual-e5-small"),
+        ],
+        task_dirs=tasks,
+        output_dir=args.output / "baselines",
+        bootstrap=0,
+    )
+    for name, summary in baselines.summaries.items():
+        rows[f"{name} alone"] = {"train_s": 0.0, **_figures(summary)}
+    (args.output / "ablations.json").write_text(json.dumps(rows, indent=2))
+    print(
+        "| variant | cross-lingual retrieval | English | topic classification (non-en) | train min |"
+    )
+    print("|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(
+            f"| {name} | {r['xling']:.1f} | {r['en']:.1f} | {r['topic']:.1f} | {r['train_s'] / 60:.1f} |"
+        )
+
+
+def _figures(summary) -> dict[str, float]:
+    def mean(values):
+        values = list(values)
+        return sum(values) / len(values) if values else float("nan")
+
+    tasks = summary.tasks.values()
+    return {
+        "xling": mean(t.score for t in tasks if t.crosslingual and t.type == "retrieval"),
+        "en": summary.languages.get("en", float("nan")),
+        "topic": mean(
+            t.score for t in tasks if t.name.startswith("HelpTopic") and "en" not in t.languages
+        ),
+    }
+
+
+if __name__ == "__main__":
+    main()
