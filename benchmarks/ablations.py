@@ -95,12 +95,12 @@ def main() -> None:
             [model], task_dirs=tasks, output_dir=args.output / slug / "eval", bootstrap=0
         )
         rows[name] = {"train_s": train_s, **_figures(report.summaries[name])}
+        print(f"{name}: {rows[name]}", flush=True)
+    names = ["all-MiniLM-L6-v2", "multilingual-e5-small"]
+    if any(VARIANTS[n][0] == "smollm2" for n in rows):
+        names.append("SmolLM2-135M-Instruct")
     baselines = evaluate(
-        [
-            PlainEmbedder.load("all-MiniLM-L6-v2"),
-            PlainEmbedder.load("SmolLM2-135M-Instruct"),
-            PlainEmbedder.load("multilingual-e5-small"),
-        ],
+        [PlainEmbedder.load(n) for n in names],
         task_dirs=tasks,
         output_dir=args.output / "baselines",
         bootstrap=0,

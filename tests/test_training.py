@@ -551,3 +551,27 @@ def test_least_squares_init_runs_in_training(tmp_path):
     )
     cfg = load_train_config(write_config(tmp_path, config))
     assert run_training(cfg, stages=["alignment"]) is not None
+
+
+def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from lusifer.training.engine import Trainer
+
+    original = Trainer._alignment_step
+
+    def step_then_interrupt(self, step):
+        metrics = original(self, step)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C mid-step
+        return metrics
+
+    monkeypatch.setattr(Trainer, "_alignment_step", step_then_interrupt)
+    cfg = load_train_config(write_config(tmp_path, tiny_config(tmp_path, target="bert")))
+    assert run_training(cfg) is None  # stopped cleanly, no exception
+    root = tmp_path / "out/alignment/checkpoints"
+    assert [p.name for p in root.iterdir()] == ["step-00000002"]
+    assert not (tmp_path / "out/alignment/final").exists()
+    monkeypatch.setattr(Trainer, "_alignment_step", original)
+    assert run_training(cfg, resume=True) == tmp_path / "out/model"

@@ -96,18 +96,25 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def load_backbone(reference: str, *, torch_dtype=None) -> Backbone:
-    """Load a backbone: a causal LM (with its LM head) for decoders, the bare model otherwise."""
+def load_config_and_tokenizer(reference: str, *, what: str | None = None, hint: str | None = None):
+    """(resolved path, config, tokenizer) of a backbone, with an error that says what to do."""
     path = resolve_backbone(reference)
     try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        return path, AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     except OSError as err:
         raise BackboneError(
-            f"cannot load backbone {reference!r}: {err}. Give a local folder, a bundled "
-            "offline name (multilingual-e5-small, all-MiniLM-L6-v2, SmolLM2-135M-Instruct) "
-            "or a hub id (needs internet)."
+            f"{what or 'cannot load backbone'} {reference!r}: {err}. "
+            + (
+                hint
+                or "Give a local folder, a bundled offline name (multilingual-e5-small, "
+                "all-MiniLM-L6-v2, SmolLM2-135M-Instruct) or a hub id (needs internet)."
+            )
         ) from err
+
+
+def load_backbone(reference: str, *, torch_dtype=None) -> Backbone:
+    """Load a backbone: a causal LM (with its LM head) for decoders, the bare model otherwise."""
+    path, config, tokenizer = load_config_and_tokenizer(reference)
     decoder = is_decoder_config(config)
     kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
     with _quiet_transformers():

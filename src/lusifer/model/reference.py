@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from ..backbones import Backbone, BackboneError, is_decoder_config, resolve_backbone
+from ..backbones import Backbone, is_decoder_config, load_config_and_tokenizer
 from ..config import ConfigError, LoraSettings, LusiferConfig
 from .lora import load_lora_state_dict, merge_lora
 from .lusifer import CheckpointError, LusiferModel, backbone_signature
@@ -155,17 +155,13 @@ def _backbone_from_weights(
 ) -> Backbone:
     """Build a backbone from its config and tokenizer, with the file's base weights."""
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM
 
-    path = resolve_backbone(reference)
-    try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as err:
-        raise BackboneError(
-            f"{source} needs the config and tokenizer of backbone {reference!r}: {err}. "
-            "Pass a local folder with encoder=/target= (the weights come from the checkpoint)."
-        ) from err
+    path, config, tokenizer = load_config_and_tokenizer(
+        reference,
+        what=f"{source} needs the config and tokenizer of backbone",
+        hint="Pass a local folder with encoder=/target= (the weights come from the checkpoint).",
+    )
     decoder = is_decoder_config(config)
     with init_empty_weights():
         if decoder:
