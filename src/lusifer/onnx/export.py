@@ -100,7 +100,7 @@ _FFN_OUT = re.compile(r".*/(?:output/dense|mlp/down_proj|mlp/c_proj|mlp/fc2)/Mat
 
 def int8_excluded_nodes(model_path: str | Path) -> list[str]:
     """MatMul nodes kept in float32: the connector, the target's first layer and the
-    target's FFN output projections."""
+    FFN output projections of both backbones."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
@@ -109,9 +109,8 @@ def int8_excluded_nodes(model_path: str | Path) -> list[str]:
         if node.op_type not in ("MatMul", "Gemm"):
             continue
         name = node.name
-        in_target = name.startswith(TARGET_SCOPE)
         ffn_out = _FFN_OUT.match(name) and "/attention/" not in name
-        if name.startswith(CONNECTOR_SCOPE) or _FIRST_LAYER.match(name) or (in_target and ffn_out):
+        if name.startswith(CONNECTOR_SCOPE) or _FIRST_LAYER.match(name) or ffn_out:
             excluded.append(name)
     return excluded
 
