@@ -515,8 +515,7 @@ def test_token_alignment_links_overlapping_characters():
 
 def test_least_squares_connector_init_fits_the_token_targets():
     from lusifer.training.connector_init import least_squares_connector
-    from lusifer.training.engine import _real_offsets
-    from lusifer.training.losses import token_alignment, token_distillation_loss
+    from lusifer.training.losses import real_offsets, token_alignment, token_distillation_loss
 
     model = LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", connector_hidden_size=128)
     texts = [q for q, _ in ENGLISH] + [p for _, p in ENGLISH]
@@ -525,7 +524,7 @@ def test_least_squares_connector_init_fits_the_token_targets():
         texts, padding=True, return_offsets_mapping=True, return_tensors="pt"
     )
     weights = token_alignment(
-        _real_offsets(enc), _real_offsets(tgt), enc["input_ids"].shape[1], tgt["input_ids"].shape[1]
+        real_offsets(enc), real_offsets(tgt), enc["input_ids"].shape[1], tgt["input_ids"].shape[1]
     )
 
     def loss() -> float:

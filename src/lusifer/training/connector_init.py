@@ -12,16 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model import LusiferModel
-from .losses import token_alignment
-
-
-def _offsets(encoding) -> list[list[tuple[int, int]]]:
-    return [
-        [tuple(o) for o, m in zip(offsets, mask, strict=True) if m]
-        for offsets, mask in zip(
-            encoding["offset_mapping"].tolist(), encoding["attention_mask"].tolist(), strict=True
-        )
-    ]
+from .losses import real_offsets, token_alignment
 
 
 @torch.no_grad()
@@ -50,7 +41,10 @@ def token_pairs(
             return_tensors="pt",
         )
         weights = token_alignment(
-            _offsets(enc), _offsets(tgt), enc["input_ids"].shape[1], tgt["input_ids"].shape[1]
+            real_offsets(enc),
+            real_offsets(tgt),
+            enc["input_ids"].shape[1],
+            tgt["input_ids"].shape[1],
         )
         states = (
             model.encoder(

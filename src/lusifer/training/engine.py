@@ -46,6 +46,7 @@ from .losses import (
     distillation_loss,
     info_nce,
     lm_alignment_loss,
+    real_offsets,
     token_alignment,
     token_distillation_loss,
 )
@@ -92,16 +93,6 @@ def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     padded = torch.nn.functional.pad(t, (0, 0, 0, max(sizes) - t.shape[0]))
     parts = all_gather(padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
-
-
-def _real_offsets(encoding) -> list[list[tuple[int, int]]]:
-    """Per row, the character offsets of the non-padding tokens."""
-    rows = []
-    for offsets, mask in zip(
-        encoding["offset_mapping"].tolist(), encoding["attention_mask"].tolist(), strict=True
-    ):
-        rows.append([tuple(o) for o, m in zip(offsets, mask, strict=True) if m])
-    return rows
 
 
 def _gather_ints(values: list[int], device: torch.device) -> list[list[int]]:
@@ -252,8 +243,8 @@ class Trainer:
                 return_tensors="pt",
             )
             alignment = token_alignment(
-                _real_offsets(enc_o),
-                _real_offsets(tok),
+                real_offsets(enc_o),
+                real_offsets(tok),
                 enc_o["input_ids"].shape[1],
                 tok["input_ids"].shape[1],
             )

@@ -160,6 +160,16 @@ def info_nce(
     return loss
 
 
+def real_offsets(encoding) -> list[list[tuple[int, int]]]:
+    """Per row of a tokenizer output, the character offsets of its non-padding tokens."""
+    return [
+        [tuple(o) for o, m in zip(offsets, mask, strict=True) if m]
+        for offsets, mask in zip(
+            encoding["offset_mapping"].tolist(), encoding["attention_mask"].tolist(), strict=True
+        )
+    ]
+
+
 def token_alignment(
     encoder_offsets: list[list[tuple[int, int]]],
     target_offsets: list[list[tuple[int, int]]],
