@@ -100,7 +100,7 @@ def main() -> None:
     if any(VARIANTS[n][0] == "smollm2" for n in rows):
         names.append("SmolLM2-135M-Instruct")
     baselines = evaluate(
-        [PlainEmbedder.load(n) for n in names],
+        [PlainEmbedder.load(n, max_length=128) for n in names],
         task_dirs=tasks,
         output_dir=args.output / "baselines",
         bootstrap=0,

@@ -255,3 +255,36 @@ def test_instruction_tokens_can_be_left_out_of_pooling():
     assert "pool_mask" not in LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert").tokenize(
         ["a"], instruction="x"
     )
+
+
+def test_plain_embedder_cuts_texts_at_max_length():
+    from lusifer.model import PlainEmbedder
+
+    embedder = PlainEmbedder.load("tiny:bert", max_length=12)
+    assert embedder.max_length == 12
+    head = "abcdefghijklmnopqrstuvwxyz"
+    short, long = embedder.encode([head, head + " and a great deal more text after it"])
+    # only the first 12 tokens are read, so the extra tail changes nothing
+    np.testing.assert_allclose(short, long, atol=1e-6)
+    roomy = PlainEmbedder.load("tiny:bert", max_length=128)
+    a, b = roomy.encode([head, head + " and a great deal more text after it"])
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    import os
+
+    from lusifer.files import atomic_write
+
+    path = tmp_path / "sub" / "report.json"
+    atomic_write(path, '{"old": 1}')
+    assert path.read_text() == '{"old": 1}'
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, b'{"new": 2}')
+    assert path.read_text() == '{"old": 1}'
+    assert sorted(p.name for p in path.parent.iterdir()) == ["report.json"]  # no temp left

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..files import atomic_write
 from ..types import TextKind
 
 
@@ -76,11 +77,9 @@ def encode_command(
         device=device,
         show_progress=True,
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    with tmp.open("wb") as f:
-        np.save(f, vectors)
-    os.replace(tmp, output)
+    buffer = io.BytesIO()
+    np.save(buffer, vectors)
+    atomic_write(output, buffer.getvalue())
     typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {output}")
 
 

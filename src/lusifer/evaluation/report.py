@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..files import atomic_write
 from .aggregation import AGGREGATION_RULE
 
 if TYPE_CHECKING:
@@ -28,13 +27,6 @@ def _fmt_p(p: float | None) -> str:
     if p is None or p != p:
         return ""
     return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -215,14 +207,14 @@ def write_outputs(report: EvaluationReport) -> dict[str, Path]:
         "chart": out / "chart.png",
     }
     payload: dict[str, Any] = report.to_dict()
-    _atomic_text(files["results"], json.dumps(payload, ensure_ascii=False, indent=2))
-    _atomic_text(files["markdown"], render_markdown(report))
-    _atomic_text(files["csv"], _csv_text(*language_rows(report)))
-    _atomic_text(files["task_types_csv"], _csv_text(*type_rows(report)))
-    _atomic_text(files["tasks_csv"], _csv_text(*task_rows(report)))
+    atomic_write(files["results"], json.dumps(payload, ensure_ascii=False, indent=2))
+    atomic_write(files["markdown"], render_markdown(report))
+    atomic_write(files["csv"], _csv_text(*language_rows(report)))
+    atomic_write(files["task_types_csv"], _csv_text(*type_rows(report)))
+    atomic_write(files["tasks_csv"], _csv_text(*task_rows(report)))
     header, rows = crosslingual_rows(report)
     if rows:
         files["crosslingual_csv"] = out / "table_crosslingual.csv"
-        _atomic_text(files["crosslingual_csv"], _csv_text(header, rows))
+        atomic_write(files["crosslingual_csv"], _csv_text(header, rows))
     write_chart(report, files["chart"])
     return files

@@ -40,13 +40,15 @@ class PlainEmbedder(nn.Module):
         self.name = backbone.reference
 
     @classmethod
-    def load(cls, reference: str) -> PlainEmbedder:
+    def load(cls, reference: str, *, max_length: int = 512) -> PlainEmbedder:
+        """A bundled offline backbone (with its prefixes and pooling) or a hub/local one;
+        texts are cut at ``max_length`` tokens."""
         from ..backbones.offline import find_offline_backbone
 
         info = find_offline_backbone(reference) if "/" not in reference else None
-        kwargs = {}
+        kwargs: dict = {"max_length": max_length}
         if info is not None:
-            kwargs = dict(
+            kwargs.update(
                 pooling=info.pooling,
                 query_prefix=info.query_prefix,
                 document_prefix=info.document_prefix,
