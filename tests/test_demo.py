@@ -28,10 +28,12 @@ def test_quick_demo_end_to_end(tmp_path):
     # even in quick mode LUSIFER-mini beats the English-only target across languages
     assert xl["lusifer"] > xl["target"] + 10, xl
 
-    model = LusiferModel.from_pretrained(out / "model")
+    # the demo's model folder reloads to exactly what training produced
     texts = ["Open the file in a new window.", "Ouvrir le fichier dans une nouvelle fenêtre."]
-    again = LusiferModel.from_pretrained(out / "model").encode(texts)
-    assert np.abs(model.encode(texts) - again).max() < 1e-6
+    saved = LusiferModel.from_pretrained(out / "model").encode(texts)
+    trained = LusiferModel.from_pretrained(out / "train" / "model").encode(texts)
+    assert np.abs(saved - trained).max() < 1e-6
+    assert float(saved[0] @ saved[1]) > 0.5  # a translation pair lands close together
 
     # a second run resumes: nothing is retrained or re-evaluated
     runs = sorted((out / "eval" / "runs").rglob("*.json"))
