@@ -99,8 +99,10 @@ def main() -> None:
     names = ["all-MiniLM-L6-v2", "multilingual-e5-small"]
     if any(VARIANTS[n][0] == "smollm2" for n in rows):
         names.append("SmolLM2-135M-Instruct")
+    # the baselines read as many tokens per text as the LUSIFER variants (as in the demo)
+    max_length = load_train_config(demo_config_path("minilm")).model.max_length
     baselines = evaluate(
-        [PlainEmbedder.load(n, max_length=128) for n in names],
+        [PlainEmbedder.load(n, max_length=max_length) for n in names],
         task_dirs=tasks,
         output_dir=args.output / "baselines",
         bootstrap=0,
