@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from lusifer import LusiferModel
@@ -75,3 +76,18 @@ def test_read_texts_errors(tmp_path):
     else:
         raise AssertionError("a blank line must be reported")
     assert read_texts(path, skip_bad_lines=True).texts == ["fine"]
+
+
+@pytest.mark.parametrize("command", ["encode", "serve"])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--backend", "tensorrt", "torch, onnx"), ("--quantize", "int4", "only 'int8'")],
+)
+def test_encode_and_serve_refuse_a_bad_backend_choice(tmp_path, command, flag, value, message):
+    texts = tmp_path / "in.txt"
+    texts.write_text("hello\n")
+    args = {"encode": [str(texts), "-o", str(tmp_path / "out.npy")], "serve": []}[command]
+    result = runner.invoke(app, [command, "all-MiniLM-L6-v2", *args, flag, value])
+    assert result.exit_code == 2
+    assert message in result.output and flag in result.output
+    assert not (tmp_path / "out.npy").exists()

@@ -10,16 +10,17 @@ import typer
 
 from ..files import atomic_write
 from ..types import TextKind
+from .options import (
+    BackendOption,
+    ModelArgument,
+    QuantizeOption,
+    ThreadsOption,
+    load_encoder_or_exit,
+)
 
 
 def encode_command(
-    model: Annotated[
-        str,
-        typer.Argument(
-            help="A LUSIFER model folder, a bundled offline backbone (multilingual-e5-small, "
-            "all-MiniLM-L6-v2, SmolLM2-135M-Instruct), a local Hugging Face folder or a hub id."
-        ),
-    ],
+    model: ModelArgument,
     input: Annotated[
         Path, typer.Argument(help=".txt (one text a line) or .jsonl (a 'text' field).")
     ],
@@ -35,20 +36,14 @@ def encode_command(
     skip_bad_lines: Annotated[
         bool, typer.Option(help="Skip (and report) bad lines instead of stopping.")
     ] = False,
-    backend: Annotated[str, typer.Option(help="torch, or onnx (LUSIFER models, CPU).")] = "torch",
-    quantize: Annotated[
-        str | None, typer.Option(help="int8: dynamic int8 quantisation (onnx backend).")
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="Intra-op threads (default $LUSIFER_NUM_THREADS or all cores)."),
-    ] = None,
+    backend: BackendOption = "torch",
+    quantize: QuantizeOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Embed every text of INPUT with MODEL and save the matrix (rows in input order)."""
     import numpy as np
 
     from ..inputs import InputFileError, read_texts
-    from ..onnx import load_encoder
 
     if kind not in ("query", "document"):
         raise typer.BadParameter("must be 'query' or 'document'", param_hint="--kind")
@@ -61,11 +56,7 @@ def encode_command(
         raise typer.Exit(2) from None
     for line, why in data.skipped:
         typer.echo(f"skipped {input}:{line}: {why}", err=True)
-    try:
-        encoder = load_encoder(model, backend=backend, quantize=quantize, threads=threads)
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    encoder = load_encoder_or_exit(model, backend, quantize, threads)
     kind_value: TextKind = kind  # type: ignore[assignment]
     vectors = encoder.encode(
         data.texts,

@@ -6,27 +6,24 @@ from typing import Annotated
 
 import typer
 
+from .options import (
+    BackendOption,
+    ModelArgument,
+    QuantizeOption,
+    ThreadsOption,
+    load_encoder_or_exit,
+)
+
 
 def serve_command(
-    model: Annotated[
-        str,
-        typer.Argument(
-            help="A LUSIFER model folder, a bundled offline backbone, a local Hugging Face "
-            "folder or a hub id (as for `lusifer encode`)."
-        ),
-    ],
+    model: ModelArgument,
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = (
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    backend: Annotated[str, typer.Option(help="torch or onnx (LUSIFER models).")] = "torch",
-    quantize: Annotated[
-        str | None, typer.Option(help="int8: dynamic int8 quantisation (onnx backend).")
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="Intra-op threads (default $LUSIFER_NUM_THREADS or all cores)."),
-    ] = None,
+    backend: BackendOption = "torch",
+    quantize: QuantizeOption = None,
+    threads: ThreadsOption = None,
     max_batch_size: Annotated[
         int, typer.Option(min=1, help="Most texts gathered into one micro-batch.")
     ] = 32,
@@ -46,18 +43,9 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve MODEL at POST /v1/embeddings (OpenAI-compatible), GET /health, /docs."""
-    from ..onnx import BACKENDS, load_encoder
     from ..serving import ServerSettings, create_app, serve
 
-    if backend not in BACKENDS:
-        raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--backend")
-    if quantize not in (None, "int8"):
-        raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
-    try:
-        encoder = load_encoder(model, backend=backend, quantize=quantize, threads=threads)
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    encoder = load_encoder_or_exit(model, backend, quantize, threads)
     settings = ServerSettings(
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,

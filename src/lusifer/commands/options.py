@@ -1,0 +1,40 @@
+"""Command-line options shared by the commands that load a model to embed with
+(``encode`` and ``serve``), and the one way they load it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+ModelArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A LUSIFER model folder, a bundled offline backbone (multilingual-e5-small, "
+        "all-MiniLM-L6-v2, SmolLM2-135M-Instruct), a local Hugging Face folder or a hub id."
+    ),
+]
+BackendOption = Annotated[str, typer.Option(help="torch, or onnx (LUSIFER models, CPU).")]
+QuantizeOption = Annotated[
+    str | None, typer.Option(help="int8: dynamic int8 quantisation (onnx backend).")
+]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Intra-op threads (default $LUSIFER_NUM_THREADS or all cores)."),
+]
+
+
+def load_encoder_or_exit(model: str, backend: str, quantize: str | None, threads: int | None):
+    """The model behind MODEL on the chosen backend; a bad choice or an unloadable model
+    ends the command with a one-line error (exit code 2)."""
+    from ..onnx import BACKENDS, load_encoder
+
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--backend")
+    if quantize not in (None, "int8"):
+        raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
+    try:
+        return load_encoder(model, backend=backend, quantize=quantize, threads=threads)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
