@@ -46,7 +46,7 @@ def clip_text(text: str, max_length: int) -> str:
 
 
 def encode_in_batches(
-    texts: list[str],
+    texts: str | Sequence[str],
     embed_batch: Callable[[list[str]], torch.Tensor],
     *,
     batch_size: int,
@@ -55,8 +55,10 @@ def encode_in_batches(
     convert_to: str = "numpy",
     desc: str = "Encoding",
 ) -> np.ndarray | torch.Tensor:
-    """Embed ``texts`` longest first (so each batch pads little) and return float32
-    rows in input order."""
+    """Validate ``texts``, embed them longest first (so each batch pads little) and
+    return float32 rows in input order; a lone string gives one row, not a matrix."""
+    single = isinstance(texts, str)
+    texts = validate_texts(texts)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if convert_to not in ("numpy", "torch"):
@@ -78,4 +80,5 @@ def encode_in_batches(
     stacked = torch.cat(chunks)
     result = torch.empty_like(stacked)
     result[torch.tensor(order)] = stacked
-    return result.numpy() if convert_to == "numpy" else result
+    out = result.numpy() if convert_to == "numpy" else result
+    return out[0] if single else out

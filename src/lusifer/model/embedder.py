@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..backbones import Backbone, load_backbone
-from ..encoding import clip_text, encode_in_batches, validate_texts
+from ..encoding import clip_text, encode_in_batches
 from ..types import TextKind
 from .pooling import pool
 from .target import TargetModel
@@ -81,8 +81,6 @@ class PlainEmbedder(nn.Module):
     ) -> np.ndarray | torch.Tensor:
         """Embed texts with this backbone alone (``instruction`` is ignored)."""
         del instruction
-        single = isinstance(texts, str)
-        texts = validate_texts(texts)
         if kind not in self.prefixes:
             raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
         if device is not None:
@@ -101,7 +99,7 @@ class PlainEmbedder(nn.Module):
             ).to(run_device)
             return self(enc["input_ids"], enc["attention_mask"])
 
-        out = encode_in_batches(
+        return encode_in_batches(
             texts,
             embed_batch,
             batch_size=batch_size,
@@ -110,4 +108,3 @@ class PlainEmbedder(nn.Module):
             convert_to=convert_to,
             desc=f"Encoding ({self.name})",
         )
-        return out[0] if single else out

@@ -17,7 +17,7 @@ from transformers import BatchEncoding
 
 from ..backbones import Backbone, load_backbone
 from ..config import ConfigError, LusiferConfig, from_dict
-from ..encoding import clip_text, encode_in_batches, validate_texts
+from ..encoding import clip_text, encode_in_batches
 from ..types import TextKind
 from .connector import Connector
 from .head import ProjectionHead
@@ -233,8 +233,6 @@ class LusiferModel(nn.Module):
         use_head: bool = False,
     ) -> np.ndarray | torch.Tensor:
         """Embed texts: float32 rows in input order (pre-head vectors unless ``use_head``)."""
-        single = isinstance(texts, str)
-        texts = validate_texts(texts)
         if device is not None:
             self.to(device)
         run_device = self.device
@@ -250,7 +248,7 @@ class LusiferModel(nn.Module):
                 )
 
         try:
-            out = encode_in_batches(
+            return encode_in_batches(
                 texts,
                 embed_batch,
                 batch_size=batch_size,
@@ -261,7 +259,6 @@ class LusiferModel(nn.Module):
             )
         finally:
             self.train(was_training)
-        return out[0] if single else out
 
     # ------------------------------------------------------------- save / load
     def trained_state_dict(self) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..encoding import encode_in_batches, validate_texts
+from ..encoding import encode_in_batches
 from ..model.lusifer import LusiferModel
 from ..types import TextKind
 from .export import INPUT_NAMES, ensure_exported
@@ -142,15 +142,13 @@ class OnnxLusifer:
                 f"use_head={use_head}"
             )
         del dtype
-        single = isinstance(texts, str)
-        texts = validate_texts(texts)
 
         def embed_batch(batch: list[str]) -> torch.Tensor:
             enc = self.tokenize(batch, instruction=instruction, kind=kind, max_length=max_length)
             out = self.embed_tokens(enc["input_ids"].numpy(), enc["attention_mask"].numpy())
             return torch.from_numpy(out)
 
-        out = encode_in_batches(
+        return encode_in_batches(
             texts,
             embed_batch,
             batch_size=batch_size,
@@ -159,4 +157,3 @@ class OnnxLusifer:
             convert_to=convert_to,
             desc="Encoding (LUSIFER, onnx)",
         )
-        return out[0] if single else out
