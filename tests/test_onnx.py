@@ -134,3 +134,21 @@ def test_onnx_with_lora_adapters(tiny_model_factory, tmp_path):
     fast = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1)
     want = model.encode(SENTENCES, max_length=MAX_LENGTH)
     assert cosines(fast.encode(SENTENCES, max_length=MAX_LENGTH), want).min() > 0.99999
+
+
+@pytest.mark.parametrize("learned_tokens", [0, 2])
+def test_onnx_pools_over_the_text_only_like_torch(tiny_model_factory, tmp_path, learned_tokens):
+    """pool_instruction=False (the demo's recipe): the graph leaves the instruction out of
+    pooling exactly as the torch model does, and gives a different vector than pooling it."""
+    model = tiny_model_factory("bert", pool_instruction=False, num_learned_tokens=learned_tokens)
+    fast = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1)
+    for kwargs in ({}, {"instruction": "Retrieve the translation of this sentence"}):
+        want = model.encode(SENTENCES, max_length=MAX_LENGTH, batch_size=3, **kwargs)
+        got = fast.encode(SENTENCES, max_length=MAX_LENGTH, batch_size=3, **kwargs)
+        assert cosines(got, want).min() > 0.99999
+    model.config.pool_instruction = True  # same weights, instruction pooled too
+    try:
+        everything = model.encode(SENTENCES, max_length=MAX_LENGTH, **kwargs)
+    finally:
+        model.config.pool_instruction = False
+    assert cosines(got, everything).max() < 0.9999

@@ -17,7 +17,9 @@ from ..model.lusifer import LusiferModel
 from .graph import CONNECTOR_SCOPE, TARGET_SCOPE, ExportableLusifer
 
 OPSET = 17
-INPUT_NAMES = ["input_ids", "attention_mask"]
+INPUT_NAMES = ["input_ids", "attention_mask", "pool_mask"]
+# Bumped whenever the graph's inputs or outputs change, so cached exports are redone.
+GRAPH_VERSION = 2
 OUTPUT_NAME = "embedding"
 # Sample texts for tracing: different lengths, so the traced graph keeps the padding mask.
 _TRACE_TEXTS = ["A short one.", "A somewhat longer sentence, so that this batch needs padding."]
@@ -36,6 +38,7 @@ def fingerprint(model: LusiferModel, *, use_head: bool) -> str:
     meta = {
         "config": model.config.to_dict(),
         "use_head": use_head,
+        "graph": GRAPH_VERSION,
         "opset": OPSET,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -47,9 +50,15 @@ def fingerprint(model: LusiferModel, *, use_head: bool) -> str:
     return h.hexdigest()[:20]
 
 
+def pool_mask(enc) -> torch.Tensor:
+    """The tokens a graph pools over for this tokenizer output: the attention mask,
+    unless :meth:`LusiferModel.tokenize` left the instruction out (``pool_mask``)."""
+    return enc["pool_mask"] if "pool_mask" in enc else enc["attention_mask"]
+
+
 def export_onnx(model: LusiferModel, path: str | Path, *, use_head: bool = False) -> Path:
-    """Write the fp32 graph ``input_ids, attention_mask -> embedding`` to ``path``
-    (dynamic batch and length), atomically."""
+    """Write the fp32 graph ``input_ids, attention_mask, pool_mask -> embedding`` to
+    ``path`` (dynamic batch and length), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -63,7 +72,7 @@ def export_onnx(model: LusiferModel, path: str | Path, *, use_head: bool = False
             warnings.simplefilter("ignore")  # tracer warnings about Python-side branches
             torch.onnx.export(
                 wrapper,
-                (enc["input_ids"], enc["attention_mask"]),
+                (enc["input_ids"], enc["attention_mask"], pool_mask(enc)),
                 str(tmp),
                 dynamo=False,
                 input_names=INPUT_NAMES,
@@ -71,6 +80,7 @@ def export_onnx(model: LusiferModel, path: str | Path, *, use_head: bool = False
                 dynamic_axes={
                     "input_ids": {0: "batch", 1: "length"},
                     "attention_mask": {0: "batch", 1: "length"},
+                    "pool_mask": {0: "batch", 1: "length"},
                     OUTPUT_NAME: {0: "batch"},
                 },
                 opset_version=OPSET,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..model.lusifer import LusiferModel
@@ -25,11 +26,6 @@ class ExportableLusifer(nn.Module):
 
     def __init__(self, model: LusiferModel, *, use_head: bool = False) -> None:
         super().__init__()
-        if not getattr(model.config, "pool_instruction", True):
-            raise ValueError(
-                "ONNX export of a model that pools over the text only (pool_instruction=False) "
-                "is not supported yet; use --backend torch"
-            )
         # Kept outside the module tree: the tracer names nodes after the first path to
         # each submodule, and the named children below give predictable scope names
         # (``/lusifer_connector/...``, ``/lusifer_target/...``) for the int8 policy.
@@ -64,7 +60,11 @@ class ExportableLusifer(nn.Module):
         out = torch.where(learned.unsqueeze(-1), tokens, out)
         return out, (real | learned).to(attention_mask.dtype)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``pool_mask``: the tokens to pool over (the attention mask, or without the
+        instruction for ``pool_instruction=False`` models); learned tokens always pool."""
         m = self.model
         embeds, mask = self.soft_tokens(input_ids, attention_mask)
         target = m.target
@@ -81,5 +81,7 @@ class ExportableLusifer(nn.Module):
                 hidden = self.lusifer_target(
                     inputs_embeds=embeds, attention_mask=bias, use_cache=False
                 ).last_hidden_state
-        pooled = pool(hidden, mask, m.config.pooling)
+        n = m.connector.num_learned_tokens
+        learned = mask - F.pad(attention_mask, (0, n))
+        pooled = pool(hidden, learned + F.pad(pool_mask, (0, n)), m.config.pooling)
         return self.lusifer_head(pooled) if self.lusifer_head is not None else pooled

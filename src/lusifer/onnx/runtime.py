@@ -13,7 +13,7 @@ import torch
 from ..encoding import encode_in_batches
 from ..model.lusifer import LusiferModel
 from ..types import TextKind
-from .export import INPUT_NAMES, ensure_exported
+from .export import INPUT_NAMES, ensure_exported, pool_mask
 
 THREADS_ENV = "LUSIFER_NUM_THREADS"
 
@@ -113,8 +113,10 @@ class OnnxLusifer:
     # The torch model's prompt formatting and tokenisation, reused as is.
     tokenize = LusiferModel.tokenize
 
-    def embed_tokens(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = dict(zip(INPUT_NAMES, (input_ids, attention_mask), strict=True))
+    def embed_tokens(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, pool_mask: np.ndarray
+    ) -> np.ndarray:
+        feeds = dict(zip(INPUT_NAMES, (input_ids, attention_mask, pool_mask), strict=True))
         return self.session.run(None, {k: v.astype(np.int64) for k, v in feeds.items()})[0]
 
     def encode(
@@ -145,7 +147,9 @@ class OnnxLusifer:
 
         def embed_batch(batch: list[str]) -> torch.Tensor:
             enc = self.tokenize(batch, instruction=instruction, kind=kind, max_length=max_length)
-            out = self.embed_tokens(enc["input_ids"].numpy(), enc["attention_mask"].numpy())
+            out = self.embed_tokens(
+                enc["input_ids"].numpy(), enc["attention_mask"].numpy(), pool_mask(enc).numpy()
+            )
             return torch.from_numpy(out)
 
         return encode_in_batches(
