@@ -147,6 +147,7 @@ class Trainer:
                 raise ValueError(
                     f"{self.stage}.train_{part}_lora is set but model.{part}_lora is not configured"
                 )
+        model.zero_grad(set_to_none=True)  # a stage starts from no gradients
         model.freeze(
             connector=cfg.train_connector,
             head=cfg.train_head,

@@ -15,8 +15,13 @@ IGNORE_INDEX = -100
 
 @contextlib.contextmanager
 def _teacher_mode(target: torch.nn.Module):
-    """The target as it was before LUSIFER: no dropout, LoRA adapters switched off."""
+    """The target as it was before LUSIFER: no dropout, LoRA adapters switched off.
+
+    peft switches adapters back on by making them trainable again; their trainable flags
+    are restored here, or a frozen target LoRA would collect gradients that no optimizer
+    clears (and that the next stage would then start from)."""
     was_training = target.training
+    trainable = {name: p.requires_grad for name, p in target.named_parameters()}
     target.eval()
     disable = getattr(target.model, "disable_adapter", None)
     try:
@@ -24,6 +29,8 @@ def _teacher_mode(target: torch.nn.Module):
             yield
     finally:
         target.train(was_training)
+        for name, p in target.named_parameters():
+            p.requires_grad_(trainable[name])
 
 
 def build_lm_inputs(
