@@ -86,14 +86,13 @@ def main() -> None:
             [*steps, *overrides],
             **{"run.output_dir": str(args.output / slug)},
         )
-        # a resumed variant keeps the training time of the run that trained it
+        # a finished variant is not trained again and keeps the time it took to train
         timing = args.output / slug / "train_seconds.json"
         tic = time.perf_counter()
         trained = run_training(config, stages=stages, resume=True)
-        train_s = time.perf_counter() - tic
-        if timing.is_file():
-            train_s += json.loads(timing.read_text())["train_s"]
-        timing.write_text(json.dumps({"train_s": train_s}))
+        if not timing.is_file():
+            timing.write_text(json.dumps({"train_s": time.perf_counter() - tic}))
+        train_s = json.loads(timing.read_text())["train_s"]
         model = LusiferModel.from_pretrained(trained)
         model.name = name
         report = evaluate(
