@@ -35,6 +35,29 @@ def test_quick_demo_end_to_end(tmp_path):
     assert np.abs(saved - trained).max() < 1e-6
     assert float(saved[0] @ saved[1]) > 0.5  # a translation pair lands close together
 
+    # and serves through the ONNX backend (it pools over the text only, like torch)
+    fast = CliRunner().invoke(
+        app,
+        [
+            "encode",
+            str(out / "model"),
+            str(_lines(tmp_path, texts)),
+            "-o",
+            str(tmp_path / "onnx.npy"),
+            "--backend",
+            "onnx",
+            "--threads",
+            "1",
+            "--instruction",
+            "Retrieve parallel sentences",
+        ],
+    )
+    assert fast.exit_code == 0, fast.output[-3000:]
+    want = LusiferModel.from_pretrained(out / "model").encode(
+        texts, instruction="Retrieve parallel sentences"
+    )
+    assert np.abs(np.load(tmp_path / "onnx.npy") - want).max() < 1e-4
+
     # a second run resumes: nothing is retrained or re-evaluated
     runs = sorted((out / "eval" / "runs").rglob("*.json"))
     stamps = [p.stat().st_mtime_ns for p in runs]
@@ -42,3 +65,9 @@ def test_quick_demo_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output[-3000:]
     assert [p.stat().st_mtime_ns for p in runs] == stamps
     assert "already finished" in result.output or "skipping" in result.output
+
+
+def _lines(folder, texts):
+    path = folder / "texts.txt"
+    path.write_text("\n".join(texts) + "\n")
+    return path
