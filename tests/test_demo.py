@@ -30,7 +30,8 @@ def test_quick_demo_end_to_end(tmp_path):
 
     # the demo's model folder reloads to exactly what training produced
     texts = ["Open the file in a new window.", "Ouvrir le fichier dans une nouvelle fenêtre."]
-    saved = LusiferModel.from_pretrained(out / "model").encode(texts)
+    model = LusiferModel.from_pretrained(out / "model")
+    saved = model.encode(texts)
     trained = LusiferModel.from_pretrained(out / "train" / "model").encode(texts)
     assert np.abs(saved - trained).max() < 1e-6
     assert float(saved[0] @ saved[1]) > 0.5  # a translation pair lands close together
@@ -53,9 +54,7 @@ def test_quick_demo_end_to_end(tmp_path):
         ],
     )
     assert fast.exit_code == 0, fast.output[-3000:]
-    want = LusiferModel.from_pretrained(out / "model").encode(
-        texts, instruction="Retrieve parallel sentences"
-    )
+    want = model.encode(texts, instruction="Retrieve parallel sentences")
     assert np.abs(np.load(tmp_path / "onnx.npy") - want).max() < 1e-4
 
     # a second run resumes: nothing is retrained or re-evaluated

@@ -22,7 +22,7 @@ from ..types import TextKind
 from .connector import Connector
 from .head import ProjectionHead
 from .lora import add_lora, load_lora_state_dict, lora_state_dict, merge_lora
-from .pooling import pool
+from .pooling import pool, pooling_mask
 from .prompts import format_prompt
 from .target import TargetModel, unwrap
 
@@ -206,13 +206,10 @@ class LusiferModel(nn.Module):
         ``pool_mask`` (from :meth:`tokenize`) leaves instruction tokens out of pooling."""
         embeds, mask = self.soft_tokens(input_ids, attention_mask)
         hidden = self.target.hidden_states(embeds, mask, causal=False)
-        pooling_mask = mask
         if pool_mask is not None:
-            learned = mask.clone()
-            learned[:, : attention_mask.shape[1]] -= attention_mask  # 1 on learned tokens only
-            pooling_mask = learned
-            pooling_mask[:, : pool_mask.shape[1]] += pool_mask
-        pooled = pool(hidden, pooling_mask, self.config.pooling)
+            n = self.connector.num_learned_tokens
+            mask = pooling_mask(mask, attention_mask, pool_mask, n)
+        pooled = pool(hidden, mask, self.config.pooling)
         if use_head and self.head is not None:
             return self.head(pooled)
         return pooled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 POOLING_METHODS = ("mean", "last", "cls")
 
@@ -21,3 +22,18 @@ def pool(states: torch.Tensor, attention_mask: torch.Tensor, method: str = "mean
     if method == "cls":
         return states[:, 0]
     raise ValueError(f"unknown pooling method {method!r}; choose from {POOLING_METHODS}")
+
+
+def pooling_mask(
+    soft_mask: torch.Tensor,
+    attention_mask: torch.Tensor,
+    pool_mask: torch.Tensor,
+    num_learned_tokens: int,
+) -> torch.Tensor:
+    """The positions to pool over [B, L + N]: the prompt tokens ``pool_mask`` [B, L] keeps
+    (the text without its instruction) plus the connector's learned tokens, which sit in
+    ``soft_mask`` right after each row's ``attention_mask``. Written without boolean
+    indexing so the ONNX graph can use it as is."""
+    pad = (0, num_learned_tokens)
+    learned = soft_mask - F.pad(attention_mask, pad)
+    return learned + F.pad(pool_mask, pad)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..model.lusifer import LusiferModel
-from ..model.pooling import pool
+from ..model.pooling import pool, pooling_mask
 from ..model.target import transformer_body
 
 ENCODER_SCOPE = "/lusifer_encoder/"
@@ -82,6 +81,5 @@ class ExportableLusifer(nn.Module):
                     inputs_embeds=embeds, attention_mask=bias, use_cache=False
                 ).last_hidden_state
         n = m.connector.num_learned_tokens
-        learned = mask - F.pad(attention_mask, (0, n))
-        pooled = pool(hidden, learned + F.pad(pool_mask, (0, n)), m.config.pooling)
+        pooled = pool(hidden, pooling_mask(mask, attention_mask, pool_mask, n), m.config.pooling)
         return self.lusifer_head(pooled) if self.lusifer_head is not None else pooled
