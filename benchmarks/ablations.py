@@ -9,6 +9,7 @@ classification, topic classification):
 - without stage 1: no alignment (random connector), representation only;
 - without stage 2: alignment only;
 - connector only: no LoRA trained in either stage;
+- without target distillation: stage 2 with InfoNCE alone (the paper's stage 2);
 - SmolLM2 target, distillation alignment vs the paper's LM alignment (both then stage 2).
 ``--scale`` multiplies every stage's steps (0.3 for a quicker, rougher table).
 """
@@ -30,6 +31,7 @@ VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
         ["alignment.train_target_lora=false", "representation.train_target_lora=false"],
         None,
     ),
+    "without target distillation": ("minilm", ["representation.target_distill=0.0"], None),
     "smollm2, distillation alignment": (
         "smollm2",
         ["alignment.objectives.lm=0.0", "alignment.objectives.distill=1.0"],

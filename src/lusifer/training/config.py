@@ -95,6 +95,11 @@ class StageConfig:
     num_negatives: int = 0
     gradcache_chunk_size: int | None = None  # None: no GradCache (whole batch at once)
     use_head: bool = False  # compute the contrastive loss on the projection head's output
+    # ours: weight of relational distillation from the original target (adapters off):
+    # each text's LUSIFER embedding must pick out, among the batch, the target's own
+    # embedding of the same English text (InfoNCE at `temperature`). For targets that are
+    # already embedders (the demo's MiniLM): it keeps their English neighbourhoods.
+    target_distill: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1:
@@ -105,6 +110,13 @@ class StageConfig:
             raise ConfigError("a stage needs at least one data source")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.target_distill < 0:
+            raise ConfigError(f"target_distill must be >= 0, got {self.target_distill}")
+        if self.target_distill > 0 and self.use_head:
+            raise ConfigError(
+                "target_distill compares embeddings with the target's own, so it needs "
+                "use_head: false (the head's output lives in another space)"
+            )
 
     @property
     def warmup(self) -> int:

@@ -47,6 +47,8 @@ from .losses import (
     info_nce,
     lm_alignment_loss,
     real_offsets,
+    relational_distillation,
+    target_own_embedding,
     token_alignment,
     token_distillation_loss,
 )
@@ -76,6 +78,8 @@ class TrainingModule(nn.Module):
             return distillation_loss(self.model, **batch)
         if objective == "distill_token":
             return token_distillation_loss(self.model, **batch)
+        if objective == "teacher":
+            return target_own_embedding(self.model, **batch)
         raise ValueError(f"unknown objective {objective!r}")
 
 
@@ -184,17 +188,15 @@ class Trainer:
         per = len(items) // self.world
         return items[self.rank * per : (self.rank + 1) * per]
 
-    def _target_tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        tok = self.model.target.tokenizer
-        obj = self.config.objectives
-        enc = tok(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=obj.max_target_length,
-            return_tensors="pt",
+    def _target_tokens(self, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+        device = self.accelerator.device
+        enc = self.model.target.tokenizer(
+            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
-        return {"target_ids": enc["input_ids"], "target_mask": enc["attention_mask"]}
+        return {
+            "target_ids": enc["input_ids"].to(device),
+            "target_mask": enc["attention_mask"].to(device),
+        }
 
     def _alignment_step(self, step: int) -> dict[str, float]:
         cfg, obj = self.config, self.config.objectives
@@ -229,8 +231,8 @@ class Trainer:
             batch = {**encoder, **{k: v.to(device) for k, v in target.items()}}
             losses["lm"] = self.module("lm", **batch)
         if obj.distill > 0:
-            target = self._target_tokens([e.distill_text for e in examples])
-            batch = {**encoder, **{k: v.to(device) for k, v in target.items()}}
+            target = self._target_tokens([e.distill_text for e in examples], obj.max_target_length)
+            batch = {**encoder, **target}
             losses["distill"] = self.module("distill", mse_weight=obj.distill_mse_weight, **batch)
         if obj.distill_token > 0:
             texts = [e.distill_text for e in examples]
@@ -295,11 +297,19 @@ class Trainer:
             device=device,
         )
 
+        teacher = None
+        if cfg.target_distill > 0:
+            # the target's own embedding of each text, read without the instruction
+            with torch.no_grad():
+                own = self._target_tokens(texts, self.run.max_length)
+                teacher = gather_with_grad(self.module("teacher", **own))
+        parts: dict[str, float] = {}
+
         def loss_fn(reps: torch.Tensor) -> torch.Tensor:
             q = gather_with_grad(reps[:n_q])
             p = gather_with_grad(reps[n_q : 2 * n_q])
             n = gather_with_grad(reps[2 * n_q :])
-            return info_nce(
+            loss = info_nce(
                 q,
                 p,
                 n,
@@ -308,6 +318,13 @@ class Trainer:
                 in_batch_negatives=full.in_batch_negatives,
                 symmetric=cfg.symmetric,
             )
+            if teacher is None:
+                return loss
+            distill = relational_distillation(
+                gather_with_grad(reps), teacher, temperature=cfg.temperature
+            )
+            parts.update(contrastive=float(loss.detach()), target_distill=float(distill.detach()))
+            return loss + cfg.target_distill * distill
 
         def embed(chunk: dict[str, torch.Tensor]) -> torch.Tensor:
             return self.module("embed", use_head=cfg.use_head, **chunk)
@@ -324,7 +341,7 @@ class Trainer:
         else:
             loss = loss_fn(embed(inputs))
             self.accelerator.backward(loss)
-        return {"loss": float(loss)}
+        return {"loss": float(loss.detach()), **parts}
 
     # -------------------------------------------------------------- checkpoints
     @property

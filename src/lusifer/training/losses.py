@@ -1,4 +1,4 @@
-"""Training objectives: the paper's LM alignment, our distillation, and InfoNCE."""
+"""Training objectives: the paper's LM alignment, our distillations, and InfoNCE."""
 
 from __future__ import annotations
 
@@ -106,6 +106,15 @@ def lm_alignment_loss(
     return F.cross_entropy(logits.float(), shift_labels[keep])
 
 
+def target_own_embedding(
+    model: LusiferModel, target_ids: torch.Tensor, target_mask: torch.Tensor
+) -> torch.Tensor:
+    """The teacher: the original target's pooled embedding of its own tokens (no gradient)."""
+    with torch.no_grad(), _teacher_mode(model.target):
+        own = model.target.input_embeddings()(target_ids)
+        return pool(model.target.hidden_states(own, target_mask), target_mask, model.config.pooling)
+
+
 def distillation_loss(
     model: LusiferModel,
     encoder_ids: torch.Tensor,
@@ -121,11 +130,7 @@ def distillation_loss(
     this loss learns to read soft tokens without moving what it is distilled towards."""
     soft, soft_mask = model.soft_tokens(encoder_ids, encoder_mask)
     student = pool(model.target.hidden_states(soft, soft_mask), soft_mask, model.config.pooling)
-    with torch.no_grad(), _teacher_mode(model.target):
-        own = model.target.input_embeddings()(target_ids)
-        teacher = pool(
-            model.target.hidden_states(own, target_mask), target_mask, model.config.pooling
-        )
+    teacher = target_own_embedding(model, target_ids, target_mask)
     student, teacher = student.float(), teacher.float()
     cosine = F.cosine_similarity(student, teacher, dim=-1)
     return (1.0 - cosine).mean() + mse_weight * F.mse_loss(student, teacher)
@@ -165,6 +170,20 @@ def info_nce(
     if symmetric and in_batch_negatives:
         loss = (loss + F.cross_entropy(p @ q.T / temperature, labels)) / 2
     return loss
+
+
+def relational_distillation(
+    student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 0.05
+) -> torch.Tensor:
+    """InfoNCE from each text's LUSIFER embedding to the teacher's embeddings of the
+    batch's texts: the student must pick out the teacher's embedding of its own text.
+
+    Unlike matching each pair alone (cosine/MSE), this only asks the student to keep the
+    teacher's neighbourhoods, which is what retrieval and classification read."""
+    s = F.normalize(student.float(), dim=-1)
+    t = F.normalize(teacher.detach().float(), dim=-1)
+    labels = torch.arange(s.shape[0], device=s.device)
+    return F.cross_entropy(s @ t.T / temperature, labels)
 
 
 def real_offsets(encoding) -> list[list[tuple[int, int]]]:
