@@ -133,3 +133,18 @@ def test_mteb_wrapper_dedupes_and_maps_prompt_type():
         batches, task_metadata=metadata, hf_split="test", hf_subset="default", prompt_type=None
     )
     assert enc.seen[-1][2] == "query"
+    # a later task with the same texts: only what this (instruction, kind) has not seen
+    calls = len(enc.seen)
+    other = mteb.get_task("NFCorpus").metadata
+    again = [{"text": ["bb", "dddd"]}]
+    kwargs = {"hf_split": "test", "hf_subset": "default", "prompt_type": PromptType.document}
+    out = model.encode(again, task_metadata=metadata, **kwargs)
+    assert enc.seen[-1][0] == ["dddd"] and out[:, 0].tolist() == [2, 4]
+    model.encode(again, task_metadata=other, **kwargs)  # another instruction: encoded anew
+    assert enc.seen[-1][0] == ["bb", "dddd"] and len(enc.seen) == calls + 2
+    # an encoder that ignores instructions shares rows across tasks
+    enc.uses_instructions = False
+    blind = MtebEncoder(enc)
+    blind.encode(again, task_metadata=metadata, **kwargs)
+    blind.encode(again, task_metadata=other, **kwargs)
+    assert len(enc.seen) == calls + 3

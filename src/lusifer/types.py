@@ -16,6 +16,8 @@ class TextEncoder(Protocol):
     ``encode`` returns a float32 array of shape (len(texts), dim), rows in input order.
     ``instruction`` is a one-line English task description (None: bare text) and
     ``kind`` says whether the texts are queries or documents (the paper's prompts differ).
+    An encoder that ignores ``instruction`` may say so with ``uses_instructions = False``
+    (evaluation then reuses a text's embedding across tasks).
     """
 
     name: str

@@ -3,7 +3,9 @@
 mteb calls ``encode(DataLoader, task_metadata=..., hf_split=..., hf_subset=..., prompt_type=...)``;
 this wrapper picks the task's English instruction, maps mteb's prompt type to the encoder's
 ``kind`` (documents only for the corpus side of retrieval/reranking), encodes each distinct
-text of a call once, and returns float32 rows in input order.
+text once per wrapper (suites repeat texts across tasks: the English side of every
+cross-lingual pair, a topic task's texts in classification and clustering), and returns
+float32 rows in input order.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class MtebEncoder(AbsEncoder):
         self.model = encoder
         self.instructions = dict(instructions or {})
         self.show_progress = show_progress
+        # (instruction, kind, text) -> unit-length row; encoders that ignore instructions
+        # (``uses_instructions = False``) share rows across tasks with different ones
+        self._cache: dict[tuple[str | None, str, str], np.ndarray] = {}
+        self._reads_instructions = getattr(encoder, "uses_instructions", True)
         name = getattr(encoder, "name", None) or type(encoder).__name__
         self.mteb_model_meta = ModelMeta.create_empty(
             overwrites={
@@ -93,22 +99,25 @@ class MtebEncoder(AbsEncoder):
         for batch in inputs:
             texts.extend(batch["text"])
         kind = "document" if prompt_type == PromptType.document else "query"
-        # mteb feeds the same text several times (e.g. a corpus shared by queries): encode it once
-        unique = list(dict.fromkeys(texts))
-        if not unique:
+        instruction = self.task_instruction(task_metadata)
+        scope = instruction if self._reads_instructions else None
+        if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        vectors = self.model.encode(
-            unique,
-            instruction=self.task_instruction(task_metadata),
-            kind=kind,
-            batch_size=int(kwargs.get("batch_size") or 32),
-            normalize=True,
-            show_progress=self.show_progress,
-        )
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.shape[0] != len(unique):
-            raise ValueError(
-                f"{self.mteb_model_meta.name}: encode returned {vectors.shape[0]} rows for {len(unique)} texts"
+        missing = [t for t in dict.fromkeys(texts) if (scope, kind, t) not in self._cache]
+        if missing:
+            vectors = self.model.encode(
+                missing,
+                instruction=instruction,
+                kind=kind,
+                batch_size=int(kwargs.get("batch_size") or 32),
+                normalize=True,
+                show_progress=self.show_progress,
             )
-        position = {text: i for i, text in enumerate(unique)}
-        return vectors[[position[t] for t in texts]]
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.shape[0] != len(missing):
+                raise ValueError(
+                    f"{self.mteb_model_meta.name}: encode returned {vectors.shape[0]} rows "
+                    f"for {len(missing)} texts"
+                )
+            self._cache.update({(scope, kind, t): v for t, v in zip(missing, vectors, strict=True)})
+        return np.stack([self._cache[(scope, kind, t)] for t in texts])

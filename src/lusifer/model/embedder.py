@@ -22,6 +22,8 @@ class PlainEmbedder(nn.Module):
     prefixes (``query: ``/``passage: `` for multilingual-e5); instructions are ignored,
     since these models were not trained with ours."""
 
+    uses_instructions = False
+
     def __init__(
         self,
         backbone: Backbone,
