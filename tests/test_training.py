@@ -24,6 +24,7 @@ from lusifer.training.losses import (
     distillation_loss,
     info_nce,
     lm_alignment_loss,
+    relational_distillation,
 )
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
@@ -199,6 +200,19 @@ def test_info_nce_in_batch_and_own_negatives():
     assert not torch.allclose(sym, info_nce(q, p, n, owner))
 
 
+def test_relational_distillation_asks_each_text_to_find_its_teacher_embedding():
+    torch.manual_seed(0)
+    teacher = torch.randn(6, 8)
+    student = (teacher + 0.01 * torch.randn(6, 8)).requires_grad_()
+    close = relational_distillation(student, teacher, temperature=0.05)
+    swapped = relational_distillation(student[[1, 0, 2, 3, 4, 5]], teacher, temperature=0.05)
+    assert float(close.detach()) < 0.05 < 2.0 < float(swapped.detach())
+    teacher.requires_grad_()
+    close = relational_distillation(student, teacher)
+    close.backward()
+    assert student.grad is not None and teacher.grad is None  # the teacher is a fixed target
+
+
 def test_gradcache_gradients_equal_full_batch(tiny_model_factory):
     model = LusiferModel.build(
         encoder="tiny:xlmr",
@@ -289,6 +303,21 @@ def test_a_few_steps_lower_the_loss(tmp_path, target, objectives, train_target_l
     assert sum(losses[-5:]) / 5 < factor * sum(losses[:5]) / 5, losses
 
 
+def test_stage_two_target_distillation_logs_and_lowers_its_term(tmp_path):
+    stage = {"steps": 25, "learning_rate": 1e-2, "target_distill": 1.0}
+    config = tiny_config(tmp_path, target="bert", representation=stage)
+    config["run"]["save_every"] = 100
+    cfg = load_train_config(write_config(tmp_path, config))
+    assert run_training(cfg, stages=["representation"]) is not None
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "out/representation/log.jsonl").read_text().splitlines()
+    ]
+    assert all(abs(r["loss"] - r["contrastive"] - r["target_distill"]) < 1e-4 for r in rows)
+    distill = [r["target_distill"] for r in rows]
+    assert sum(distill[-5:]) / 5 < 0.8 * sum(distill[:5]) / 5, distill
+
+
 def test_both_stages_save_a_model_that_reloads(tmp_path):
     cfg = load_train_config(write_config(tmp_path, tiny_config(tmp_path, target="bert")))
     out = run_training(cfg)
@@ -332,6 +361,21 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         for p in (whole, resumed)
     ]
     assert curves[0] == pytest.approx(curves[1], abs=1e-6)
+
+
+def test_resume_refuses_a_folder_started_with_another_config(tmp_path):
+    config = tiny_config(tmp_path, target="bert")
+    config["alignment"]["steps"] = 2
+    config["representation"]["steps"] = 2
+    path = write_config(tmp_path, config)
+    assert run_training(load_train_config(path), stages=["alignment"]) is not None
+    changed = load_train_config(path, ["representation.learning_rate=0.5"])
+    with pytest.raises(ConfigError, match=r"representation.learning_rate: 0.001 -> 0.5"):
+        run_training(changed, resume=True)
+    assert not (tmp_path / "out/representation").exists()  # nothing was trained or written
+    # bookkeeping (how often to save or log) does not change what is trained
+    same = load_train_config(path, ["run.save_every=1", "run.log_every=5"])
+    assert run_training(same, resume=True) is not None
 
 
 def test_teacher_pass_keeps_a_frozen_target_lora_frozen():
@@ -380,6 +424,11 @@ def test_config_errors_name_the_key(tmp_path):
         load_train_config(write_config(tmp_path, tiny_config(tmp_path)), ["alignment.steps=many"])
     with pytest.raises(ConfigError, match=r"data\[0\]"):
         load_train_config(write_config(tmp_path, tiny_config(tmp_path)), ["alignment.data=[{}]"])
+    with pytest.raises(ConfigError, match="target_distill .*use_head: false"):
+        load_train_config(
+            write_config(tmp_path, tiny_config(tmp_path)),
+            ["representation.target_distill=1.0", "representation.use_head=true"],
+        )
     with pytest.raises(ConfigError, match="does not exist"):
         load_train_config(tmp_path / "missing.yaml")
     with pytest.raises(ValueError, match="no LM head"):

@@ -48,13 +48,14 @@ def demo_command(
     """Train LUSIFER-mini on English only, offline, and show its zero-shot multilingual gain."""
     from ..backbones.cache import CacheError
     from ..backbones.offline import MissingBackbonePackageError
+    from ..config import ConfigError
     from ..demo import run_demo
 
     if target not in ("minilm", "smollm2"):
         raise typer.BadParameter("must be minilm or smollm2", param_hint="--target")
     try:
         result = run_demo(output, quick=quick, target=target, overrides=overrides or [])
-    except (MissingBackbonePackageError, CacheError) as err:
+    except (MissingBackbonePackageError, CacheError, ConfigError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     except OSError as err:

@@ -11,10 +11,65 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from ..config import ConfigError
+from ..files import atomic_write
 from ..model import LusiferModel
 from ..model.lusifer import CONFIG_NAME, WEIGHTS_NAME
-from .config import STAGES, Stage, TrainConfig
+from .config import STAGES, Stage, TrainConfig, load_train_config
 from .engine import Trainer
+
+CONFIG_FILE = "train_config.yaml"
+# run settings that do not change what is trained (the guard's settings only decide
+# whether the same data is accepted)
+BOOKKEEPING = {
+    "run.output_dir",
+    "run.save_every",
+    "run.keep_checkpoints",
+    "run.log_every",
+    "run.report_to",
+    "run.allow_non_english",
+    "run.min_english_fraction",
+}
+# filled in from the backbones when the model is built (their names are compared)
+DERIVED = ("model.encoder_signature", "model.target_signature")
+
+
+def _differences(old: object, new: object, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            diff
+            for key in sorted(set(old) | set(new))
+            for diff in _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
+    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
+def _plain(config: TrainConfig) -> dict:
+    return yaml.safe_load(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def check_resumable(out: Path, config: TrainConfig) -> None:
+    """Refuse to resume a run folder that was started with another recipe: its
+    checkpoints and finished stages would silently mix two trainings."""
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        return
+    try:
+        # read through the config classes, so keys added since then take their defaults
+        previous = _plain(load_train_config(path))
+    except (OSError, yaml.YAMLError, ConfigError) as err:
+        raise ConfigError(f"{path} cannot be read ({err}); delete {out} to train afresh") from None
+    current = _plain(config)
+    changed = [
+        d
+        for d in _differences(previous, current)
+        if d.split(":", 1)[0] not in BOOKKEEPING and not d.startswith(DERIVED)
+    ]
+    if changed:
+        raise ConfigError(
+            f"{out} holds a run started with another config ({'; '.join(changed)}); "
+            "resume with the same config, or train into another output folder (or delete this one)"
+        )
 
 
 def _load_trained(model: LusiferModel, folder: Path) -> None:
@@ -51,11 +106,11 @@ def run_training(
     )
     if config.run.report_to:
         accelerator.init_trackers("lusifer")
+    if resume:
+        check_resumable(out, config)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.yaml").write_text(
-            yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
-        )
+        atomic_write(out / CONFIG_FILE, yaml.safe_dump(_plain(config), sort_keys=False))
     set_seed(config.run.seed)  # the connector's initialisation is part of the run
     model = model or LusiferModel.build(config.model)
     if init_from is not None:
