@@ -36,6 +36,9 @@ def test_quick_demo_end_to_end(tmp_path):
     assert np.abs(saved - trained).max() < 1e-6
     assert float(saved[0] @ saved[1]) > 0.5  # a translation pair lands close together
 
+    # the demo evaluated it through the ONNX backend, whose export stays with the model
+    assert list((out / "model" / "onnx").glob("lusifer-*.onnx"))
+
     # and serves through the ONNX backend (it pools over the text only, like torch)
     fast = CliRunner().invoke(
         app,
@@ -64,6 +67,13 @@ def test_quick_demo_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output[-3000:]
     assert [p.stat().st_mtime_ns for p in runs] == stamps
     assert "already finished" in result.output or "skipping" in result.output
+
+    # another recipe into the same folder is refused, not mixed with the finished run
+    result = CliRunner().invoke(
+        app, ["demo", "--quick", "--output", str(out), "representation.steps=31"]
+    )
+    assert result.exit_code == 2 and "representation.steps: 30 -> 31" in result.output
+    assert [p.stat().st_mtime_ns for p in runs] == stamps
 
 
 def _lines(folder, texts):

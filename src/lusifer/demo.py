@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -73,6 +74,22 @@ def _ensure_backbones(names: list[str]) -> dict[str, float]:
 def _named(encoder: Any, name: str) -> Any:
     encoder.name = name
     return encoder
+
+
+def _fast_encoder(model: Any, model_dir: Path) -> Any:
+    """The trained model through the ONNX fp32 backend (about twice torch's speed on a
+    CPU, same embeddings to cosine 0.9999998), exported into ``model_dir/onnx`` where
+    ``lusifer encode/serve --backend onnx`` find it; torch without the ``onnx`` extra or
+    when the export fails."""
+    from .onnx import OnnxExportError, OnnxLusifer
+
+    try:
+        return OnnxLusifer.from_model(model, source=model_dir)
+    except (ImportError, OnnxExportError) as err:
+        warnings.warn(
+            f"evaluating with torch (the ONNX backend is unavailable: {err})", stacklevel=2
+        )
+        return model
 
 
 def crosslingual_gap_closed(report: Any, lusifer: str, target: str, encoder: str) -> dict[str, Any]:
@@ -156,7 +173,7 @@ def run_demo(
     # baselines get no advantage from longer inputs (and the run stays short)
     max_length = model.config.max_length
     models = [
-        _named(model, LUSIFER_NAME),
+        _named(_fast_encoder(model, model_dir), LUSIFER_NAME),
         _named(PlainEmbedder.load(TARGETS[target], max_length=max_length), target_name),
         _named(PlainEmbedder.load(ENCODER, max_length=max_length), encoder_name),
     ]

@@ -19,7 +19,7 @@ THREADS_ENV = "LUSIFER_NUM_THREADS"
 
 
 def default_threads(threads: int | None = None) -> int:
-    """``threads``, else ``$LUSIFER_NUM_THREADS``, else every core."""
+    """``threads``, else ``$LUSIFER_NUM_THREADS``, else every core this process may use."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -33,6 +33,8 @@ def default_threads(threads: int | None = None) -> int:
         if value < 1:
             raise ValueError(f"${THREADS_ENV} must be a positive integer, got {env!r}")
         return value
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may use (containers, taskset)
+        return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
 
 
