@@ -283,6 +283,29 @@ def test_resume_skips_finished_tasks(two_model_run, tmp_path):
     assert len(random.calls) == before[1] + 2  # the two sides of the STS pairs only
 
 
+def test_a_changed_model_under_the_same_name_is_evaluated_again(tmp_path):
+    from lusifer.evaluation import evaluate
+
+    dirs, groups = make_task_dirs(tmp_path / "tasks")
+    dirs = [d for d in dirs if d.name in ("TinySTS", "TinyClustering")]
+
+    class Versioned(LookupEncoder):
+        version = "v1"
+
+        def fingerprint(self) -> str:
+            return self.version
+
+    model = Versioned("model", groups)
+    run = dict(task_dirs=dirs, output_dir=tmp_path / "out", bootstrap=0, show_progress=False)
+    evaluate([model], **run)
+    calls = len(model.calls)
+    evaluate([model], **run)
+    assert len(model.calls) == calls  # the same model: both tasks are finished
+    model.version = "v2"  # e.g. retrained into the same folder
+    evaluate([model], **run)
+    assert len(model.calls) == 2 * calls  # both tasks redone
+
+
 def test_language_filter(two_model_run, tmp_path):
     from lusifer.evaluation import evaluate
 

@@ -141,6 +141,11 @@ def test_save_load_round_trip(tmp_path, tiny_model_factory, target):
         a = model.encode(TEXTS, use_head=use_head)
         b = loaded.encode(TEXTS, use_head=use_head)
         assert np.abs(a - b).max() < 1e-6
+    # the fingerprint survives the round trip and changes with the trained weights
+    assert loaded.fingerprint() == model.fingerprint()
+    with torch.no_grad():
+        loaded.connector.ff[0].bias.add_(1e-3)
+    assert loaded.fingerprint() != model.fingerprint()
     # saving over an existing folder replaces it whole
     model.save_pretrained(tmp_path / "m")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

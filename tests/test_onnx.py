@@ -64,6 +64,7 @@ def test_export_is_cached_and_keyed_on_weights(tiny_model_factory, tmp_path):
             model.connector.ff[0].bias.copy_(saved)
     head = ensure_exported(model, export_dir=tmp_path, use_head=True)
     fast = OnnxLusifer(head, model, use_head=True, threads=1)
+    assert fast.fingerprint() == model.fingerprint()  # evaluation results carry over
     want = model.encode(SENTENCES[:3], max_length=MAX_LENGTH, use_head=True)
     assert cosines(fast.encode(SENTENCES[:3], max_length=MAX_LENGTH), want).min() > 0.99999
     with pytest.raises(ValueError, match="use_head"):

@@ -17,7 +17,9 @@ class TextEncoder(Protocol):
     ``instruction`` is a one-line English task description (None: bare text) and
     ``kind`` says whether the texts are queries or documents (the paper's prompts differ).
     An encoder that ignores ``instruction`` may say so with ``uses_instructions = False``
-    (evaluation then reuses a text's embedding across tasks).
+    (evaluation then reuses a text's embedding across tasks), and one with a
+    ``fingerprint()`` method (a string that changes with its weights) has finished
+    evaluation results redone when it changes, not reused.
     """
 
     name: str

@@ -179,7 +179,15 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
     atomic_write(path, json.dumps(payload, ensure_ascii=False, indent=1))
 
 
-def _load_finished(path: Path, entry: TaskEntry, model_name: str) -> dict[str, Any] | None:
+def model_fingerprint(model: TextEncoder) -> str | None:
+    """``model.fingerprint()`` when the encoder has one (LUSIFER, ONNX and plain models)."""
+    method = getattr(model, "fingerprint", None)
+    return str(method()) if callable(method) else None
+
+
+def _load_finished(
+    path: Path, entry: TaskEntry, model_name: str, identity: str | None
+) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
@@ -190,8 +198,9 @@ def _load_finished(path: Path, entry: TaskEntry, model_name: str) -> dict[str, A
         run.get("format") != RUN_FORMAT
         or run.get("fingerprint") != entry.fingerprint
         or run.get("model") != model_name
+        or (identity is not None and run.get("model_fingerprint") != identity)
     ):
-        return None
+        return None  # another task definition or another model under the same name: redo
     return run
 
 
@@ -276,10 +285,11 @@ def evaluate(
     )
     for model, name, slug in zip(models, names, slugs, strict=True):
         wrapper = MtebEncoder(model, instructions, show_progress=show_progress)
+        identity = model_fingerprint(model)
         for entry in entries:
             progress.set_postfix_str(f"{name} | {entry.key}")
             path = output_dir / "runs" / slug / f"{_safe(entry.key)}.json"
-            run = _load_finished(path, entry, name)
+            run = _load_finished(path, entry, name, identity)
             if run is None:
                 try:
                     run = _run_one(wrapper, entry, batch_size, show_progress)
@@ -291,6 +301,7 @@ def evaluate(
                     progress.update(1)
                     continue
                 run["model"] = name
+                run["model_fingerprint"] = identity
                 _write_json_atomic(path, run)
             runs[name][entry.key] = run
             progress.update(1)

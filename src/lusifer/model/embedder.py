@@ -6,6 +6,9 @@ a LUSIFER model.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import torch
 from torch import nn
@@ -39,6 +42,7 @@ class PlainEmbedder(nn.Module):
         self.pooling = pooling
         self.prefixes = {"query": query_prefix, "document": document_prefix}
         self.max_length = min(max_length, getattr(self.tokenizer, "model_max_length", max_length))
+        self.reference = backbone.reference
         self.name = backbone.reference
 
     @classmethod
@@ -57,6 +61,12 @@ class PlainEmbedder(nn.Module):
             )
         embedder = cls(load_backbone(reference), **kwargs)
         return embedder.eval()
+
+    def fingerprint(self) -> str:
+        """The backbone reference and how it is read (its weights are not hashed: a
+        7B backbone would take minutes)."""
+        settings = [self.reference, self.pooling, self.prefixes, self.max_length]
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
     @property
     def embedding_size(self) -> int:

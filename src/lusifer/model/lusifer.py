@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -270,6 +271,15 @@ class LusiferModel(nn.Module):
                 {f"target_lora.{k}": v for k, v in lora_state_dict(self.target.model).items()}
             )
         return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+    def fingerprint(self) -> str:
+        """A key that changes whenever the embeddings would: config and trained tensors
+        (evaluation uses it to tell a retrained model from the one it scored)."""
+        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True, default=str).encode())
+        for key, tensor in sorted(self.trained_state_dict().items()):
+            h.update(key.encode())
+            h.update(tensor.float().numpy().tobytes())
+        return h.hexdigest()[:20]
 
     def load_trained_state_dict(self, state: dict[str, torch.Tensor], *, source: str = "") -> None:
         """Load what :meth:`trained_state_dict` wrote; refuse anything that does not fit."""

@@ -30,24 +30,19 @@ class OnnxExportError(RuntimeError):
 
 
 def fingerprint(model: LusiferModel, *, use_head: bool) -> str:
-    """A key that changes whenever the exported graph would: config, trained tensors,
-    backbone identity, head choice, opset and library versions."""
+    """A key that changes whenever the exported graph would: the model's own fingerprint
+    (config, trained tensors), head choice, opset and library versions."""
     import transformers
 
-    h = hashlib.sha256()
     meta = {
-        "config": model.config.to_dict(),
+        "model": model.fingerprint(),
         "use_head": use_head,
         "graph": GRAPH_VERSION,
         "opset": OPSET,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
-    for key, tensor in sorted(model.trained_state_dict().items()):
-        h.update(key.encode())
-        h.update(tensor.float().numpy().tobytes())
-    return h.hexdigest()[:20]
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def pool_mask(enc) -> torch.Tensor:

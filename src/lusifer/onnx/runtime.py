@@ -56,6 +56,7 @@ class OnnxLusifer:
         import onnxruntime as ort
 
         self.onnx_path = Path(onnx_path)
+        self._fingerprint = model.fingerprint()
         self.config = model.config
         self.tokenizer = model.tokenizer
         self.use_head = use_head
@@ -111,6 +112,10 @@ class OnnxLusifer:
             export_dir=export_dir,
             source=directory,
         )
+
+    def fingerprint(self) -> str:
+        """The torch model's fingerprint: both give the same embeddings."""
+        return self._fingerprint
 
     # The torch model's prompt formatting and tokenisation, reused as is.
     tokenize = LusiferModel.tokenize
