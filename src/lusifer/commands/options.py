@@ -1,5 +1,5 @@
 """Command-line options shared by the commands that load a model to embed with
-(``encode`` and ``serve``), and the one way they load it."""
+(``encode``, ``serve``, ``evaluate``), and the one way they load it."""
 
 from __future__ import annotations
 
