@@ -1,10 +1,11 @@
 """The demo's goals, measured in one run of the full demo (not a timed test).
 
-    .venv/bin/python benchmarks/demo_figures.py [--output DIR] [--quick] [--target minilm]
+    .venv/bin/python benchmarks/demo_figures.py [--output DIR] [--quick] [--target minilm] [KEY=VALUE ...]
 
 Runs ``lusifer demo`` (resuming whatever is already in DIR, so use a fresh DIR for a
 wall-time figure; converted backbones are cached first and their conversion is timed
-apart) and prints the goals with PASS/FAIL:
+apart; KEY=VALUE are training-config overrides, as ``lusifer demo`` takes them) and
+prints the goals with PASS/FAIL:
 - wall time (training + evaluation) <= 15 minutes on the machine it runs on;
 - cross-lingual retrieval: LUSIFER-mini closes >= 90% of the target-alone -> encoder-alone
   gap on the mean nDCG@10, and no language falls below the target alone;
@@ -29,6 +30,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--target", default="minilm", choices=["minilm", "smollm2"])
+    parser.add_argument("overrides", nargs="*", help="e.g. representation.target_distill=2.0")
     args = parser.parse_args()
 
     from lusifer.demo import ENCODER, LUSIFER_NAME, TARGETS, _ensure_backbones, run_demo
@@ -38,7 +40,9 @@ def main() -> None:
     conversion = time.perf_counter() - tic
     output = args.output or Path(tempfile.mkdtemp(prefix="lusifer-demo-bench-"))
     tic = time.perf_counter()
-    result = run_demo(output, quick=args.quick, target=args.target, show_progress=True)
+    result = run_demo(
+        output, quick=args.quick, target=args.target, overrides=args.overrides, show_progress=True
+    )
     wall = time.perf_counter() - tic
     if result is None:
         raise SystemExit("interrupted")
