@@ -60,8 +60,9 @@ def test_quick_demo_end_to_end(tmp_path):
     want = model.encode(texts, instruction="Retrieve parallel sentences")
     assert np.abs(np.load(tmp_path / "onnx.npy") - want).max() < 1e-4
 
-    # a second run resumes: nothing is retrained or re-evaluated
+    # a second run resumes: nothing is retrained, re-saved, re-exported or re-evaluated
     runs = sorted((out / "eval" / "runs").rglob("*.json"))
+    runs += sorted((out / "model").rglob("*.*"))
     stamps = [p.stat().st_mtime_ns for p in runs]
     result = CliRunner().invoke(app, ["demo", "--quick", "--output", str(out)])
     assert result.exit_code == 0, result.output[-3000:]

@@ -15,6 +15,7 @@ finished tasks, so a demo that was interrupted picks up where it stopped.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import time
 import warnings
@@ -74,6 +75,16 @@ def _ensure_backbones(names: list[str]) -> dict[str, float]:
 def _named(encoder: Any, name: str) -> Any:
     encoder.name = name
     return encoder
+
+
+def _holds_same_model(folder: Path, trained: Path) -> bool:
+    """Whether ``folder`` already holds the model saved in ``trained`` (same files)."""
+    from .model.lusifer import CONFIG_NAME, WEIGHTS_NAME
+
+    names = (CONFIG_NAME, WEIGHTS_NAME)
+    if not all((folder / n).is_file() for n in names):
+        return False
+    return all(filecmp.cmp(folder / n, trained / n, shallow=False) for n in names)
 
 
 def _fast_encoder(model: Any, model_dir: Path) -> Any:
@@ -158,7 +169,8 @@ def run_demo(
         return None
     model = LusiferModel.from_pretrained(trained)
     model_dir = out / "model"
-    model.save_pretrained(model_dir)
+    if not _holds_same_model(model_dir, trained):  # a resumed demo keeps it (and its ONNX export)
+        model.save_pretrained(model_dir)
     timings["training"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
