@@ -53,7 +53,6 @@ def evaluate_command(
     from ..evaluation.runner import evaluate
     from ..evaluation.suites import SUITES
     from ..model import is_lusifer_checkpoint
-    from ..model.reference import is_reference_checkpoint
     from .options import load_encoder_or_exit
 
     if suite is not None and suite not in SUITES:
@@ -62,9 +61,8 @@ def evaluate_command(
         raise typer.BadParameter("give --suite and/or --task-dir", param_hint="--suite")
     wanted = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
 
-    def backend_for(ref: str) -> str:
-        lusifer = is_lusifer_checkpoint(ref) or is_reference_checkpoint(ref)
-        return backend if lusifer or backend != "onnx" else "torch"
+    def backend_for(ref: str) -> str:  # onnx runs LUSIFER folders only
+        return "torch" if backend == "onnx" and not is_lusifer_checkpoint(ref) else backend
 
     encoders = [load_encoder_or_exit(ref, backend_for(ref), None, threads) for ref in models]
     try:

@@ -3,8 +3,8 @@
 mteb calls ``encode(DataLoader, task_metadata=..., hf_split=..., hf_subset=..., prompt_type=...)``;
 this wrapper picks the task's English instruction, maps mteb's prompt type to the encoder's
 ``kind`` (documents only for the corpus side of retrieval/reranking), encodes each distinct
-text once per wrapper (suites repeat texts across tasks: the English side of every
-cross-lingual pair, a topic task's texts in classification and clustering), and returns
+text once per wrapper (a text several tasks share, e.g. a common corpus, is encoded once
+per instruction and kind; once only for encoders that ignore instructions), and returns
 float32 rows in input order.
 """
 

@@ -27,9 +27,7 @@ def load_encoder(
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
     n_threads = default_threads(threads)
-    from ..model.reference import is_reference_checkpoint
-
-    lusifer_folder = is_lusifer_checkpoint(reference) or is_reference_checkpoint(reference)
+    lusifer_folder = is_lusifer_checkpoint(reference)  # also the reference code's layout
     if backend == "torch":
         if quantize is not None:
             raise ValueError("--quantize int8 needs --backend onnx")
