@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from lusifer import LusiferModel
 from lusifer.cli import app
+from lusifer.model import PlainEmbedder
+from lusifer.onnx.export import plain_export_path
 
 
 @pytest.mark.integration
@@ -36,8 +38,12 @@ def test_quick_demo_end_to_end(tmp_path):
     assert np.abs(saved - trained).max() < 1e-6
     assert float(saved[0] @ saved[1]) > 0.5  # a translation pair lands close together
 
-    # the demo evaluated it through the ONNX backend, whose export stays with the model
+    # the demo evaluated it through the ONNX backend, whose export stays with the model,
+    # and the baselines through theirs, exported once into the lusifer cache
     assert list((out / "model" / "onnx").glob("lusifer-*.onnx"))
+    for reference in ("all-MiniLM-L6-v2", "multilingual-e5-small"):
+        baseline = PlainEmbedder.load(reference, max_length=model.config.max_length)
+        assert plain_export_path(baseline).is_file(), reference
 
     # and serves through the ONNX backend (it pools over the text only, like torch)
     fast = CliRunner().invoke(

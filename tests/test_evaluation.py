@@ -481,27 +481,35 @@ def test_cli_evaluate_runs_task_dirs(two_model_run, tmp_path, monkeypatch):
     assert CliRunner().invoke(app, ["evaluate", "m1", "--suite", "nope"]).exit_code != 0
 
 
-def test_cli_evaluate_onnx_backend_gives_the_torch_scores(tiny_model_factory, tmp_path):
+def test_cli_evaluate_onnx_backend_gives_the_torch_scores(
+    tiny_model_factory, tmp_path, monkeypatch
+):
     from typer.testing import CliRunner
 
     from lusifer.cli import app
 
+    monkeypatch.setenv("LUSIFER_CACHE", str(tmp_path / "cache"))  # the plain model's graph
     dirs, _ = make_task_dirs(tmp_path / "tasks")
     tasks = [d for d in dirs if d.name in ("TinySTS", "TinyRetrieval")]
     folder = tiny_model_factory("bert").save_pretrained(tmp_path / "m")
     scores = {}
     for backend in ("torch", "onnx"):
         out = tmp_path / backend
-        args = ["evaluate", str(folder), "--output", str(out), "--bootstrap", "0"]
+        args = ["evaluate", str(folder), "tiny:bert", "--output", str(out), "--bootstrap", "0"]
         args += [a for d in tasks for a in ("--task-dir", str(d))]
         result = CliRunner().invoke(app, [*args, "--backend", backend, "--threads", "1"])
         assert result.exit_code == 0, result.output
-        (summary,) = json.loads((out / "results.json").read_text())["results"].values()
-        scores[backend] = {k: t["score"] for k, t in summary["tasks"].items()}
-    assert set(scores["onnx"]) == {"TinySTS", "TinyRetrieval"}
+        results = json.loads((out / "results.json").read_text())["results"]
+        scores[backend] = {  # by model position: ONNX models carry "(onnx)" in their name
+            (i, k): t["score"]
+            for i, summary in enumerate(results.values())
+            for k, t in summary["tasks"].items()
+        }
+    assert len(scores["onnx"]) == 4  # two models, two tasks
     for key, value in scores["torch"].items():
         assert scores["onnx"][key] == pytest.approx(value, abs=0.05), key
     assert list((folder / "onnx").glob("lusifer-*.onnx"))  # the export stays with the model
+    assert list((tmp_path / "cache" / "onnx").glob("plain-*.onnx"))  # the backbone's, cached
 
 
 def test_bundled_offline_suite_parses():

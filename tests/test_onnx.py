@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from lusifer.onnx import OnnxLusifer, default_threads, ensure_exported, load_encoder
+from lusifer.model import PlainEmbedder
+from lusifer.onnx import (
+    OnnxExportError,
+    OnnxLusifer,
+    OnnxPlainEmbedder,
+    default_threads,
+    ensure_exported,
+    ensure_plain_exported,
+    load_encoder,
+)
 
 SENTENCES = [
     "The weather is lovely today.",
@@ -87,14 +97,63 @@ def test_backend_errors(tmp_path, monkeypatch):
         load_encoder("tiny:bert", backend="tensorrt")
     with pytest.raises(ValueError, match="--backend onnx"):
         load_encoder("tiny:bert", backend="torch", quantize="int8")
-    with pytest.raises(ValueError, match="LUSIFER model folder"):
-        load_encoder(str(tmp_path), backend="onnx")
+    with pytest.raises(ValueError, match=str(tmp_path)):
+        load_encoder(str(tmp_path), backend="onnx")  # neither a LUSIFER folder nor a backbone
+    with pytest.raises(ValueError, match="LUSIFER model folders"):
+        load_encoder("tiny:bert", backend="onnx", quantize="int8")
     monkeypatch.setenv("LUSIFER_NUM_THREADS", "3")
     assert default_threads() == 3
     assert default_threads(1) == 1
     monkeypatch.setenv("LUSIFER_NUM_THREADS", "many")
     with pytest.raises(ValueError, match="LUSIFER_NUM_THREADS"):
         default_threads()
+
+
+def test_plain_backbone_onnx_matches_torch_and_is_cached(tmp_path):
+    embedder = PlainEmbedder.load("tiny:bert", max_length=MAX_LENGTH)
+    embedder.prefixes = {"query": "query: ", "document": "passage: "}
+    fast = OnnxPlainEmbedder.from_embedder(embedder, threads=1, export_dir=tmp_path)
+    assert fast.fingerprint() == embedder.fingerprint()  # evaluation results carry over
+    for kind in ("query", "document"):
+        want = embedder.encode(SENTENCES, kind=kind, batch_size=3)
+        got = fast.encode(SENTENCES, kind=kind, batch_size=3, instruction="ignored")
+        assert got.shape == want.shape
+        assert cosines(got, want).min() > 0.99999, kind
+    # cached: the same graph file, not written again ...
+    path, mtime = fast.onnx_path, fast.onnx_path.stat().st_mtime_ns
+    assert ensure_plain_exported(embedder, export_dir=tmp_path) == path
+    assert path.stat().st_mtime_ns == mtime
+    # ... the prefixes and max length live outside the graph ...
+    embedder.max_length = 16
+    assert ensure_plain_exported(embedder, export_dir=tmp_path) == path
+    # ... and other weights give another graph
+    first = next(iter(embedder.model.parameters()))
+    with torch.no_grad():
+        first.add_(0.5)
+    assert ensure_plain_exported(embedder, export_dir=tmp_path) != path
+    with pytest.raises(ValueError, match="CPU"):
+        fast.encode(SENTENCES[:1], device="cuda")
+
+
+def test_plain_decoder_stays_on_torch(monkeypatch, tmp_path):
+    monkeypatch.setenv("LUSIFER_CACHE", str(tmp_path))
+    embedder = PlainEmbedder.load("tiny:llama")
+    with pytest.raises(OnnxExportError, match="decoder"):
+        ensure_plain_exported(embedder, export_dir=tmp_path)
+    with pytest.warns(UserWarning, match="using torch"):
+        fallback = load_encoder("tiny:llama", backend="onnx", threads=1)
+    assert isinstance(fallback, PlainEmbedder)
+    assert isinstance(load_encoder("tiny:bert", backend="onnx", threads=1), OnnxPlainEmbedder)
+    assert list((tmp_path / "onnx").glob("plain-*.onnx"))  # exported into the lusifer cache
+
+
+def test_plain_export_that_cannot_write_is_an_export_error(tmp_path):
+    # a cache folder that cannot be created (here: a file in the way; read-only or full
+    # disks fail at the same place) is an OnnxExportError, which callers turn into torch
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(OnnxExportError, match="tiny:bert"):
+        ensure_plain_exported(PlainEmbedder.load("tiny:bert"), export_dir=blocker / "onnx")
 
 
 def test_encode_cli_onnx_backend(tiny_model_factory, tmp_path):

@@ -42,8 +42,8 @@ def evaluate_command(
     backend: Annotated[
         str,
         typer.Option(
-            help="torch, or onnx: LUSIFER models through onnxruntime (CPU, about twice as "
-            "fast, same scores); other models stay on torch."
+            help="torch, or onnx: LUSIFER models and encoder backbones through onnxruntime "
+            "(CPU, about twice as fast, same scores); decoder backbones alone stay on torch."
         ),
     ] = "torch",
     threads: ThreadsOption = None,
@@ -52,7 +52,6 @@ def evaluate_command(
     from ..evaluation.local_tasks import TaskDirError
     from ..evaluation.runner import evaluate
     from ..evaluation.suites import SUITES
-    from ..model import is_lusifer_checkpoint
     from .options import load_encoder_or_exit
 
     if suite is not None and suite not in SUITES:
@@ -61,10 +60,7 @@ def evaluate_command(
         raise typer.BadParameter("give --suite and/or --task-dir", param_hint="--suite")
     wanted = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
 
-    def backend_for(ref: str) -> str:  # onnx runs LUSIFER folders only
-        return "torch" if backend == "onnx" and not is_lusifer_checkpoint(ref) else backend
-
-    encoders = [load_encoder_or_exit(ref, backend_for(ref), None, threads) for ref in models]
+    encoders = [load_encoder_or_exit(ref, backend, None, threads) for ref in models]
     try:
         report = evaluate(
             encoders,

@@ -12,12 +12,15 @@ import json
 import numpy as np
 import torch
 from torch import nn
+from transformers import BatchEncoding
 
 from ..backbones import Backbone, load_backbone
 from ..encoding import clip_text, encode_in_batches
 from ..types import TextKind
 from .pooling import pool
 from .target import TargetModel
+
+_SAMPLED_VALUES = 4096
 
 
 class PlainEmbedder(nn.Module):
@@ -62,11 +65,39 @@ class PlainEmbedder(nn.Module):
         embedder = cls(load_backbone(reference), **kwargs)
         return embedder.eval()
 
+    def weights_digest(self) -> str:
+        """A hash of up to ``_SAMPLED_VALUES`` evenly spaced values of each weight tensor:
+        a retrained or updated backbone changes it, and a 7B one hashes in moments."""
+        h = hashlib.sha256()
+        with torch.no_grad():
+            for name, tensor in self.model.state_dict().items():
+                flat = tensor.reshape(-1)
+                step = max(1, flat.numel() // _SAMPLED_VALUES)
+                h.update(f"{name}{tuple(tensor.shape)}".encode())
+                h.update(flat[::step].float().cpu().numpy().tobytes())
+        return h.hexdigest()[:20]
+
     def fingerprint(self) -> str:
-        """The backbone reference and how it is read (its weights are not hashed: a
-        7B backbone would take minutes)."""
+        """The backbone reference, how it is read and its (sampled) weights."""
         settings = [self.reference, self.pooling, self.prefixes, self.max_length]
+        settings.append(self.weights_digest())
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+    def tokenize(
+        self, texts: list[str], *, kind: TextKind = "query", max_length: int | None = None
+    ) -> BatchEncoding:
+        """Prefixed, clipped and padded token ids (CPU tensors) for ``texts``."""
+        if kind not in self.prefixes:
+            raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
+        max_length = max_length or self.max_length
+        prefix = self.prefixes[kind]
+        return self.tokenizer(
+            [prefix + clip_text(t, max_length) for t in texts],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
 
     @property
     def embedding_size(self) -> int:
@@ -98,17 +129,9 @@ class PlainEmbedder(nn.Module):
         if device is not None:
             self.to(device)
         run_device = next(self.parameters()).device
-        max_length = max_length or self.max_length
-        prefix = self.prefixes[kind]
 
         def embed_batch(batch: list[str]) -> torch.Tensor:
-            enc = self.tokenizer(
-                [prefix + clip_text(t, max_length) for t in batch],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(run_device)
+            enc = self.tokenize(batch, kind=kind, max_length=max_length).to(run_device)
             return self(enc["input_ids"], enc["attention_mask"])
 
         return encode_in_batches(

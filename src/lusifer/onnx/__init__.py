@@ -1,9 +1,17 @@
 """The fast CPU path: one ONNX graph (encoder -> connector -> target -> pooling) run by
-onnxruntime, optionally with int8 dynamic quantisation."""
+onnxruntime, optionally with int8 dynamic quantisation; plain encoder backbones (the
+baselines) export too."""
 
 from .backends import BACKENDS, load_encoder
-from .export import OnnxExportError, ensure_exported, export_onnx, fingerprint, quantize_int8
-from .runtime import THREADS_ENV, OnnxLusifer, default_threads
+from .export import (
+    OnnxExportError,
+    ensure_exported,
+    ensure_plain_exported,
+    export_onnx,
+    fingerprint,
+    quantize_int8,
+)
+from .runtime import THREADS_ENV, OnnxLusifer, OnnxPlainEmbedder, default_threads
 
 __all__ = [
     "BACKENDS",
@@ -11,8 +19,10 @@ __all__ = [
     "THREADS_ENV",
     "OnnxExportError",
     "OnnxLusifer",
+    "OnnxPlainEmbedder",
     "default_threads",
     "ensure_exported",
+    "ensure_plain_exported",
     "export_onnx",
     "fingerprint",
     "quantize_int8",

@@ -1,7 +1,9 @@
-"""Pick a backend for a model reference: torch (any encoder) or onnx (LUSIFER models)."""
+"""Pick a backend for a model reference: torch (any model) or onnx (LUSIFER models and
+encoder backbones used alone)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 BACKENDS = ("torch", "onnx")
@@ -17,7 +19,8 @@ def load_encoder(
     """A ``TextEncoder`` for ``reference`` (as ``lusifer encode`` takes it) on ``backend``.
 
     ``threads`` (default ``$LUSIFER_NUM_THREADS``, else every core) sets torch's or
-    onnxruntime's intra-op threads. ``quantize="int8"`` needs the onnx backend.
+    onnxruntime's intra-op threads. ``quantize="int8"`` needs the onnx backend and a
+    LUSIFER model. On onnx, a decoder backbone used alone stays on torch (with a warning).
     """
     from ..model import is_lusifer_checkpoint, load_text_encoder
     from .runtime import default_threads
@@ -39,11 +42,25 @@ def load_encoder(
 
             return LusiferModel.from_pretrained(reference)
         return load_text_encoder(reference)
-    if not lusifer_folder:
-        raise ValueError(
-            f"--backend onnx needs a LUSIFER model folder; {str(reference)!r} is not one "
-            "(plain backbones run with --backend torch)"
-        )
-    from .runtime import OnnxLusifer
+    if lusifer_folder:
+        from .runtime import OnnxLusifer
 
-    return OnnxLusifer.from_pretrained(reference, quantize=quantize, threads=n_threads)
+        return OnnxLusifer.from_pretrained(reference, quantize=quantize, threads=n_threads)
+    if quantize is not None:
+        raise ValueError(
+            f"--quantize int8 is for LUSIFER model folders; {str(reference)!r} is a plain "
+            "backbone (it runs on ONNX in float32)"
+        )
+    from ..model import PlainEmbedder
+    from .export import OnnxExportError
+    from .runtime import OnnxPlainEmbedder
+
+    embedder = PlainEmbedder.load(str(reference))
+    try:
+        return OnnxPlainEmbedder.from_embedder(embedder, threads=n_threads)
+    except OnnxExportError as err:
+        warnings.warn(f"{err}; using torch", stacklevel=2)
+        import torch
+
+        torch.set_num_threads(n_threads)
+        return embedder

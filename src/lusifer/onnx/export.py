@@ -1,7 +1,9 @@
-"""Export a ``LusiferModel`` to one ONNX graph (optionally int8), cached and written atomically."""
+"""Export a ``LusiferModel`` (optionally int8) or a plain backbone to one ONNX graph, cached
+and written atomically."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -13,13 +15,16 @@ from pathlib import Path
 
 import torch
 
+from ..model.embedder import PlainEmbedder
 from ..model.lusifer import LusiferModel
 from .graph import CONNECTOR_SCOPE, TARGET_SCOPE, ExportableLusifer
 
 OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask", "pool_mask"]
+PLAIN_INPUT_NAMES = ["input_ids", "attention_mask"]
 # Bumped whenever the graph's inputs or outputs change, so cached exports are redone.
 GRAPH_VERSION = 2
+PLAIN_GRAPH_VERSION = 1
 OUTPUT_NAME = "embedding"
 # Sample texts for tracing: different lengths, so the traced graph keeps the padding mask.
 _TRACE_TEXTS = ["A short one.", "A somewhat longer sentence, so that this batch needs padding."]
@@ -51,43 +56,98 @@ def pool_mask(enc) -> torch.Tensor:
     return enc["pool_mask"] if "pool_mask" in enc else enc["attention_mask"]
 
 
-def export_onnx(model: LusiferModel, path: str | Path, *, use_head: bool = False) -> Path:
-    """Write the fp32 graph ``input_ids, attention_mask, pool_mask -> embedding`` to
-    ``path`` (dynamic batch and length), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    device = model.device
-    model.eval().to("cpu")
-    wrapper = ExportableLusifer(model, use_head=use_head).eval()
-    enc = model.tokenize(_TRACE_TEXTS, instruction="Retrieve passages", kind="query")
+def _trace_to_file(
+    module: torch.nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    names: list[str],
+    what: str,
+) -> Path:
+    """``torch.onnx.export`` of ``module`` on ``inputs`` (dynamic batch and length) to
+    ``path``, atomically."""
+    axes = {name: {0: "batch", 1: "length"} for name in names}
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
+    try:  # a read-only or full disk ends here too, as an OnnxExportError
+        path.parent.mkdir(parents=True, exist_ok=True)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python-side branches
             torch.onnx.export(
-                wrapper,
-                (enc["input_ids"], enc["attention_mask"], pool_mask(enc)),
+                module,
+                inputs,
                 str(tmp),
                 dynamo=False,
-                input_names=INPUT_NAMES,
+                input_names=names,
                 output_names=[OUTPUT_NAME],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "length"},
-                    "attention_mask": {0: "batch", 1: "length"},
-                    "pool_mask": {0: "batch", 1: "length"},
-                    OUTPUT_NAME: {0: "batch"},
-                },
+                dynamic_axes={**axes, OUTPUT_NAME: {0: "batch"}},
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
         os.replace(tmp, path)
     except Exception as err:
-        raise OnnxExportError(f"exporting {model.name} to ONNX failed: {err}") from err
+        raise OnnxExportError(f"exporting {what} to ONNX failed: {err}") from err
     finally:
-        tmp.unlink(missing_ok=True)
-        model.to(device).train(was_training)
+        with contextlib.suppress(OSError):  # nothing to remove where the folder failed
+            tmp.unlink(missing_ok=True)
     return path
+
+
+def export_onnx(model: LusiferModel, path: str | Path, *, use_head: bool = False) -> Path:
+    """Write the fp32 graph ``input_ids, attention_mask, pool_mask -> embedding`` to
+    ``path`` (dynamic batch and length), atomically."""
+    was_training = model.training
+    device = model.device
+    model.eval().to("cpu")
+    wrapper = ExportableLusifer(model, use_head=use_head).eval()
+    enc = model.tokenize(_TRACE_TEXTS, instruction="Retrieve passages", kind="query")
+    inputs = (enc["input_ids"], enc["attention_mask"], pool_mask(enc))
+    try:
+        return _trace_to_file(wrapper, inputs, Path(path), INPUT_NAMES, model.name)
+    finally:
+        model.to(device).train(was_training)
+
+
+def plain_export_path(embedder: PlainEmbedder, export_dir: str | Path | None = None) -> Path:
+    """Where :func:`ensure_plain_exported` keeps ``embedder``'s graph: named after the
+    backbone reference, its pooling, its (sampled) weights, the opset and library versions;
+    prefixes and max length are applied outside the graph and are not part of the key."""
+    import transformers
+
+    from ..backbones.cache import cache_root
+
+    meta = {
+        "reference": embedder.reference,
+        "pooling": embedder.pooling,
+        "weights": embedder.weights_digest(),
+        "graph": PLAIN_GRAPH_VERSION,
+        "opset": OPSET,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
+    folder = Path(export_dir) if export_dir is not None else cache_root() / "onnx"
+    return folder / f"plain-{key}.onnx"
+
+
+def ensure_plain_exported(embedder: PlainEmbedder, *, export_dir: str | Path | None = None) -> Path:
+    """The cached fp32 graph ``input_ids, attention_mask -> embedding`` of a plain
+    (encoder-only) backbone, in ``<lusifer cache>/onnx`` unless ``export_dir`` is given.
+    Decoder backbones used alone are not exported (they stay on torch)."""
+    if embedder.model.is_decoder:
+        raise OnnxExportError(
+            f"{embedder.reference} is a decoder; decoders used alone run on torch only"
+        )
+    path = plain_export_path(embedder, export_dir)
+    if path.is_file():
+        return path
+    was_training = embedder.training
+    device = next(embedder.parameters()).device
+    embedder.eval().to("cpu")
+    enc = embedder.tokenize(_TRACE_TEXTS, kind="query")
+    inputs = (enc["input_ids"], enc["attention_mask"])
+    try:
+        return _trace_to_file(embedder, inputs, path, PLAIN_INPUT_NAMES, embedder.reference)
+    finally:
+        embedder.to(device).train(was_training)
 
 
 # Which MatMuls stay float32. Measured on e5-small -> MiniLM with an untrained connector,

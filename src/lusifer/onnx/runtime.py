@@ -1,5 +1,5 @@
-"""``OnnxLusifer``: a LUSIFER model run by onnxruntime on CPU, with the torch model's
-tokenizer, prompts and batching loop."""
+"""``OnnxLusifer`` (a LUSIFER model) and ``OnnxPlainEmbedder`` (a backbone alone) run by
+onnxruntime on CPU, with the torch model's tokenizer, prompts and batching loop."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ import numpy as np
 import torch
 
 from ..encoding import encode_in_batches
+from ..model.embedder import PlainEmbedder
 from ..model.lusifer import LusiferModel
 from ..types import TextKind
-from .export import INPUT_NAMES, ensure_exported, pool_mask
+from .export import (
+    INPUT_NAMES,
+    PLAIN_INPUT_NAMES,
+    ensure_exported,
+    ensure_plain_exported,
+    pool_mask,
+)
 
 THREADS_ENV = "LUSIFER_NUM_THREADS"
 
@@ -38,6 +45,23 @@ def default_threads(threads: int | None = None) -> int:
     return os.cpu_count() or 1
 
 
+def cpu_session(onnx_path: Path, threads: int | None):
+    """An onnxruntime CPU session with every graph optimisation and ``threads`` intra-op
+    threads (see :func:`default_threads`)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = default_threads(threads)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def _check_cpu(device: str | None) -> None:
+    if device not in (None, "cpu"):
+        raise ValueError(f"the ONNX backend runs on CPU only, got device={device!r}")
+
+
 class OnnxLusifer:
     """Same ``encode`` contract as :class:`LusiferModel`, run through onnxruntime.
 
@@ -53,8 +77,6 @@ class OnnxLusifer:
         threads: int | None = None,
         use_head: bool = False,
     ) -> None:
-        import onnxruntime as ort
-
         self.onnx_path = Path(onnx_path)
         self._fingerprint = model.fingerprint()
         self.config = model.config
@@ -62,13 +84,7 @@ class OnnxLusifer:
         self.use_head = use_head
         self.embedding_size = model.embedding_size
         self.name = f"{model.name} (onnx{', int8' if '.int8' in self.onnx_path.name else ''})"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = default_threads(threads)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(self.onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = cpu_session(self.onnx_path, threads)
 
     @classmethod
     def from_model(
@@ -143,8 +159,7 @@ class OnnxLusifer:
     ) -> np.ndarray | torch.Tensor:
         """Embed texts (float32 rows in input order). ``device``/``dtype`` exist for
         signature parity: only CPU float32 graphs are run."""
-        if device not in (None, "cpu"):
-            raise ValueError(f"the ONNX backend runs on CPU only, got device={device!r}")
+        _check_cpu(device)
         if use_head is not None and use_head != self.use_head:
             raise ValueError(
                 f"this ONNX graph was exported with use_head={self.use_head}; re-export for "
@@ -167,4 +182,76 @@ class OnnxLusifer:
             show_progress=show_progress,
             convert_to=convert_to,
             desc="Encoding (LUSIFER, onnx)",
+        )
+
+
+class OnnxPlainEmbedder:
+    """Same ``encode`` contract as :class:`PlainEmbedder` (a baseline backbone alone, e.g.
+    the target or the encoder), run through onnxruntime; encoder backbones only."""
+
+    uses_instructions = False
+
+    def __init__(
+        self, onnx_path: str | Path, embedder: PlainEmbedder, *, threads: int | None = None
+    ) -> None:
+        self.onnx_path = Path(onnx_path)
+        self._fingerprint = embedder.fingerprint()
+        self.tokenizer = embedder.tokenizer
+        self.prefixes = embedder.prefixes
+        self.max_length = embedder.max_length
+        self.reference = embedder.reference
+        self.embedding_size = embedder.embedding_size
+        self.name = embedder.name
+        self.session = cpu_session(self.onnx_path, threads)
+
+    @classmethod
+    def from_embedder(
+        cls,
+        embedder: PlainEmbedder,
+        *,
+        threads: int | None = None,
+        export_dir: str | Path | None = None,
+    ) -> OnnxPlainEmbedder:
+        """Export ``embedder`` on first use (cached, see :func:`ensure_plain_exported`);
+        raises ``OnnxExportError`` for a decoder backbone."""
+        path = ensure_plain_exported(embedder, export_dir=export_dir)
+        return cls(path, embedder, threads=threads)
+
+    def fingerprint(self) -> str:
+        """The torch embedder's fingerprint: both give the same embeddings."""
+        return self._fingerprint
+
+    # The torch embedder's prefixes and tokenisation, reused as is.
+    tokenize = PlainEmbedder.tokenize
+
+    def encode(
+        self,
+        texts: str | list[str],
+        *,
+        instruction: str | None = None,
+        kind: TextKind = "query",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        normalize: bool = True,
+        device: str | None = None,
+        show_progress: bool = False,
+        convert_to: str = "numpy",
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts with the backbone alone (``instruction`` is ignored)."""
+        del instruction
+        _check_cpu(device)
+
+        def embed_batch(batch: list[str]) -> torch.Tensor:
+            enc = self.tokenize(batch, kind=kind, max_length=max_length)
+            feeds = {n: enc[n].numpy().astype(np.int64) for n in PLAIN_INPUT_NAMES}
+            return torch.from_numpy(self.session.run(None, feeds)[0])
+
+        return encode_in_batches(
+            texts,
+            embed_batch,
+            batch_size=batch_size,
+            normalize=normalize,
+            show_progress=show_progress,
+            convert_to=convert_to,
+            desc=f"Encoding ({self.name}, onnx)",
         )
