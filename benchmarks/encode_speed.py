@@ -1,4 +1,5 @@
-"""Encoding speed on CPU: LUSIFER (torch, ONNX fp32, ONNX int8) against its parts.
+"""Encoding speed on CPU: LUSIFER (torch, ONNX fp32, ONNX int8) against its parts (torch and
+ONNX fp32).
 
 Not a test: prints sentences/s and the ratios the project promises, with PASS/FAIL.
 
@@ -59,7 +60,7 @@ def main() -> None:
     from lusifer import LusiferModel
     from lusifer.backbones import resolve_backbone
     from lusifer.model import PlainEmbedder
-    from lusifer.onnx import OnnxLusifer, default_threads
+    from lusifer.onnx import OnnxLusifer, OnnxPlainEmbedder, default_threads
 
     threads = default_threads(args.threads)
     torch.set_num_threads(threads)
@@ -80,9 +81,13 @@ def main() -> None:
     onnx_int8 = OnnxLusifer.from_model(
         model, quantize="int8", threads=threads, export_dir=export_dir
     )
-    t_export = time.perf_counter() - t_export
     encoder_alone = PlainEmbedder.load(encoder_ref)
     target_alone = PlainEmbedder.load(target_ref)
+    encoder_onnx, target_onnx = (
+        OnnxPlainEmbedder.from_embedder(e, threads=threads, export_dir=export_dir)
+        for e in (encoder_alone, target_alone)
+    )
+    t_export = time.perf_counter() - t_export
     target_st = SentenceTransformer(resolve_backbone(target_ref), device="cpu")
 
     runs: dict[str, Callable[[list[str]], object]] = {
@@ -92,6 +97,8 @@ def main() -> None:
         "LUSIFER ONNX int8": lambda t: onnx_int8.encode(t, batch_size=bs),
         f"encoder alone ({encoder_ref})": lambda t: encoder_alone.encode(t, batch_size=bs),
         f"target alone ({target_ref})": lambda t: target_alone.encode(t, batch_size=bs),
+        "encoder alone ONNX fp32": lambda t: encoder_onnx.encode(t, batch_size=bs),
+        "target alone ONNX fp32": lambda t: target_onnx.encode(t, batch_size=bs),
         "target via sentence-transformers": lambda t: target_st.encode(t, batch_size=bs),
     }
     seconds: dict[str, float] = {}
@@ -100,7 +107,7 @@ def main() -> None:
         seconds[name] = timed(lambda run=run: run(texts))
         print(f"  measured {name}: {seconds[name]:.1f}s", flush=True)
 
-    print(f"\nONNX export + int8 quantisation (one-off, cached): {t_export:.1f}s\n")
+    print(f"\nONNX exports + int8 quantisation (one-off, cached): {t_export:.1f}s\n")
     width = max(len(k) for k in seconds)
     print(f"| {'run':<{width}} | seconds | sentences/s |")
     print(f"|{'-' * (width + 2)}|--------:|------------:|")
@@ -120,6 +127,9 @@ def main() -> None:
     for name, value, op, goal in checks:
         ok = value <= goal if op == "<=" else value >= goal
         print(f"| {name} | {value:.2f} | {op} {goal} | {'PASS' if ok else 'FAIL'} |")
+    for part, ref in (("encoder", encoder_ref), ("target", target_ref)):
+        ratio = seconds[f"{part} alone ({ref})"] / seconds[f"{part} alone ONNX fp32"]
+        print(f"| {part} alone: ONNX fp32 speed / torch speed | {ratio:.2f} | (no goal) | |")
 
 
 if __name__ == "__main__":
