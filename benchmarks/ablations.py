@@ -10,6 +10,7 @@ classification, topic classification):
 - without stage 2: alignment only;
 - connector only: no LoRA trained in either stage;
 - without target distillation: stage 2 with InfoNCE alone (the paper's stage 2);
+- without connector centering: the connector reads the raw encoder states (the paper);
 - SmolLM2 target, distillation alignment vs the paper's LM alignment (both then stage 2).
 ``--scale`` multiplies every stage's steps (0.3 for a quicker, rougher table).
 """
@@ -32,6 +33,7 @@ VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
         None,
     ),
     "without target distillation": ("minilm", ["representation.target_distill=0.0"], None),
+    "without connector centering": ("minilm", ["model.connector_centering=0.0"], None),
     "smollm2, distillation alignment": (
         "smollm2",
         ["alignment.objectives.lm=0.0", "alignment.objectives.distill=1.0"],

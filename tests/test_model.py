@@ -126,6 +126,35 @@ def test_instruction_and_kind_change_the_embedding(tiny_model_factory):
     assert float(bare @ query) < 0.99999 and float(query @ doc) < 0.99999
 
 
+def test_connector_centering_subtracts_part_of_each_texts_mean():
+    states = torch.randn(2, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    assert Connector(4, 3).prepare(states, mask) is states  # the paper: no centering
+    full = Connector(4, 3, centering=1.0).prepare(states, mask)
+    assert torch.allclose(full[0].mean(0), torch.zeros(4), atol=1e-6)
+    assert torch.allclose(full[1, :3].mean(0), torch.zeros(4), atol=1e-6)  # padding left out
+    half = Connector(4, 3, centering=0.5).prepare(states, mask)
+    assert torch.allclose(half[1, :3], states[1, :3] - 0.5 * states[1, :3].mean(0), atol=1e-6)
+    # what sits in padded positions never reaches a real token
+    noisy = states.clone()
+    noisy[1, 3:] = 1e3
+    assert torch.allclose(Connector(4, 3, centering=0.5).prepare(noisy, mask)[1, :3], half[1, :3])
+
+
+def test_connector_centering_is_part_of_the_saved_model(tmp_path):
+    torch.manual_seed(0)
+    model = LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", connector_centering=0.5)
+    randomize_trained(model)
+    model.save_pretrained(tmp_path / "m")
+    loaded = LusiferModel.from_pretrained(tmp_path / "m")
+    assert loaded.connector.centering == 0.5
+    assert np.abs(loaded.encode(TEXTS) - model.encode(TEXTS)).max() < 1e-6
+    model.connector.centering = 0.0  # same weights, no centering: other embeddings
+    assert np.abs(loaded.encode(TEXTS) - model.encode(TEXTS)).max() > 1e-3
+    with pytest.raises(ConfigError, match="connector_centering"):
+        LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", connector_centering=1.5)
+
+
 @pytest.mark.parametrize("target", ["bert", "llama"])
 def test_save_load_round_trip(tmp_path, tiny_model_factory, target):
     model = tiny_model_factory(

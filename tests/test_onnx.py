@@ -81,6 +81,15 @@ def test_export_is_cached_and_keyed_on_weights(tiny_model_factory, tmp_path):
         fast.encode(SENTENCES[:1], use_head=False)
 
 
+def test_onnx_matches_torch_with_connector_centering(tiny_model_factory, tmp_path):
+    model = tiny_model_factory("bert", connector_centering=0.5, pool_instruction=False)
+    fast = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1)
+    kwargs = {"instruction": "Retrieve the translation", "kind": "document"}
+    want = model.encode(SENTENCES, max_length=MAX_LENGTH, batch_size=3, **kwargs)
+    got = fast.encode(SENTENCES, max_length=MAX_LENGTH, batch_size=3, **kwargs)
+    assert cosines(got, want).min() > 0.99999
+
+
 def test_from_pretrained_exports_next_to_the_model(tiny_model_factory, tmp_path):
     model = tiny_model_factory("llama")
     folder = model.save_pretrained(tmp_path / "m")

@@ -582,11 +582,31 @@ def test_token_alignment_links_overlapping_characters():
     assert weights[0, 5].sum() == 0  # padding links to nothing
 
 
-def test_least_squares_connector_init_fits_the_token_targets():
+def test_least_squares_pairs_read_the_states_the_connector_reads():
+    from lusifer.training.connector_init import token_pairs
+
+    model = LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert")
+    text = ["The quick brown fox jumps over the lazy dog."]
+    plain, targets = token_pairs(model, text, show_progress=False)
+    model.connector.centering = 0.5
+    centred, same_targets = token_pairs(model, text, show_progress=False)
+    assert torch.equal(targets, same_targets)
+    shift = plain - centred  # half the text's mean state, the same for every token
+    assert shift.abs().max() > 1e-3
+    assert torch.allclose(shift, shift[:1].expand_as(shift), atol=1e-5)
+
+
+@pytest.mark.parametrize("centering", [0.0, 0.5])
+def test_least_squares_connector_init_fits_the_token_targets(centering):
     from lusifer.training.connector_init import least_squares_connector
     from lusifer.training.losses import real_offsets, token_alignment, token_distillation_loss
 
-    model = LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", connector_hidden_size=128)
+    model = LusiferModel.build(
+        encoder="tiny:xlmr",
+        target="tiny:bert",
+        connector_hidden_size=128,
+        connector_centering=centering,
+    )
     texts = [q for q, _ in ENGLISH] + [p for _, p in ENGLISH]
     enc = model.tokenize(texts, return_offsets=True)
     tgt = model.target.tokenizer(

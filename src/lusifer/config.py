@@ -44,6 +44,10 @@ class LusiferConfig:
     target: str
     connector_hidden_size: int | None = None  # None: the encoder's hidden size (paper)
     connector_activation: Literal["relu", "gelu", "silu"] = "relu"
+    # Ours (0.0 is the paper): the connector reads each encoder token state minus this
+    # fraction of the text's mean state, i.e. with part of what all its tokens share
+    # (see lusifer.model.connector.Connector.prepare).
+    connector_centering: float = 0.0
     num_learned_tokens: int = 0
     pooling: PoolingMethod = "mean"
     # The paper pools over every token, instruction included; False pools over the text's
@@ -62,6 +66,10 @@ class LusiferConfig:
     def __post_init__(self) -> None:
         if self.num_learned_tokens < 0:
             raise ConfigError(f"num_learned_tokens must be >= 0, got {self.num_learned_tokens}")
+        if not 0.0 <= self.connector_centering <= 1.0:
+            raise ConfigError(
+                f"connector_centering must be between 0 and 1, got {self.connector_centering}"
+            )
         if self.max_length < 8:
             raise ConfigError(f"max_length must be >= 8, got {self.max_length}")
         for key in ("query_template", "document_template"):

@@ -64,6 +64,7 @@ class LusiferModel(nn.Module):
             hidden_size=config.connector_hidden_size,
             activation=config.connector_activation,
             num_learned_tokens=config.num_learned_tokens,
+            centering=config.connector_centering,
         )
         self.head = ProjectionHead(self.target.hidden_size) if config.projection_head else None
         if config.encoder_lora is not None:
@@ -101,8 +102,13 @@ class LusiferModel(nn.Module):
             "素早い茶色の狐がのろまな犬を飛び越える。",
         ]
         enc = self.tokenize(sentences, max_length=64).to(self.device)
-        states = self.encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-        return states.last_hidden_state[enc["attention_mask"].bool()]
+        states = self.connector.prepare(
+            self.encoder(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+            ).last_hidden_state,
+            enc["attention_mask"],
+        )
+        return states[enc["attention_mask"].bool()]
 
     def freeze(
         self,

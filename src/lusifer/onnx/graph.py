@@ -43,7 +43,7 @@ class ExportableLusifer(nn.Module):
         states = self.lusifer_encoder(
             input_ids=input_ids, attention_mask=attention_mask
         ).last_hidden_state
-        embeds = self.lusifer_connector(states)
+        embeds = self.lusifer_connector(m.connector.prepare(states, attention_mask))
         n = m.connector.num_learned_tokens
         if not n:
             return embeds, attention_mask

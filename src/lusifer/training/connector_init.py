@@ -46,14 +46,9 @@ def token_pairs(
             enc["input_ids"].shape[1],
             tgt["input_ids"].shape[1],
         )
-        states = (
-            model.encoder(
-                input_ids=enc["input_ids"].to(model.device),
-                attention_mask=enc["attention_mask"].to(model.device),
-            )
-            .last_hidden_state.float()
-            .cpu()
-        )
+        ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
+        hidden = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        states = model.connector.prepare(hidden, mask).float().cpu()  # what the MLP reads
         wanted = weights @ table.cpu()[tgt["input_ids"]]
         valid = weights.sum(-1) > 0
         xs.append(states[valid])
