@@ -123,6 +123,7 @@ def test_plain_backbone_onnx_matches_torch_and_is_cached(tmp_path):
     embedder.prefixes = {"query": "query: ", "document": "passage: "}
     fast = OnnxPlainEmbedder.from_embedder(embedder, threads=1, export_dir=tmp_path)
     assert fast.fingerprint() == embedder.fingerprint()  # evaluation results carry over
+    assert fast.name == "tiny:bert (onnx)"
     for kind in ("query", "document"):
         want = embedder.encode(SENTENCES, kind=kind, batch_size=3)
         got = fast.encode(SENTENCES, kind=kind, batch_size=3, instruction="ignored")

@@ -115,7 +115,8 @@ def _baselines(
             continue
         cached = plain_export_path(embedder).is_file()
         tic = time.perf_counter()
-        encoders[name] = _or_torch(embedder, lambda e=embedder: OnnxPlainEmbedder.from_embedder(e))
+        fast = _or_torch(embedder, lambda e=embedder: OnnxPlainEmbedder.from_embedder(e))
+        encoders[name] = _named(fast, name)
         if not cached:
             spent[f"onnx export {reference}"] = time.perf_counter() - tic
     return encoders, spent

@@ -201,7 +201,7 @@ class OnnxPlainEmbedder:
         self.max_length = embedder.max_length
         self.reference = embedder.reference
         self.embedding_size = embedder.embedding_size
-        self.name = embedder.name
+        self.name = f"{embedder.name} (onnx)"
         self.session = cpu_session(self.onnx_path, threads)
 
     @classmethod
@@ -253,5 +253,5 @@ class OnnxPlainEmbedder:
             normalize=normalize,
             show_progress=show_progress,
             convert_to=convert_to,
-            desc=f"Encoding ({self.name}, onnx)",
+            desc=f"Encoding ({self.name})",
         )
