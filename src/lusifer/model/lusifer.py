@@ -102,12 +102,7 @@ class LusiferModel(nn.Module):
             "素早い茶色の狐がのろまな犬を飛び越える。",
         ]
         enc = self.tokenize(sentences, max_length=64).to(self.device)
-        states = self.connector.prepare(
-            self.encoder(
-                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
-            ).last_hidden_state,
-            enc["attention_mask"],
-        )
+        states = self.connector_inputs(enc["input_ids"], enc["attention_mask"])
         return states[enc["attention_mask"].bool()]
 
     def freeze(
@@ -191,6 +186,14 @@ class LusiferModel(nn.Module):
             if not return_offsets:
                 del enc["offset_mapping"]
         return enc
+
+    def connector_inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Encoder token states [B, L, d_enc] as the connector's MLP reads them
+        (:meth:`Connector.prepare`): what its least-squares start and scale are fitted on."""
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.connector.prepare(states, attention_mask)
 
     def soft_tokens(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor

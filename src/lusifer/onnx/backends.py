@@ -6,6 +6,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import torch
+
 BACKENDS = ("torch", "onnx")
 
 
@@ -18,7 +20,7 @@ def load_encoder(
 ):
     """A ``TextEncoder`` for ``reference`` (as ``lusifer encode`` takes it) on ``backend``.
 
-    ``threads`` (default ``$LUSIFER_NUM_THREADS``, else every core) sets torch's or
+    ``threads`` (default ``$LUSIFER_NUM_THREADS``, else every core) sets torch's and
     onnxruntime's intra-op threads. ``quantize="int8"`` needs the onnx backend and a
     LUSIFER model. On onnx, a decoder backbone used alone stays on torch (with a warning).
     """
@@ -29,20 +31,13 @@ def load_encoder(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
+    if backend == "torch" and quantize is not None:
+        raise ValueError("--quantize int8 needs --backend onnx")
     n_threads = default_threads(threads)
-    lusifer_folder = is_lusifer_checkpoint(reference)  # also the reference code's layout
+    torch.set_num_threads(n_threads)  # also for a backbone that stays on torch below
     if backend == "torch":
-        if quantize is not None:
-            raise ValueError("--quantize int8 needs --backend onnx")
-        import torch
-
-        torch.set_num_threads(n_threads)
-        if lusifer_folder:  # also the reference code's published layout
-            from ..model import LusiferModel
-
-            return LusiferModel.from_pretrained(reference)
-        return load_text_encoder(reference)
-    if lusifer_folder:
+        return load_text_encoder(reference)  # LUSIFER folders (either layout) or backbones
+    if is_lusifer_checkpoint(reference):  # also the reference code's layout
         from .runtime import OnnxLusifer
 
         return OnnxLusifer.from_pretrained(reference, quantize=quantize, threads=n_threads)
@@ -60,7 +55,4 @@ def load_encoder(
         return OnnxPlainEmbedder.from_embedder(embedder, threads=n_threads)
     except OnnxExportError as err:
         warnings.warn(f"{err}; using torch", stacklevel=2)
-        import torch
-
-        torch.set_num_threads(n_threads)
         return embedder

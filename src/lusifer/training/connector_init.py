@@ -47,8 +47,7 @@ def token_pairs(
             tgt["input_ids"].shape[1],
         )
         ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
-        hidden = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        states = model.connector.prepare(hidden, mask).float().cpu()  # what the MLP reads
+        states = model.connector_inputs(ids, mask).float().cpu()
         wanted = weights @ table.cpu()[tgt["input_ids"]]
         valid = weights.sum(-1) > 0
         xs.append(states[valid])
