@@ -291,6 +291,24 @@ def test_instruction_tokens_can_be_left_out_of_pooling():
     )
 
 
+def test_a_model_without_instructions_reads_the_bare_text(tmp_path):
+    model = LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", use_instructions=False)
+    randomize_trained(model)
+    assert model.uses_instructions is False
+    enc = model.tokenize(["a cat", "a dog"], instruction=["Find it", None], kind="document")
+    bare = model.tokenize(["a cat", "a dog"])
+    assert torch.equal(enc["input_ids"], bare["input_ids"]) and "pool_mask" not in enc
+    got = model.encode(["a cat"], instruction="Find it", kind="document")
+    assert np.allclose(got, model.encode(["a cat"]), atol=1e-6)
+    # saved with the model; the paper's default reads instructions
+    reloaded = LusiferModel.from_pretrained(model.save_pretrained(tmp_path / "m"))
+    assert reloaded.uses_instructions is False
+    paper = LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert")
+    assert paper.uses_instructions is True
+    prompted = paper.tokenize(["a cat"], instruction="Find it")["input_ids"]
+    assert prompted.shape[1] > paper.tokenize(["a cat"])["input_ids"].shape[1]
+
+
 def test_plain_embedder_cuts_texts_at_max_length():
     from lusifer.model import PlainEmbedder
 

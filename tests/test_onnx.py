@@ -90,6 +90,14 @@ def test_onnx_matches_torch_with_connector_centering(tiny_model_factory, tmp_pat
     assert cosines(got, want).min() > 0.99999
 
 
+def test_onnx_model_without_instructions_ignores_them(tiny_model_factory, tmp_path):
+    model = tiny_model_factory("bert", use_instructions=False)
+    fast = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1)
+    assert fast.uses_instructions is False
+    got = fast.encode(SENTENCES[:3], instruction="Retrieve the translation", kind="document")
+    assert cosines(got, model.encode(SENTENCES[:3])).min() > 0.99999
+
+
 def test_from_pretrained_exports_next_to_the_model(tiny_model_factory, tmp_path):
     model = tiny_model_factory("llama")
     folder = model.save_pretrained(tmp_path / "m")

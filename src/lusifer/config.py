@@ -53,6 +53,10 @@ class LusiferConfig:
     # The paper pools over every token, instruction included; False pools over the text's
     # tokens only (the instruction is still attended to), as LLM2Vec does.
     pool_instruction: bool = True
+    # Ours (True is the paper): False makes the model ignore task instructions everywhere
+    # (training, evaluation, serving) and read the bare text. For targets never trained
+    # with instructions, such as the demo's all-MiniLM-L6-v2 (see the README).
+    use_instructions: bool = True
     projection_head: bool = False
     encoder_lora: LoraSettings | None = None
     target_lora: LoraSettings | None = None

@@ -135,6 +135,12 @@ class LusiferModel(nn.Module):
     def embedding_size(self) -> int:
         return self.target.hidden_size
 
+    @property
+    def uses_instructions(self) -> bool:
+        """False when the model ignores instructions (``use_instructions=False``): the
+        evaluation wrapper then reuses one embedding per text across tasks."""
+        return self.config.use_instructions
+
     # ----------------------------------------------------------------- forward
     def tokenize(
         self,
@@ -147,9 +153,12 @@ class LusiferModel(nn.Module):
     ) -> BatchEncoding:
         """Prompt and tokenize with the encoder's tokenizer (the only tokenizer texts see).
 
-        ``instruction`` and ``kind`` are one for all texts, or lists with one per text."""
+        ``instruction`` and ``kind`` are one for all texts, or lists with one per text;
+        a model built with ``use_instructions=False`` ignores ``instruction``."""
         max_length = max_length or self.config.max_length
         instructions = instruction if isinstance(instruction, list) else [instruction] * len(texts)
+        if not self.config.use_instructions:
+            instructions = [None] * len(texts)
         kinds = kind if isinstance(kind, list) else [kind] * len(texts)
         prompts = [
             format_prompt(

@@ -135,6 +135,7 @@ class OnnxLusifer:
 
     # The torch model's prompt formatting and tokenisation, reused as is.
     tokenize = LusiferModel.tokenize
+    uses_instructions = LusiferModel.uses_instructions
 
     def embed_tokens(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, pool_mask: np.ndarray
