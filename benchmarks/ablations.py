@@ -11,6 +11,7 @@ classification, topic classification):
 - connector only: no LoRA trained in either stage;
 - without target distillation: stage 2 with InfoNCE alone (the paper's stage 2);
 - without connector centering: the connector reads the raw encoder states (the paper);
+- with instructions: trained and evaluated with the paper's instruction prompts;
 - SmolLM2 target, distillation alignment vs the paper's LM alignment (both then stage 2).
 ``--scale`` multiplies every stage's steps (0.3 for a quicker, rougher table).
 """
@@ -34,6 +35,7 @@ VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
     ),
     "without target distillation": ("minilm", ["representation.target_distill=0.0"], None),
     "without connector centering": ("minilm", ["model.connector_centering=0.0"], None),
+    "with instructions": ("minilm", ["model.use_instructions=true"], None),
     "smollm2, distillation alignment": (
         "smollm2",
         ["alignment.objectives.lm=0.0", "alignment.objectives.distill=1.0"],
