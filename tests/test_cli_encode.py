@@ -43,6 +43,12 @@ def test_encode_jsonl_with_a_plain_backbone(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert np.load(out).shape == (2, 24)
+    # a plain backbone reads no instructions: the user is told the flag is not used
+    result = runner.invoke(
+        app, ["encode", "tiny:bert", str(src), "-o", str(out), "--instruction", "x"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "--instruction is not used" in result.output
 
 
 def test_bad_lines_are_reported_by_number(tmp_path):

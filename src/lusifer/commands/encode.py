@@ -57,6 +57,11 @@ def encode_command(
     for line, why in data.skipped:
         typer.echo(f"skipped {input}:{line}: {why}", err=True)
     encoder = load_encoder_or_exit(model, backend, quantize, threads)
+    if instruction and not getattr(encoder, "uses_instructions", True):
+        typer.echo(
+            f"note: {model} reads bare text (no instructions); --instruction is not used",
+            err=True,
+        )
     kind_value: TextKind = kind  # type: ignore[assignment]
     vectors = encoder.encode(
         data.texts,
