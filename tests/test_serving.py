@@ -76,6 +76,19 @@ def test_batch_with_instruction_and_kind(server, model):
     np.testing.assert_allclose(got, want, atol=1e-5)
     plain = expected(model, TEXTS)
     assert not np.allclose(got, plain, atol=1e-3)  # the prompt reached the model
+    assert "x-lusifer-instruction-ignored" not in r.headers
+
+
+def test_a_model_without_instructions_says_it_ignored_one(tiny_model_factory):
+    bare = tiny_model_factory("bert", use_instructions=False)
+    with BackgroundServer(create_app(bare, model_name="bare")) as url:
+        assert httpx.get(f"{url}/health").json()["reads_instructions"] is False
+        r = post(url, {"input": TEXTS[:2], "instruction": "Retrieve the translation"})
+        assert r.status_code == 200, r.text
+        assert "no instructions" in r.headers["x-lusifer-instruction-ignored"]
+        got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+        np.testing.assert_allclose(got, bare.encode(TEXTS[:2]), atol=1e-5)
+        assert "x-lusifer-instruction-ignored" not in post(url, {"input": "a"}).headers
 
 
 def test_concurrent_clients_are_batched_and_exact(server, model):
@@ -157,6 +170,7 @@ def test_health_and_openapi(server, model):
     health = r.json()
     assert health["status"] == "ok" and health["model"] == "tiny"
     assert health["dimensions"] == model.embedding_size
+    assert health["reads_instructions"] is True
     spec = httpx.get(f"{server}/openapi.json").json()
     assert "/v1/embeddings" in spec["paths"]
     props = spec["components"]["schemas"]["EmbeddingRequest"]["properties"]

@@ -57,6 +57,9 @@ class ApiError(Exception):
         return JSONResponse({"error": body}, status_code=self.status)
 
 
+IGNORED_INSTRUCTION_HEADER = "X-Lusifer-Instruction-Ignored"
+
+
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
     """pydantic's ``("body", "input", 2)`` -> ``input[2]``."""
     parts = [p for p in loc if p != "body"]
@@ -120,6 +123,9 @@ def create_app(
     settings = settings or ServerSettings()
     name = model_name or getattr(encoder, "name", "lusifer")
     dims = getattr(encoder, "embedding_size", None)
+    # A model built with ``use_instructions: false`` reads bare text; requests that send an
+    # instruction still succeed (OpenAI clients cannot drop fields) and get a header saying so.
+    reads_instructions = bool(getattr(encoder, "uses_instructions", True))
     batcher = MicroBatcher(
         make_encode_fn(
             encoder, max_length=settings.max_length, batch_size=settings.encode_batch_size
@@ -166,6 +172,7 @@ def create_app(
             model=name,
             backend=backend,
             dimensions=dims,
+            reads_instructions=reads_instructions,
             queued_requests=batcher.queued,
             max_queue=settings.max_queue,
         )
@@ -203,8 +210,9 @@ def create_app(
                 f"'dimensions' is {body.dimensions}; this model has {dims}",
                 param="dimensions",
             )
+        instruction = body.instruction if reads_instructions else None
         try:
-            vectors, tokens = await batcher.submit(texts, body.instruction, body.kind)
+            vectors, tokens = await batcher.submit(texts, instruction, body.kind)
         except QueueFullError as err:
             raise ApiError(503, str(err), type="server_overloaded", code="queue_full") from None
         except ShuttingDownError as err:
@@ -229,6 +237,9 @@ def create_app(
             "model": name,
             "usage": {"prompt_tokens": total, "total_tokens": total},
         }
-        return JSONResponse(content)
+        headers = {}
+        if body.instruction and not reads_instructions:
+            headers[IGNORED_INSTRUCTION_HEADER] = "this model reads no instructions"
+        return JSONResponse(content, headers=headers)
 
     return app

@@ -67,5 +67,6 @@ class Health(BaseModel):
     model: str
     backend: str
     dimensions: int | None
+    reads_instructions: bool
     queued_requests: int
     max_queue: int
