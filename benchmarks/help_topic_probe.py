@@ -31,7 +31,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from lusifer import LusiferModel  # noqa: E402
-from lusifer.evaluation.local_tasks import offline_suite_dirs  # noqa: E402
+from lusifer.evaluation.local_tasks import (  # noqa: E402
+    load_task_data,
+    offline_suite_dirs,
+    read_task_spec,
+)
 from lusifer.model import PlainEmbedder  # noqa: E402
 from lusifer.model.pooling import pool  # noqa: E402
 from lusifer.training.losses import real_offsets, token_alignment  # noqa: E402
@@ -40,53 +44,59 @@ Embed = Callable[[list[str]], np.ndarray]
 MAX_LENGTH = 128
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def suite() -> dict[str, Path]:
     return {d.name: d for d in offline_suite_dirs()}
+
+
+def task_data(task: Path):
+    return load_task_data(read_task_spec(task))
 
 
 def classification(task: Path, embed: Embed) -> float:
     from sklearn.linear_model import LogisticRegression
 
-    train, test = read_jsonl(task / "train.jsonl"), read_jsonl(task / "test.jsonl")
-    clf = LogisticRegression(max_iter=1000)
-    clf.fit(embed([r["text"] for r in train]), [r["label"] for r in train])
-    return 100 * clf.score(embed([r["text"] for r in test]), [r["label"] for r in test])
+    data = task_data(task)
+    train, test = data["train"], data["test"]
+    clf = LogisticRegression(max_iter=1000).fit(embed(train["text"]), train["label"])
+    return 100 * clf.score(embed(test["text"]), test["label"])
 
 
 def retrieval(task: Path, embed: Embed, n_queries: int, n_other: int) -> float:
     """nDCG@10 of ``n_queries`` queries over their relevant documents plus ``n_other``."""
-    queries = read_jsonl(task / "queries.jsonl")[:n_queries]
-    relevant: dict[str, set[str]] = {}
-    for line in (task / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
-        qid, did, score = line.split("\t")
-        if float(score) > 0:
-            relevant.setdefault(qid, set()).add(did)
-    queries = [q for q in queries if q["_id"] in relevant]
-    wanted = set().union(*(relevant[q["_id"]] for q in queries))
-    corpus = read_jsonl(task / "corpus.jsonl")
-    docs = [d for d in corpus if d["_id"] in wanted]
-    docs += [d for d in corpus if d["_id"] not in wanted][:n_other]
+    data = task_data(task)["default"]["test"]
+    relevant = {
+        qid: {did for did, score in docs.items() if score > 0}
+        for qid, docs in data["relevant_docs"].items()
+    }
+    queries = [q for q in data["queries"].select(range(n_queries)) if relevant.get(q["id"])]
+    wanted = set().union(*(relevant[q["id"]] for q in queries))
+    corpus = list(data["corpus"])
+    docs = [d for d in corpus if d["id"] in wanted]
+    docs += [d for d in corpus if d["id"] not in wanted][:n_other]
     scores = embed([q["text"] for q in queries]) @ embed([d["text"] for d in docs]).T
-    ids = np.array([d["_id"] for d in docs])
+    ids = np.array([d["id"] for d in docs])
     discounts = 1 / np.log2(np.arange(2, 12))
     total = 0.0
     for row, q in zip(scores, queries, strict=True):
-        gains = np.isin(ids[np.argsort(-row)[:10]], list(relevant[q["_id"]])).astype(float)
-        ideal = discounts[: min(10, len(relevant[q["_id"]]))].sum()
+        gains = np.isin(ids[np.argsort(-row)[:10]], list(relevant[q["id"]])).astype(float)
+        ideal = discounts[: min(10, len(relevant[q["id"]]))].sum()
         total += float(gains @ discounts[: len(gains)]) / ideal
     return 100 * total / len(queries)
 
 
+def continuation_pieces(model: LusiferModel) -> torch.Tensor:
+    """[V] bool: which of the target's vocabulary entries continue a word (``##...``)."""
+    size = model.target.input_embeddings().weight.shape[0]
+    pieces = model.target.tokenizer.convert_ids_to_tokens(list(range(size)))
+    return torch.tensor([p.startswith("##") for p in pieces])
+
+
 def lexical_embeddings(
-    model: LusiferModel, texts: list[str], enc: dict
+    model: LusiferModel, texts: list[str], enc: dict, continues: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The target's own input embeddings of each encoder token's characters [B, L, d] and
-    whether the target's vocabulary holds that token's whole word [B, L]."""
+    whether the target's vocabulary holds that token's whole word [B, L] (``continues``:
+    :func:`continuation_pieces`)."""
     tokenizer = model.target.tokenizer
     table = model.target.input_embeddings().weight
     tgt = tokenizer(
@@ -100,8 +110,7 @@ def lexical_embeddings(
     links = token_alignment(
         real_offsets(enc), real_offsets(tgt), enc["input_ids"].shape[1], tgt["input_ids"].shape[1]
     )
-    pieces = tokenizer.convert_ids_to_tokens(list(range(table.shape[0])))
-    continued = torch.tensor([p.startswith("##") for p in pieces])[tgt["input_ids"]]
+    continued = continues[tgt["input_ids"]]
     next_continues = torch.cat([continued[:, 1:], torch.zeros_like(continued[:, :1])], 1)
     whole = ~continued & ~next_continues & (tgt["input_ids"] != tokenizer.unk_token_id)
     linked = links > 0
@@ -111,6 +120,7 @@ def lexical_embeddings(
 
 def lusifer_embed(model: LusiferModel, *, mix: float = 0.0, oracle: bool = False) -> Embed:
     """Embeddings with the connector's soft tokens, the lexical ones (``oracle``), or a mix."""
+    continues = continuation_pieces(model) if oracle or mix else None
 
     @torch.inference_mode()
     def embed(texts: list[str]) -> np.ndarray:
@@ -120,7 +130,7 @@ def lusifer_embed(model: LusiferModel, *, mix: float = 0.0, oracle: bool = False
             enc = model.tokenize(batch, max_length=MAX_LENGTH, return_offsets=True)
             soft, mask = model.soft_tokens(enc["input_ids"], enc["attention_mask"])
             if oracle or mix:
-                lex, whole = lexical_embeddings(model, batch, enc)
+                lex, whole = lexical_embeddings(model, batch, enc, continues)
                 length = enc["input_ids"].shape[1]
                 lex = lex.to(soft.dtype)
                 if oracle:
