@@ -34,3 +34,9 @@ class TextEncoder(Protocol):
         normalize: bool = True,
         show_progress: bool = False,
     ) -> np.ndarray: ...
+
+
+def reads_instructions(encoder: object) -> bool:
+    """Whether ``encoder`` uses the ``instruction`` it is given (``uses_instructions``;
+    an encoder that does not say is taken to read them)."""
+    return bool(getattr(encoder, "uses_instructions", True))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ..files import atomic_write
-from ..types import TextKind
+from ..types import TextKind, reads_instructions
 from .options import (
     BackendOption,
     ModelArgument,
@@ -57,7 +57,7 @@ def encode_command(
     for line, why in data.skipped:
         typer.echo(f"skipped {input}:{line}: {why}", err=True)
     encoder = load_encoder_or_exit(model, backend, quantize, threads)
-    if instruction and not getattr(encoder, "uses_instructions", True):
+    if instruction and not reads_instructions(encoder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used",
             err=True,

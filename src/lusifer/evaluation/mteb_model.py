@@ -20,7 +20,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ScoringFunction
 from mteb.types import PromptType
 
-from ..types import TextEncoder
+from ..types import TextEncoder, reads_instructions
 from .entry import MTEB_TYPE_TO_TYPE
 from .instructions import instruction_for
 
@@ -57,7 +57,7 @@ class MtebEncoder(AbsEncoder):
         # (instruction, kind, text) -> unit-length row; encoders that ignore instructions
         # (``uses_instructions = False``) share rows across tasks with different ones
         self._cache: dict[tuple[str | None, str, str], np.ndarray] = {}
-        self._reads_instructions = getattr(encoder, "uses_instructions", True)
+        self._reads_instructions = reads_instructions(encoder)
         name = getattr(encoder, "name", None) or type(encoder).__name__
         self.mteb_model_meta = ModelMeta.create_empty(
             overwrites={

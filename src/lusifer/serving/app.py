@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from ..types import reads_instructions
 from .batcher import MicroBatcher, QueueFullError, ShuttingDownError
 from .schemas import EmbeddingRequest, EmbeddingResponse, ErrorResponse, Health
 
@@ -125,7 +126,7 @@ def create_app(
     dims = getattr(encoder, "embedding_size", None)
     # A model built with ``use_instructions: false`` reads bare text; requests that send an
     # instruction still succeed (OpenAI clients cannot drop fields) and get a header saying so.
-    reads_instructions = bool(getattr(encoder, "uses_instructions", True))
+    uses_instructions = reads_instructions(encoder)
     batcher = MicroBatcher(
         make_encode_fn(
             encoder, max_length=settings.max_length, batch_size=settings.encode_batch_size
@@ -172,7 +173,7 @@ def create_app(
             model=name,
             backend=backend,
             dimensions=dims,
-            reads_instructions=reads_instructions,
+            reads_instructions=uses_instructions,
             queued_requests=batcher.queued,
             max_queue=settings.max_queue,
         )
@@ -210,7 +211,7 @@ def create_app(
                 f"'dimensions' is {body.dimensions}; this model has {dims}",
                 param="dimensions",
             )
-        instruction = body.instruction if reads_instructions else None
+        instruction = body.instruction if uses_instructions else None
         try:
             vectors, tokens = await batcher.submit(texts, instruction, body.kind)
         except QueueFullError as err:
@@ -238,7 +239,7 @@ def create_app(
             "usage": {"prompt_tokens": total, "total_tokens": total},
         }
         headers = {}
-        if body.instruction and not reads_instructions:
+        if body.instruction and not uses_instructions:
             headers[IGNORED_INSTRUCTION_HEADER] = "this model reads no instructions"
         return JSONResponse(content, headers=headers)
 
