@@ -9,6 +9,11 @@ Sources (all English, all from the Debian archive):
   and so is any training row whose title or description text equals a held-out one.
 - WordNet 3.0 (package ``wordnet-base``): lemmas <-> definition, and example
   sentence <-> definition.
+- LibreOffice help (package ``libreoffice-help-en-us``): two paragraphs of the same
+  help page, labelled with the help module. Only paragraphs on the training side of
+  the suite's split (``lusifer.data.splits.is_help_train_side``) whose page and
+  paragraph id no task of the offline suite uses, in any language, and whose text no
+  task holds.
 
 Usage (as root, needs apt access; takes about a minute)::
 
@@ -23,6 +28,7 @@ the system's apt configuration and state are left untouched.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import shutil
@@ -35,7 +41,7 @@ from pathlib import Path
 
 from lusifer.data.language_guard import english_fraction, judge
 from lusifer.data.readers import PairRow, write_jsonl
-from lusifer.data.splits import is_held_out
+from lusifer.data.splits import is_held_out, is_help_train_side
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "src" / "lusifer" / "resources" / "data"
@@ -43,11 +49,15 @@ OUT_NAME = "english_train.jsonl.gz"
 
 DEBIAN_LICENSE = "per-package (Debian archive metadata)"
 WORDNET_LICENSE = "WordNet-3.0"
+HELP_PACKAGE = "libreoffice-help-en-us"
+HELP_LICENSE = "MPL-2.0"
+SUITE_DIR = ROOT / "src" / "lusifer" / "resources" / "offline_suite"
 
 INSTRUCTIONS = {
     "debian-descriptions": "Given the one-line summary of a software package, retrieve its full description",
     "wordnet-definitions": "Given a word or phrase, retrieve its dictionary definition",
     "wordnet-examples": "Given an example sentence, retrieve the dictionary definition of the word sense it illustrates",
+    "libreoffice-help": "Given a paragraph of LibreOffice help, retrieve another paragraph of the same help page",
 }
 WORDNET_POS = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}
 
@@ -237,6 +247,12 @@ def fetch_package(name: str, workdir: Path) -> Path:
     return dest
 
 
+def package_version(name: str, workdir: Path) -> str:
+    """Version of a package that :func:`fetch_package` downloaded."""
+    deb = next((workdir / "debs").glob(f"{name}_*.deb"))
+    return run(["dpkg-deb", "-f", str(deb), "Version"]).decode("utf-8").strip()
+
+
 _LEMMA_MARKER = re.compile(r"\((?:a|p|ip)\)$")
 
 
@@ -311,6 +327,77 @@ def wordnet_rows(wordnet_dir: Path, seed: int) -> tuple[list[PairRow], list[Pair
     return definitions, examples
 
 
+# --------------------------------------------------------------------------- LibreOffice help
+
+_SUITE_HELP_SOURCE = re.compile(r":(text/[^#]+)#(\S+)$")
+
+
+def suite_help_usage(suite_dir: Path) -> tuple[set[tuple[str, str]], set[str]]:
+    """(page, paragraph id) keys of every help paragraph the offline suite uses, in any
+    language and any task, and the normalised text of every suite field."""
+    keys, texts = set(), set()
+    for path in sorted(suite_dir.glob("*/*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if match := _SUITE_HELP_SOURCE.search(str(row.get("source", ""))):
+                keys.add((match.group(1), match.group(2)))
+            for field in ("text", "title", "sentence1", "sentence2"):
+                if row.get(field):
+                    texts.add(norm(row[field]))
+    if not keys:
+        raise SystemExit(f"no help paragraphs found in the offline suite at {suite_dir}")
+    return keys, texts
+
+
+def help_rows(
+    help_root: Path, version: str, suite_dir: Path, seed: int
+) -> tuple[list[PairRow], Counter]:
+    """Pairs of English help paragraphs from one page, kept apart from the offline suite."""
+    # the suite builder's HTML reader, so both see the same paragraphs under the same keys
+    from build_offline_suite import ENGLISH_WORD, help_module, read_help
+
+    used_keys, used_texts = suite_help_usage(suite_dir)
+    stats: Counter = Counter()
+    by_page: dict[str, list[tuple[str, str]]] = {}
+    seen: set[str] = set()
+    for key, text in sorted(read_help(help_root, "en-US").items()):
+        stats["paragraphs"] += 1
+        if not is_help_train_side(*key):
+            stats["test_side"] += 1
+        elif key in used_keys:
+            stats["used_by_suite"] += 1
+        elif not (30 <= len(text) <= 600) or len(ENGLISH_WORD.findall(text)) < 6:
+            stats["too_short_or_long"] += 1
+        elif norm(text) in used_texts:
+            stats["same_text_as_suite"] += 1
+        elif norm(text) in seen:
+            stats["duplicate"] += 1
+        elif not judge(text).english:
+            stats["non_english"] += 1
+        else:
+            seen.add(norm(text))
+            by_page.setdefault(key[0], []).append((key[1], text))
+    rng = random.Random(seed)
+    rows = []
+    for page, paragraphs in sorted(by_page.items()):
+        rng.shuffle(paragraphs)
+        # an odd paragraph out stays unpaired
+        for (id_a, text_a), (_, text_b) in zip(paragraphs[0::2], paragraphs[1::2], strict=False):
+            rows.append(
+                PairRow(
+                    query=text_a,
+                    positive=text_b,
+                    instruction=INSTRUCTIONS["libreoffice-help"],
+                    dataset="libreoffice-help",
+                    label=help_module(page),
+                    source=f"debian:{HELP_PACKAGE}={version}:{page}#{id_a}",
+                    license=HELP_LICENSE,
+                )
+            )
+    stats["kept_paragraphs"] = len(seen)
+    return rows, stats
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -324,6 +411,8 @@ def write_readme(
     out_dir: Path,
     counts: Counter,
     stats: Counter,
+    help_stats: Counter,
+    help_version: str,
     size: int,
     fractions: dict,
     index_dates: dict[str, str],
@@ -336,8 +425,8 @@ def write_readme(
         "",
         "    .venv/bin/python scripts/build_english_data.py",
         "",
-        "from the Debian bookworm archive (package index files and the `wordnet-base`",
-        "package), with a fixed seed and sorted output. Load it with",
+        "from the Debian bookworm archive (package index files and the `wordnet-base` and",
+        f"`{HELP_PACKAGE}` {help_version} packages), with a fixed seed and sorted output. Load it with",
         "`lusifer.data.english.load_bundled_english()`. A rebuild is byte-identical as long",
         "as the archive's index files are the same; these were dated "
         + "; ".join(f"{k}: {v}" for k, v in index_dates.items())
@@ -348,6 +437,7 @@ def write_readme(
         f"| debian-descriptions | {counts['debian-descriptions']} | package summary -> long description | Debian section | {DEBIAN_LICENSE} |",
         f"| wordnet-definitions | {counts['wordnet-definitions']} | lemmas -> definition | part of speech | {WORDNET_LICENSE} |",
         f"| wordnet-examples | {counts['wordnet-examples']} | example sentence -> definition | part of speech | {WORDNET_LICENSE} |",
+        f"| libreoffice-help | {counts['libreoffice-help']} | help paragraph -> another paragraph of the same page | help module | {HELP_LICENSE} |",
         f"| total | {sum(counts.values())} | | | |",
         "",
         f"File size: {size / 1e6:.2f} MB. English fraction (lusifer's language guard, 2000-row "
@@ -366,6 +456,15 @@ def write_readme(
         + ", ".join(f"{k} {v}" for k, v in sorted(stats.items()))
         + ".",
         "",
+        "LibreOffice help: English paragraphs (30-600 characters, 6+ English words) on the",
+        "training side of the offline suite's split (`lusifer.data.splits.is_help_train_side`),",
+        "minus every paragraph whose page and id any suite task uses in any language (the",
+        "cross-lingual tasks and topic tasks of other languages hold translations of English",
+        "paragraphs under the same key) and any whose text a suite task holds; two paragraphs",
+        "of one page make a pair. Filter counts: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(help_stats.items()))
+        + ".",
+        "",
         "## Licences",
         "",
         "- Debian package descriptions are metadata written by each package's maintainers",
@@ -378,6 +477,8 @@ def write_readme(
         "  licence; its full text, which must accompany all copies, is in",
         "  [`WORDNET_LICENSE`](WORDNET_LICENSE). Rows name their synset in `source`",
         "  (`wordnet-3.0:<pos letter><offset>`).",
+        f"- LibreOffice help, MPL-2.0 (`{HELP_PACKAGE}`). Rows name the page and paragraph id",
+        f"  of their query in `source` (`debian:{HELP_PACKAGE}=<version>:<page>#<id>`).",
         "",
     ]
     (out_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
@@ -391,6 +492,10 @@ def main() -> None:
     ap.add_argument("--max-debian", type=int, default=None)
     ap.add_argument("--max-wordnet-definitions", type=int, default=35000)
     ap.add_argument("--max-wordnet-examples", type=int, default=25000)
+    ap.add_argument("--max-help", type=int, default=None)
+    ap.add_argument(
+        "--suite-dir", type=Path, default=SUITE_DIR, help="the offline suite to keep apart from"
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="keep downloads here")
     args = ap.parse_args()
 
@@ -414,6 +519,9 @@ def main() -> None:
         wn_defs, wn_examples = wordnet_rows(fetch_package("wordnet-base", workdir), args.seed)
         copyright_file = workdir / "wordnet-base" / "usr/share/doc/wordnet-base/copyright"
         wordnet_license = copyright_file.read_text(encoding="utf-8")
+        help_root = fetch_package(HELP_PACKAGE, workdir)
+        help_version = package_version(HELP_PACKAGE, workdir)
+        libreoffice_help, help_stats = help_rows(help_root, help_version, args.suite_dir, args.seed)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -422,6 +530,7 @@ def main() -> None:
         subsample(debian, args.max_debian, args.seed)
         + subsample(wn_defs, args.max_wordnet_definitions, args.seed)
         + subsample(wn_examples, args.max_wordnet_examples, args.seed)
+        + subsample(libreoffice_help, args.max_help, args.seed)
     )
     rows.sort(key=lambda r: (r.dataset, r.source or "", r.query))
     out = args.out_dir / OUT_NAME
@@ -436,8 +545,11 @@ def main() -> None:
         for name in counts
     }
     size = out.stat().st_size
-    write_readme(args.out_dir, counts, stats, size, fractions, index_dates)
+    write_readme(
+        args.out_dir, counts, stats, help_stats, help_version, size, fractions, index_dates
+    )
     print(f"debian filter: {dict(sorted(stats.items()))}")
+    print(f"help filter: {dict(sorted(help_stats.items()))}")
     print(f"rows: {dict(sorted(counts.items()))}, total {len(rows)}")
     print(f"english fraction: {fractions}")
     print(f"wrote {out} ({size / 1e6:.2f} MB) in {time.time() - start:.0f} s")

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lusifer.data.splits import is_held_out
+from lusifer.data.splits import is_held_out, is_help_train_side
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "src" / "lusifer" / "resources" / "offline_suite"
@@ -657,8 +657,8 @@ def build_help_topics(
     for label in sorted(by_label):
         items = sorted(by_label[label])
         # the split depends on the paragraph key only, so it is the same in every language
-        tr = [it for it in items if stable_hash("split", *it[1]) % 3 == 0][:n_train]
-        te = [it for it in items if stable_hash("split", *it[1]) % 3 != 0][:n_test]
+        tr = [it for it in items if is_help_train_side(*it[1])][:n_train]
+        te = [it for it in items if not is_help_train_side(*it[1])][:n_test]
         if len(tr) < MIN_PER_LABEL or len(te) < 2 * MIN_PER_LABEL:
             continue  # too rare in this language's translated help to be a fair class
         train += [row(k, t, label) for _, k, t in tr]

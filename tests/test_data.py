@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -29,7 +30,7 @@ from lusifer.data.readers import (
     read_text_rows,
     write_jsonl,
 )
-from lusifer.data.splits import is_held_out
+from lusifer.data.splits import is_held_out, is_help_train_side
 
 ENGLISH = [
     "The library provides functions for reading and writing compressed files.",
@@ -283,9 +284,14 @@ def test_bundled_datasets_and_fields(bundled):
     assert not any(
         " ." in line and line.strip() == "." for r in deb for line in r.positive.split("\n")
     )
-    wn = [r for r in bundled if r.dataset != "debian-descriptions"]
+    wn = [r for r in bundled if r.dataset.startswith("wordnet-")]
     assert all(r.source.startswith("wordnet-3.0:") and r.license == "WordNet-3.0" for r in wn)
     assert {r.label for r in wn} == {"noun", "verb", "adjective", "adverb"}
+    help_rows = [r for r in bundled if r.dataset == "libreoffice-help"]
+    assert len(help_rows) > 1_000
+    assert all(r.source.startswith("debian:libreoffice-help-en-us=") for r in help_rows)
+    assert all(r.license == "MPL-2.0" for r in help_rows)
+    assert {"Calc", "Writer", "Basic", "Shared"} <= {r.label for r in help_rows}
     # Sorted output, no duplicate pairs.
     keys = [(r.dataset, r.source, r.query) for r in bundled]
     assert keys == sorted(keys)
@@ -301,6 +307,19 @@ def test_bundled_has_no_held_out_package(bundled):
     assert len(set(packages)) == len(packages)
     assert not [p for p in packages if is_held_out(p)]
     assert any(is_held_out(p) for p in ["a", "b", "c", "d", "e", "f", "g", "h"])  # rule is live
+
+
+def test_bundled_help_paragraphs_sit_on_the_training_side(bundled):
+    # the suite's topic tasks split help paragraphs by page and id in every language;
+    # a training paragraph must come from the training side and from no suite task
+    keys = [
+        re.search(r":(text/[^#]+)#(\S+)$", r.source).groups()
+        for r in bundled
+        if r.dataset == "libreoffice-help"
+    ]
+    assert keys and all(page.startswith("text/") for page, _ in keys)
+    assert all(is_help_train_side(page, pid) for page, pid in keys)
+    assert not all(is_help_train_side("text/swriter/main.html", f"par_id{i}") for i in range(20))
 
 
 def test_bundled_has_no_transitional_or_dummy_packages(bundled):

@@ -36,6 +36,7 @@ TEXT_FIELDS = {
     "test.jsonl": ["text", "label"],
 }
 DEBIAN_SOURCE = re.compile(r"^debian-package:([a-z0-9][a-z0-9+.-]+)$")
+HELP_KEY = re.compile(r":(text/[^#]+)#(\S+)$")  # (page, paragraph id) of a help row
 
 
 def task_dirs() -> list[Path]:
@@ -213,6 +214,16 @@ def test_no_suite_text_in_bundled_training_data() -> None:
     }
     assert train_packages, "expected Debian description rows in the training data"
     assert not {p for p in train_packages if is_held_out(p)}
+    # help paragraphs: no (page, paragraph id) of any suite task, in any language
+    train_keys = {m.groups() for s in sources if (m := HELP_KEY.search(s))}
+    suite_keys = {
+        m.groups()
+        for d in task_dirs()
+        for f in sorted(d.glob("*.jsonl"))
+        for row in rows(d.name, f.name)
+        if (m := HELP_KEY.search(str(row.get("source", ""))))
+    }
+    assert train_keys and suite_keys and not train_keys & suite_keys
 
 
 # ----------------------------------------------------------------- the build script's parts

@@ -641,6 +641,76 @@ def test_least_squares_init_runs_in_training(tmp_path):
     assert run_training(cfg, stages=["alignment"]) is not None
 
 
+def _sources(sizes: dict[str, int]):
+    from lusifer.data.readers import PairRow
+    from lusifer.training.config import DataSource
+    from lusifer.training.data import LoadedSource
+
+    return [
+        LoadedSource(
+            DataSource(path="x"),
+            name,
+            pairs=[PairRow(f"{name} q{i}", f"{name} p{i}", dataset=name) for i in range(n)],
+        )
+        for name, n in sizes.items()
+    ]
+
+
+def test_round_robin_gives_every_data_set_its_turn_and_proportional_follows_size():
+    from collections import Counter
+
+    from lusifer.training.data import contrastive_batch, pick_source
+
+    sources = _sources({"big": 900, "small": 30, "mid": 300})
+    turns = [pick_source(sources, 0, step, "round_robin").name for step in range(6)]
+    assert turns == ["big", "small", "mid", "big", "small", "mid"]
+    drawn = Counter(pick_source(sources, 0, step).name for step in range(600))
+    assert drawn["big"] > drawn["mid"] > drawn["small"]  # 900 : 300 : 30
+    batch = contrastive_batch(sources, 4, 0, seed=0, step=1, sampling="round_robin")
+    assert batch.dataset == "small" and all(q.startswith("small ") for q in batch.queries)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "most_from_big"), [("proportional", True), ("round_robin", False)]
+)
+def test_least_squares_start_shares_texts_as_the_stage_samples(
+    tmp_path, monkeypatch, sampling, most_from_big
+):
+    import lusifer.training.connector_init as connector_init
+
+    seen: list[str] = []
+
+    def record(model, texts, **kwargs):
+        seen.extend(texts)
+        return 1.0
+
+    monkeypatch.setattr(connector_init, "least_squares_connector", record)
+    big = write_pairs(tmp_path / "big.jsonl", repeat=40)
+    rows = [
+        (f"small: how do I print page {i}", f"small: choose File, then Print, for page {i}.")
+        for i in range(8)
+    ]
+    small = write_pairs(tmp_path / "small.jsonl", rows=rows, repeat=1)
+    config = tiny_config(
+        tmp_path,
+        target="bert",
+        alignment={
+            "steps": 0,
+            "connector_init": "least_squares",
+            "connector_init_examples": 16,
+            "dataset_sampling": sampling,
+            "data": [{"path": str(big)}, {"path": str(small)}],
+        },
+    )
+    cfg = load_train_config(write_config(tmp_path, config))
+    run_training(cfg, stages=["alignment"])
+    from_small = sum(t.startswith("small:") for t in seen)
+    assert len(seen) == 16
+    assert (from_small < 4) == most_from_big, from_small
+    if sampling == "round_robin":
+        assert from_small == 8
+
+
 def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
     import os
     import signal

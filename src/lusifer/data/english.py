@@ -1,4 +1,4 @@
-"""The bundled English training set (Debian package descriptions and WordNet 3.0).
+"""The bundled English training set (Debian package descriptions, WordNet 3.0, LibreOffice help).
 
 Built by ``scripts/build_english_data.py``; row counts and licences are in
 ``lusifer/resources/data/README.md``.
@@ -16,7 +16,12 @@ from lusifer.data.readers import PairRow, iter_pair_rows
 __all__ = ["BUNDLED_DATASETS", "bundled_english_path", "load_bundled_english"]
 
 BUNDLED_FILE = "english_train.jsonl.gz"
-BUNDLED_DATASETS = ("debian-descriptions", "wordnet-definitions", "wordnet-examples")
+BUNDLED_DATASETS = (
+    "debian-descriptions",
+    "libreoffice-help",
+    "wordnet-definitions",
+    "wordnet-examples",
+)
 
 
 def bundled_english_path() -> Path:

@@ -1,8 +1,9 @@
-"""The one rule that keeps bundled training data and the bundled evaluation suite apart.
+"""The rules that keep bundled training data and the bundled evaluation suite apart.
 
 Debian packages (and anything else keyed by a stable name) whose hashed name falls in
-the held-out bucket go to evaluation only; everything else may go to training. Both
-data builders call :func:`is_held_out`, and a test checks that no text crosses over.
+the held-out bucket go to evaluation only; everything else may go to training. LibreOffice
+help paragraphs split the same way by page and paragraph id. Both data builders call
+these functions, and a test checks that no text crosses over.
 """
 
 from __future__ import annotations
@@ -16,3 +17,15 @@ def is_held_out(key: str) -> bool:
     """True when ``key`` (e.g. a Debian package name) is reserved for evaluation."""
     digest = hashlib.sha1(key.encode("utf-8")).hexdigest()
     return int(digest, 16) % HELD_OUT_BUCKETS == 0
+
+
+HELP_TRAIN_BUCKETS = 3  # one help paragraph in three may go to training (or a topic task's train split)
+
+
+def is_help_train_side(page: str, paragraph_id: str) -> bool:
+    """True when a LibreOffice help paragraph sits on the training side of the split.
+
+    The key is the paragraph's page and id, the same in every language, so a paragraph
+    and all its translations fall on one side."""
+    digest = hashlib.sha1("\x1f".join(("split", page, paragraph_id)).encode("utf-8")).hexdigest()
+    return int(digest, 16) % HELP_TRAIN_BUCKETS == 0

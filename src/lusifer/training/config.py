@@ -17,6 +17,7 @@ import yaml
 from ..config import ConfigError, LusiferConfig, from_dict
 
 Stage = Literal["alignment", "representation"]
+DatasetSampling = Literal["proportional", "round_robin"]
 STAGES: tuple[Stage, ...] = ("alignment", "representation")
 
 
@@ -89,6 +90,10 @@ class StageConfig:
     # English text (see lusifer.training.connector_init); "random" is the paper's start
     connector_init: Literal["random", "least_squares"] = "random"
     connector_init_examples: int = 2000
+    # which data set each step draws from (as sentence-transformers' multi-dataset batch
+    # samplers): "proportional" to their sizes, or "round_robin", each in turn, which
+    # also gives every data set an equal share of the least-squares start's texts
+    dataset_sampling: DatasetSampling = "proportional"
     # stage 2
     temperature: float = 0.05
     symmetric: bool = False

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..data.language_guard import GuardReport, ensure_english
 from ..data.readers import PairRow, TextRow
-from .config import DataSource, RunConfig
+from .config import DatasetSampling, DataSource, RunConfig
 
 RECONSTRUCT_PROMPT = "Please reconstruct the following text.\n"
 QUESTION_PROMPT = "Please write a question based on this passage.\n"
@@ -98,8 +98,12 @@ def _rng(seed: int, step: int, salt: int = 0) -> random.Random:
     return random.Random(f"{seed}-{step}-{salt}")
 
 
-def pick_source(sources: list[LoadedSource], seed: int, step: int) -> LoadedSource:
-    """One data set per step, drawn in proportion to its size."""
+def pick_source(
+    sources: list[LoadedSource], seed: int, step: int, sampling: DatasetSampling = "proportional"
+) -> LoadedSource:
+    """One data set per step: drawn in proportion to its size, or each in turn (round robin)."""
+    if sampling == "round_robin":
+        return sources[step % len(sources)]
     rng = _rng(seed, step, 1)
     return rng.choices(sources, weights=[len(s) for s in sources], k=1)[0]
 
@@ -121,10 +125,14 @@ class AlignmentExample:
 
 
 def alignment_batch(
-    sources: list[LoadedSource], batch_size: int, seed: int, step: int
+    sources: list[LoadedSource],
+    batch_size: int,
+    seed: int,
+    step: int,
+    sampling: DatasetSampling = "proportional",
 ) -> list[AlignmentExample]:
     """Mix reconstruction and completion tasks per example, with the paper's probabilities."""
-    source = pick_source(sources, seed, step)
+    source = pick_source(sources, seed, step, sampling)
     rng = _rng(seed, step, 3)
     examples = []
     for i in sample_indices(len(source), batch_size, seed, step):
@@ -160,10 +168,15 @@ class ContrastiveBatch:
 
 
 def contrastive_batch(
-    sources: list[LoadedSource], batch_size: int, num_negatives: int, seed: int, step: int
+    sources: list[LoadedSource],
+    batch_size: int,
+    num_negatives: int,
+    seed: int,
+    step: int,
+    sampling: DatasetSampling = "proportional",
 ) -> ContrastiveBatch:
     """A batch from one data set; each row keeps up to ``num_negatives`` hard negatives."""
-    source = pick_source(sources, seed, step)
+    source = pick_source(sources, seed, step, sampling)
     if not source.pairs:
         raise ValueError(f"contrastive training needs pair data; {source.name!r} has only texts")
     rows = [source.pairs[i] for i in sample_indices(len(source), batch_size, seed, step)]

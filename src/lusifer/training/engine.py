@@ -201,7 +201,7 @@ class Trainer:
     def _alignment_step(self, step: int) -> dict[str, float]:
         cfg, obj = self.config, self.config.objectives
         examples: list[AlignmentExample] = self._local_slice(
-            alignment_batch(self.sources, cfg.batch_size, self.run.seed, step)
+            alignment_batch(self.sources, cfg.batch_size, self.run.seed, step, cfg.dataset_sampling)
         )
         device = self.accelerator.device
         enc = self.model.tokenize([e.source_text for e in examples], max_length=self.run.max_length)
@@ -268,7 +268,12 @@ class Trainer:
     def _representation_step(self, step: int) -> dict[str, float]:
         cfg = self.config
         full: ContrastiveBatch = contrastive_batch(
-            self.sources, cfg.batch_size, cfg.num_negatives, self.run.seed, step
+            self.sources,
+            cfg.batch_size,
+            cfg.num_negatives,
+            self.run.seed,
+            step,
+            cfg.dataset_sampling,
         )
         per = cfg.batch_size // self.world
         lo, hi = self.rank * per, (self.rank + 1) * per
@@ -399,12 +404,20 @@ class Trainer:
         """Closed-form connector start from the stage's own (English) training texts."""
         from .connector_init import least_squares_connector
 
-        texts = []
-        for source in self.sources:
-            texts += [t.text for t in source.texts] + [r.query for r in source.pairs]
-            texts += [r.positive for r in source.pairs]
+        per_source = [
+            [t.text for t in source.texts]
+            + [r.query for r in source.pairs]
+            + [r.positive for r in source.pairs]
+            for source in self.sources
+        ]
         rng = random.Random(self.run.seed)
-        picked = rng.sample(texts, min(self.config.connector_init_examples, len(texts)))
+        wanted = self.config.connector_init_examples
+        if self.config.dataset_sampling == "round_robin":  # an equal share from each data set
+            share = -(-wanted // len(per_source))
+            picked = [t for texts in per_source for t in rng.sample(texts, min(share, len(texts)))]
+        else:
+            texts = [t for source_texts in per_source for t in source_texts]
+            picked = rng.sample(texts, min(wanted, len(texts)))
         r2 = least_squares_connector(
             self.model,
             picked,
