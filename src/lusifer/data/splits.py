@@ -19,7 +19,8 @@ def is_held_out(key: str) -> bool:
     return int(digest, 16) % HELD_OUT_BUCKETS == 0
 
 
-HELP_TRAIN_BUCKETS = 3  # one help paragraph in three may go to training (or a topic task's train split)
+# one help paragraph in three may go to training (or to a topic task's train split)
+HELP_TRAIN_BUCKETS = 3
 
 
 def is_help_train_side(page: str, paragraph_id: str) -> bool:
