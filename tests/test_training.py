@@ -733,3 +733,31 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
     assert not (tmp_path / "out/alignment/final").exists()
     monkeypatch.setattr(Trainer, "_alignment_step", original)
     assert run_training(cfg, resume=True) == tmp_path / "out/model"
+
+
+def test_shipped_configs_and_ablation_variants_load():
+    import importlib.util
+
+    from lusifer.demo import demo_config_path
+    from lusifer.training.config import DataSource
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "src" / "lusifer" / "configs").glob("*.yaml")):
+        load_train_config(path)
+    spec = importlib.util.spec_from_file_location("ablations", root / "benchmarks" / "ablations.py")
+    ablations = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablations)
+    for name, (target, overrides, _) in ablations.VARIANTS.items():
+        cfg = load_train_config(demo_config_path(target), overrides)
+        assert cfg.representation is not None, name
+    without = load_train_config(
+        demo_config_path("minilm"), ablations.VARIANTS["without help paragraphs"][1]
+    )
+    for stage in (without.alignment, without.representation):
+        assert all(isinstance(d, DataSource) for d in stage.data)
+        assert {d.bundled for d in stage.data} == {
+            "debian-descriptions",
+            "wordnet-definitions",
+            "wordnet-examples",
+        }
+    assert without.alignment.data[0].reconstruct_prob == 0.5
