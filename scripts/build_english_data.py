@@ -41,7 +41,7 @@ from pathlib import Path
 
 from lusifer.data.language_guard import english_fraction, judge
 from lusifer.data.readers import PairRow, write_jsonl
-from lusifer.data.splits import is_held_out, is_help_train_side
+from lusifer.data.splits import help_paragraph_key, is_held_out, is_help_train_side
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "src" / "lusifer" / "resources" / "data"
@@ -329,8 +329,6 @@ def wordnet_rows(wordnet_dir: Path, seed: int) -> tuple[list[PairRow], list[Pair
 
 # --------------------------------------------------------------------------- LibreOffice help
 
-_SUITE_HELP_SOURCE = re.compile(r":(text/[^#]+)#(\S+)$")
-
 
 def suite_help_usage(suite_dir: Path) -> tuple[set[tuple[str, str]], set[str]]:
     """(page, paragraph id) keys of every help paragraph the offline suite uses, in any
@@ -339,8 +337,8 @@ def suite_help_usage(suite_dir: Path) -> tuple[set[tuple[str, str]], set[str]]:
     for path in sorted(suite_dir.glob("*/*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            if match := _SUITE_HELP_SOURCE.search(str(row.get("source", ""))):
-                keys.add((match.group(1), match.group(2)))
+            if key := help_paragraph_key(str(row.get("source", ""))):
+                keys.add(key)
             for field in ("text", "title", "sentence1", "sentence2"):
                 if row.get(field):
                     texts.add(norm(row[field]))
@@ -362,20 +360,21 @@ def help_rows(
     seen: set[str] = set()
     for key, text in sorted(read_help(help_root, "en-US").items()):
         stats["paragraphs"] += 1
+        normalised = norm(text)
         if not is_help_train_side(*key):
             stats["test_side"] += 1
         elif key in used_keys:
             stats["used_by_suite"] += 1
         elif not (30 <= len(text) <= 600) or len(ENGLISH_WORD.findall(text)) < 6:
             stats["too_short_or_long"] += 1
-        elif norm(text) in used_texts:
+        elif normalised in used_texts:
             stats["same_text_as_suite"] += 1
-        elif norm(text) in seen:
+        elif normalised in seen:
             stats["duplicate"] += 1
         elif not judge(text).english:
             stats["non_english"] += 1
         else:
-            seen.add(norm(text))
+            seen.add(normalised)
             by_page.setdefault(key[0], []).append((key[1], text))
     rng = random.Random(seed)
     rows = []

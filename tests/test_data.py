@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 from collections import Counter
 
 import pytest
@@ -30,7 +29,7 @@ from lusifer.data.readers import (
     read_text_rows,
     write_jsonl,
 )
-from lusifer.data.splits import is_held_out, is_help_train_side
+from lusifer.data.splits import help_paragraph_key, is_held_out, is_help_train_side
 
 ENGLISH = [
     "The library provides functions for reading and writing compressed files.",
@@ -312,14 +311,17 @@ def test_bundled_has_no_held_out_package(bundled):
 def test_bundled_help_paragraphs_sit_on_the_training_side(bundled):
     # the suite's topic tasks split help paragraphs by page and id in every language;
     # a training paragraph must come from the training side and from no suite task
-    keys = [
-        re.search(r":(text/[^#]+)#(\S+)$", r.source).groups()
-        for r in bundled
-        if r.dataset == "libreoffice-help"
-    ]
+    keys = [help_paragraph_key(r.source) for r in bundled if r.dataset == "libreoffice-help"]
     assert keys and all(page.startswith("text/") for page, _ in keys)
     assert all(is_help_train_side(page, pid) for page, pid in keys)
     assert not all(is_help_train_side("text/swriter/main.html", f"par_id{i}") for i in range(20))
+
+
+def test_help_paragraph_key_reads_the_page_and_id_after_a_versioned_package():
+    source = "debian:libreoffice-help-fr=4:7.4.7-1+deb12u14:text/scalc/01/func.html#par_id31"
+    assert help_paragraph_key(source) == ("text/scalc/01/func.html", "par_id31")
+    assert help_paragraph_key("debian:package-descriptions:vim") is None
+    assert help_paragraph_key("wordnet-3.0:n00001740") is None
 
 
 def test_bundled_has_no_transitional_or_dummy_packages(bundled):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import lusifer
-from lusifer.data.splits import is_held_out
+from lusifer.data.splits import help_paragraph_key, is_held_out
 
 SUITE = Path(lusifer.__file__).parent / "resources" / "offline_suite"
 TRAIN_DATA = Path(lusifer.__file__).parent / "resources" / "data" / "english_train.jsonl.gz"
@@ -36,7 +36,6 @@ TEXT_FIELDS = {
     "test.jsonl": ["text", "label"],
 }
 DEBIAN_SOURCE = re.compile(r"^debian-package:([a-z0-9][a-z0-9+.-]+)$")
-HELP_KEY = re.compile(r":(text/[^#]+)#(\S+)$")  # (page, paragraph id) of a help row
 
 
 def task_dirs() -> list[Path]:
@@ -215,13 +214,13 @@ def test_no_suite_text_in_bundled_training_data() -> None:
     assert train_packages, "expected Debian description rows in the training data"
     assert not {p for p in train_packages if is_held_out(p)}
     # help paragraphs: no (page, paragraph id) of any suite task, in any language
-    train_keys = {m.groups() for s in sources if (m := HELP_KEY.search(s))}
+    train_keys = {k for s in sources if (k := help_paragraph_key(s))}
     suite_keys = {
-        m.groups()
+        k
         for d in task_dirs()
         for f in sorted(d.glob("*.jsonl"))
         for row in rows(d.name, f.name)
-        if (m := HELP_KEY.search(str(row.get("source", ""))))
+        if (k := help_paragraph_key(str(row.get("source", ""))))
     }
     assert train_keys and suite_keys and not train_keys & suite_keys
 

@@ -9,6 +9,7 @@ these functions, and a test checks that no text crosses over.
 from __future__ import annotations
 
 import hashlib
+import re
 
 HELD_OUT_BUCKETS = 5  # one name in five is held out for evaluation
 
@@ -30,3 +31,13 @@ def is_help_train_side(page: str, paragraph_id: str) -> bool:
     and all its translations fall on one side."""
     digest = hashlib.sha1("\x1f".join(("split", page, paragraph_id)).encode("utf-8")).hexdigest()
     return int(digest, 16) % HELP_TRAIN_BUCKETS == 0
+
+
+_HELP_SOURCE = re.compile(r":(text/[^#]+)#(\S+)$")
+
+
+def help_paragraph_key(source: str) -> tuple[str, str] | None:
+    """(page, paragraph id) named by a help row's ``source``
+    (``debian:<package>=<version>:<page>#<id>``), or None for any other source."""
+    match = _HELP_SOURCE.search(source)
+    return (match.group(1), match.group(2)) if match else None
