@@ -8,6 +8,7 @@ import torch
 
 from lusifer.model import PlainEmbedder
 from lusifer.onnx import (
+    OnnxEncoderStates,
     OnnxExportError,
     OnnxLusifer,
     OnnxPlainEmbedder,
@@ -212,6 +213,42 @@ def test_onnx_with_lora_adapters(tiny_model_factory, tmp_path):
     fast = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1)
     want = model.encode(SENTENCES, max_length=MAX_LENGTH)
     assert cosines(fast.encode(SENTENCES, max_length=MAX_LENGTH), want).min() > 0.99999
+
+
+def test_encoder_states_graph_matches_torch_and_is_keyed_on_the_encoder(
+    tiny_model_factory, tmp_path
+):
+    """The graph CPU training reads a frozen encoder through: the encoder's token states
+    with its LoRA, cached per encoder weights, exported without changing the model's mode."""
+    lora = {"r": 4, "alpha": 8, "dropout": 0.1}
+    model = tiny_model_factory("bert", encoder_lora=lora)
+    model.train()
+    try:
+        runner = OnnxEncoderStates(model, export_dir=tmp_path, threads=1)
+        assert model.encoder.training  # still in the caller's mode (dropout on)
+    finally:
+        model.eval()
+    enc = model.tokenize(SENTENCES, max_length=MAX_LENGTH)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    with torch.no_grad():
+        want = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(runner(ids, mask), want, atol=1e-4, rtol=1e-4)
+    model.encoder_runner = runner  # the model reads its encoder through it
+    try:
+        via_runner = model.encode(SENTENCES, max_length=MAX_LENGTH)
+    finally:
+        model.encoder_runner = None
+    assert cosines(via_runner, model.encode(SENTENCES, max_length=MAX_LENGTH)).min() > 0.99999
+    assert OnnxEncoderStates(model, export_dir=tmp_path).onnx_path == runner.onnx_path
+    lora_b = next(p for n, p in model.encoder.named_parameters() if "lora_B" in n)
+    saved = lora_b.detach().clone()
+    try:
+        with torch.no_grad():
+            lora_b.add_(0.5)  # a trained encoder LoRA is another graph
+        assert OnnxEncoderStates(model, export_dir=tmp_path).onnx_path != runner.onnx_path
+    finally:
+        with torch.no_grad():
+            lora_b.copy_(saved)
 
 
 @pytest.mark.parametrize("learned_tokens", [0, 2])

@@ -641,6 +641,41 @@ def test_least_squares_init_runs_in_training(tmp_path):
     assert run_training(cfg, stages=["alignment"]) is not None
 
 
+def test_a_frozen_encoder_trains_the_same_on_onnxruntime_and_torch(tmp_path, monkeypatch):
+    """A stage that trains none of the encoder reads it through onnxruntime on CPU
+    (``frozen_encoder_backend: auto``) and learns what the torch encoder teaches: both
+    read it without dropout, as at inference."""
+    monkeypatch.setenv("LUSIFER_CACHE", str(tmp_path / "cache"))
+    runs = {}
+    for backend in ("torch", "auto"):
+        folder = tmp_path / backend
+        folder.mkdir()
+        stage = {"train_encoder_lora": False, "target_distill": 1.0}
+        config = tiny_config(folder, target="bert", representation=stage)
+        config["model"]["encoder_lora"] = {**LORA, "dropout": 0.1}
+        config["run"]["frozen_encoder_backend"] = backend
+        out = run_training(load_train_config(write_config(folder, config)))
+        logs = (out.parent / "representation/log.jsonl").read_text().splitlines()
+        runs[backend] = (
+            [json.loads(line)["loss"] for line in logs],
+            load_file(str(out / "model.safetensors")),
+        )
+        graphs = list((tmp_path / "cache" / "onnx").glob("encoder-*.onnx"))
+        assert len(graphs) == (0 if backend == "torch" else 1), graphs
+    (torch_losses, torch_weights), (onnx_losses, onnx_weights) = runs["torch"], runs["auto"]
+    assert onnx_losses == pytest.approx(torch_losses, rel=1e-4)
+    for key, value in torch_weights.items():
+        torch.testing.assert_close(onnx_weights[key], value, atol=1e-4, rtol=1e-3)
+
+
+def test_onnx_encoder_backend_refuses_a_stage_that_trains_the_encoder(tmp_path):
+    config = tiny_config(tmp_path, target="bert")  # stage 1 trains the encoder LoRA
+    config["run"]["frozen_encoder_backend"] = "onnx"
+    cfg = load_train_config(write_config(tmp_path, config))
+    with pytest.raises(ValueError, match="alignment.train_encoder_lora is set"):
+        run_training(cfg, stages=["alignment"])
+
+
 def _sources(sizes: dict[str, int]):
     from lusifer.data.readers import PairRow
     from lusifer.training.config import DataSource

@@ -23,6 +23,20 @@ from .target import TargetModel
 _SAMPLED_VALUES = 4096
 
 
+def sampled_digest(module: nn.Module) -> str:
+    """A hash of up to ``_SAMPLED_VALUES`` evenly spaced values of each tensor in
+    ``module``'s state: a retrained or updated backbone changes it, and a 7B one hashes in
+    moments."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            flat = tensor.reshape(-1)
+            step = max(1, flat.numel() // _SAMPLED_VALUES)
+            h.update(f"{name}{tuple(tensor.shape)}".encode())
+            h.update(flat[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
 class PlainEmbedder(nn.Module):
     """A backbone + pooling. Bundled offline backbones bring their own query/document
     prefixes (``query: ``/``passage: `` for multilingual-e5); instructions are ignored,
@@ -66,16 +80,8 @@ class PlainEmbedder(nn.Module):
         return embedder.eval()
 
     def weights_digest(self) -> str:
-        """A hash of up to ``_SAMPLED_VALUES`` evenly spaced values of each weight tensor:
-        a retrained or updated backbone changes it, and a 7B one hashes in moments."""
-        h = hashlib.sha256()
-        with torch.no_grad():
-            for name, tensor in self.model.state_dict().items():
-                flat = tensor.reshape(-1)
-                step = max(1, flat.numel() // _SAMPLED_VALUES)
-                h.update(f"{name}{tuple(tensor.shape)}".encode())
-                h.update(flat[::step].float().cpu().numpy().tobytes())
-        return h.hexdigest()[:20]
+        """The backbone's :func:`sampled_digest`."""
+        return sampled_digest(self.model)
 
     def fingerprint(self) -> str:
         """The backbone reference, how it is read and its (sampled) weights."""

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,9 @@ class LusiferModel(nn.Module):
         if config.target_lora is not None:
             self.target.model = add_lora(self.target.model, config.target_lora)
         self.name = f"lusifer[{config.encoder} -> {config.target}]"
+        # Set by training while the encoder is frozen on CPU (an onnxruntime session, see
+        # ``lusifer.onnx.runtime.OnnxEncoderStates``); None: the torch encoder runs.
+        self.encoder_runner: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -201,15 +205,24 @@ class LusiferModel(nn.Module):
     ) -> torch.Tensor:
         """Encoder token states [B, L, d_enc] as the connector's MLP reads them
         (:meth:`Connector.prepare`): what its least-squares start and scale are fitted on."""
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.connector.prepare(states, attention_mask)
+        return self.connector.prepare(
+            self.encoder_states(input_ids, attention_mask), attention_mask
+        )
+
+    def encoder_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's last-layer token states [B, L, d_enc], from :attr:`encoder_runner`
+        when one is set, else from the torch encoder."""
+        if self.encoder_runner is not None:
+            return self.encoder_runner(input_ids, attention_mask).to(input_ids.device)
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def soft_tokens(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states mapped by the connector into the target's input space."""
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        embeds, mask = self.connector(states, attention_mask)
+        embeds, mask = self.connector(
+            self.encoder_states(input_ids, attention_mask), attention_mask
+        )
         return embeds.to(self.target.input_embeddings().weight.dtype), mask
 
     def forward(

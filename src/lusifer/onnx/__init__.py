@@ -1,26 +1,36 @@
 """The fast CPU path: one ONNX graph (encoder -> connector -> target -> pooling) run by
 onnxruntime, optionally with int8 dynamic quantisation; plain encoder backbones (the
-baselines) export too."""
+baselines) export too, and so does a frozen encoder alone, which CPU training reads
+through onnxruntime."""
 
 from .backends import BACKENDS, load_encoder
 from .export import (
     OnnxExportError,
+    ensure_encoder_exported,
     ensure_exported,
     ensure_plain_exported,
     export_onnx,
     fingerprint,
     quantize_int8,
 )
-from .runtime import THREADS_ENV, OnnxLusifer, OnnxPlainEmbedder, default_threads
+from .runtime import (
+    THREADS_ENV,
+    OnnxEncoderStates,
+    OnnxLusifer,
+    OnnxPlainEmbedder,
+    default_threads,
+)
 
 __all__ = [
     "BACKENDS",
     "load_encoder",
     "THREADS_ENV",
+    "OnnxEncoderStates",
     "OnnxExportError",
     "OnnxLusifer",
     "OnnxPlainEmbedder",
     "default_threads",
+    "ensure_encoder_exported",
     "ensure_exported",
     "ensure_plain_exported",
     "export_onnx",

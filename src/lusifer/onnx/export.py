@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..model.embedder import PlainEmbedder
+from ..model.embedder import PlainEmbedder, sampled_digest
 from ..model.lusifer import LusiferModel
-from .graph import CONNECTOR_SCOPE, TARGET_SCOPE, ExportableLusifer
+from .graph import CONNECTOR_SCOPE, TARGET_SCOPE, EncoderStates, ExportableLusifer
 
 OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask", "pool_mask"]
@@ -25,6 +25,7 @@ PLAIN_INPUT_NAMES = ["input_ids", "attention_mask"]
 # Bumped whenever the graph's inputs or outputs change, so cached exports are redone.
 GRAPH_VERSION = 2
 PLAIN_GRAPH_VERSION = 1
+ENCODER_GRAPH_VERSION = 1
 OUTPUT_NAME = "embedding"
 # Sample texts for tracing: different lengths, so the traced graph keeps the padding mask.
 _TRACE_TEXTS = ["A short one.", "A somewhat longer sentence, so that this batch needs padding."]
@@ -62,9 +63,11 @@ def _trace_to_file(
     path: Path,
     names: list[str],
     what: str,
+    output_axes: dict[int, str] | None = None,
 ) -> Path:
     """``torch.onnx.export`` of ``module`` on ``inputs`` (dynamic batch and length) to
-    ``path``, atomically."""
+    ``path``, atomically. The output's dynamic axes are ``output_axes`` (the batch only,
+    unless given)."""
     axes = {name: {0: "batch", 1: "length"} for name in names}
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     try:  # a read-only or full disk ends here too, as an OnnxExportError
@@ -78,7 +81,7 @@ def _trace_to_file(
                 dynamo=False,
                 input_names=names,
                 output_names=[OUTPUT_NAME],
-                dynamic_axes={**axes, OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes={**axes, OUTPUT_NAME: output_axes or {0: "batch"}},
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
@@ -148,6 +151,53 @@ def ensure_plain_exported(embedder: PlainEmbedder, *, export_dir: str | Path | N
         return _trace_to_file(embedder, inputs, path, PLAIN_INPUT_NAMES, embedder.reference)
     finally:
         embedder.to(device).train(was_training)
+
+
+def encoder_export_path(model: LusiferModel, export_dir: str | Path | None = None) -> Path:
+    """Where :func:`ensure_encoder_exported` keeps ``model``'s encoder graph: named after
+    the encoder, its (sampled) weights with any LoRA, the opset and library versions."""
+    import transformers
+
+    from ..backbones.cache import cache_root
+
+    meta = {
+        "encoder": model.config.encoder,
+        "weights": sampled_digest(model.encoder),
+        "graph": ENCODER_GRAPH_VERSION,
+        "opset": OPSET,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
+    folder = Path(export_dir) if export_dir is not None else cache_root() / "onnx"
+    return folder / f"encoder-{key}.onnx"
+
+
+def ensure_encoder_exported(model: LusiferModel, *, export_dir: str | Path | None = None) -> Path:
+    """The cached fp32 graph ``input_ids, attention_mask -> token states`` of ``model``'s
+    encoder as it is now (LoRA included), in ``<lusifer cache>/onnx`` unless
+    ``export_dir`` is given. The model must be on CPU; its training mode is kept."""
+    if model.device.type != "cpu":
+        raise OnnxExportError(f"the encoder graph is exported from a CPU model, not {model.device}")
+    path = encoder_export_path(model, export_dir)
+    if path.is_file():
+        return path
+    was_training = model.encoder.training
+    enc = model.tokenize(_TRACE_TEXTS, kind="query")
+    inputs = (enc["input_ids"], enc["attention_mask"])
+    try:
+        # the exporter restores the wrapper's mode afterwards: an eval wrapper leaves the
+        # encoder in eval mode, which is put back below
+        return _trace_to_file(
+            EncoderStates(model).eval(),
+            inputs,
+            path,
+            PLAIN_INPUT_NAMES,
+            f"the encoder of {model.name}",
+            output_axes={0: "batch", 1: "length"},
+        )
+    finally:
+        model.encoder.train(was_training)
 
 
 # Which MatMuls stay float32. Measured on e5-small -> MiniLM with an untrained connector,

@@ -83,3 +83,17 @@ class ExportableLusifer(nn.Module):
         n = m.connector.num_learned_tokens
         pooled = pool(hidden, pooling_mask(mask, attention_mask, pool_mask, n), m.config.pooling)
         return self.lusifer_head(pooled) if self.lusifer_head is not None else pooled
+
+
+class EncoderStates(nn.Module):
+    """``input_ids, attention_mask -> `` the encoder's last-layer token states (its LoRA
+    included): what a training stage with a frozen encoder reads (``OnnxEncoderStates``)."""
+
+    def __init__(self, model: LusiferModel) -> None:
+        super().__init__()
+        self.lusifer_encoder = model.encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.lusifer_encoder(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state

@@ -17,6 +17,7 @@ from ..types import TextKind
 from .export import (
     INPUT_NAMES,
     PLAIN_INPUT_NAMES,
+    ensure_encoder_exported,
     ensure_exported,
     ensure_plain_exported,
     pool_mask,
@@ -45,12 +46,15 @@ def default_threads(threads: int | None = None) -> int:
     return os.cpu_count() or 1
 
 
-def cpu_session(onnx_path: Path, threads: int | None):
+def cpu_session(onnx_path: Path, threads: int | None, *, spin: bool = True):
     """An onnxruntime CPU session with every graph optimisation and ``threads`` intra-op
-    threads (see :func:`default_threads`)."""
+    threads (see :func:`default_threads`). ``spin=False`` stops its threads from
+    busy-waiting between runs, for a session that alternates with torch work."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.intra_op_num_threads = default_threads(threads)
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -256,3 +260,28 @@ class OnnxPlainEmbedder:
             convert_to=convert_to,
             desc=f"Encoding ({self.name})",
         )
+
+
+class OnnxEncoderStates:
+    """A frozen encoder's token states run by onnxruntime: set as
+    ``LusiferModel.encoder_runner`` by training stages that train none of the encoder on
+    CPU (``run.frozen_encoder_backend``); ``benchmarks/train_speed.py`` measures it
+    against torch. The graph holds the encoder's weights as they were when it was built."""
+
+    def __init__(
+        self,
+        model: LusiferModel,
+        *,
+        threads: int | None = None,
+        export_dir: str | Path | None = None,
+    ) -> None:
+        self.onnx_path = ensure_encoder_exported(model, export_dir=export_dir)
+        # training alternates this session with torch's forward and backward passes
+        self.session = cpu_session(self.onnx_path, threads, spin=False)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        feeds = {
+            "input_ids": input_ids.cpu().numpy().astype(np.int64),
+            "attention_mask": attention_mask.cpu().numpy().astype(np.int64),
+        }
+        return torch.from_numpy(self.session.run(None, feeds)[0])

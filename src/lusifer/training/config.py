@@ -137,6 +137,10 @@ class RunConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
     max_length: int = 128  # encoder tokens per text during training
+    # How a stage that trains none of the encoder runs it: "auto" = onnxruntime on CPU
+    # when it is installed (same states, about 2.5x faster for multilingual-e5-small),
+    # else torch.
+    frozen_encoder_backend: Literal["auto", "torch", "onnx"] = "auto"
     save_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10

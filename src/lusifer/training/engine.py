@@ -10,6 +10,7 @@ batch, and a resumed run sees the batches it would have seen.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -182,6 +183,31 @@ class Trainer:
             TrainingModule(model), self.optimizer
         )
         model.train()
+        if not cfg.train_encoder_lora:
+            # a frozen encoder reads texts as it will at inference (no dropout), like the
+            # onnxruntime path (_encoder_runner) does
+            model.encoder.eval()
+
+    def _encoder_runner(self):
+        """An onnxruntime session for the encoder when this stage trains none of it on
+        CPU (``run.frozen_encoder_backend``), else None (the torch encoder runs)."""
+        backend = self.run.frozen_encoder_backend
+        if backend == "torch":
+            return None
+        why_not = None
+        if self.config.train_encoder_lora:
+            why_not = f"{self.stage}.train_encoder_lora is set (the encoder trains)"
+        elif self.accelerator.device.type != "cpu":
+            why_not = f"training runs on {self.accelerator.device}, not the CPU"
+        elif importlib.util.find_spec("onnxruntime") is None:
+            why_not = "onnxruntime is not installed (pip install 'lusifer[onnx]')"
+        if why_not is not None:
+            if backend == "onnx":
+                raise ValueError(f"run.frozen_encoder_backend=onnx, but {why_not}")
+            return None
+        from ..onnx.runtime import OnnxEncoderStates
+
+        return OnnxEncoderStates(self.model, threads=torch.get_num_threads())
 
     # ------------------------------------------------------------------- steps
     def _local_slice(self, items: list) -> list:
@@ -477,7 +503,15 @@ class Trainer:
         if resume and (ckpt := self.latest_checkpoint()) is not None:
             start = self.load_checkpoint(ckpt)
             tqdm.write(f"Resuming {self.stage} from {ckpt} (step {start})")
-        elif self.config.connector_init == "least_squares":
+        # built once the encoder holds this stage's weights (after a resumed checkpoint)
+        self.model.encoder_runner = self._encoder_runner()
+        try:
+            return self._train_from(start, stop_after)
+        finally:
+            self.model.encoder_runner = None
+
+    def _train_from(self, start: int, stop_after: int | None) -> bool:
+        if start == 0 and self.config.connector_init == "least_squares":
             self._init_connector()
         self._trim_log(start)
         cfg = self.config

@@ -23,6 +23,7 @@ CONFIG_FILE = "train_config.yaml"
 # whether the same data is accepted)
 BOOKKEEPING = {
     "run.output_dir",
+    "run.frozen_encoder_backend",
     "run.save_every",
     "run.keep_checkpoints",
     "run.log_every",
