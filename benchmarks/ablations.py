@@ -70,6 +70,12 @@ TASKS = (
 )
 
 
+def scaled_steps(steps: int, scale: float) -> int:
+    """A stage's steps times ``scale``, at least 1 unless the stage has none (the demo's
+    stage 1 is the least-squares start alone: 0 gradient steps)."""
+    return 0 if steps == 0 else max(1, round(steps * scale))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,8 +105,8 @@ def main() -> None:
         slug = name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
         base = load_train_config(demo_config_path(target))
         steps = [
-            f"alignment.steps={max(1, round(base.alignment.steps * args.scale))}",
-            f"representation.steps={max(1, round(base.representation.steps * args.scale))}",
+            f"{stage}.steps={scaled_steps(getattr(base, stage).steps, args.scale)}"
+            for stage in ("alignment", "representation")
         ]
         config = load_train_config(
             demo_config_path(target),

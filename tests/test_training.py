@@ -796,3 +796,6 @@ def test_shipped_configs_and_ablation_variants_load():
             "wordnet-examples",
         }
     assert without.alignment.data[0].reconstruct_prob == 0.5
+    # the demo's stage 1 is the least-squares start alone: scaling keeps it at 0 steps
+    assert ablations.scaled_steps(0, 1.0) == 0
+    assert ablations.scaled_steps(260, 0.3) == 78 and ablations.scaled_steps(2, 0.1) == 1

@@ -138,8 +138,8 @@ class RunConfig:
     gradient_checkpointing: bool = False
     max_length: int = 128  # encoder tokens per text during training
     # How a stage that trains none of the encoder runs it: "auto" = onnxruntime on CPU
-    # when it is installed (same states, about 2.5x faster for multilingual-e5-small),
-    # else torch.
+    # when it is installed (same states; the demo's stage 2 1.17x faster,
+    # benchmarks/train_speed.py), else torch.
     frozen_encoder_backend: Literal["auto", "torch", "onnx"] = "auto"
     save_every: int = 500
     keep_checkpoints: int = 2
