@@ -16,6 +16,7 @@ from torch import nn
 from lusifer import LusiferModel
 from lusifer.config import ConfigError
 from lusifer.data.language_guard import NonEnglishDataError
+from lusifer.onnx import OnnxExportError
 from lusifer.training import load_train_config, run_training
 from lusifer.training.gradcache import gradcache_backward
 from lusifer.training.losses import (
@@ -666,6 +667,23 @@ def test_a_frozen_encoder_trains_the_same_on_onnxruntime_and_torch(tmp_path, mon
     assert onnx_losses == pytest.approx(torch_losses, rel=1e-4)
     for key, value in torch_weights.items():
         torch.testing.assert_close(onnx_weights[key], value, atol=1e-4, rtol=1e-3)
+
+
+def test_a_frozen_encoder_that_cannot_be_exported_trains_on_torch(tmp_path, monkeypatch):
+    import lusifer.onnx.export as export
+
+    blocker = tmp_path / "not-a-folder"  # the graph's folder cannot be created: a file in
+    blocker.write_text("x")  # the way (read-only or full disks fail at the same place)
+    monkeypatch.setattr(export, "encoder_export_path", lambda *a, **k: blocker / "enc.onnx")
+    config = tiny_config(tmp_path, target="bert", representation={"train_encoder_lora": False})
+    cfg = load_train_config(write_config(tmp_path, config))
+    with pytest.warns(UserWarning, match="runs on torch instead"):
+        assert run_training(cfg, stages=["representation"]) is not None
+    config["run"]["frozen_encoder_backend"] = "onnx"  # asked for explicitly: an error
+    config["run"]["output_dir"] = str(tmp_path / "out-onnx")
+    cfg = load_train_config(write_config(tmp_path, config))
+    with pytest.raises(OnnxExportError, match="exporting the encoder"):
+        run_training(cfg, stages=["representation"])
 
 
 def test_onnx_encoder_backend_refuses_a_stage_that_trains_the_encoder(tmp_path):

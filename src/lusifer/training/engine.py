@@ -19,6 +19,7 @@ import shutil
 import signal
 import time
 import uuid
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -205,9 +206,16 @@ class Trainer:
             if backend == "onnx":
                 raise ValueError(f"run.frozen_encoder_backend=onnx, but {why_not}")
             return None
+        from ..onnx.export import OnnxExportError
         from ..onnx.runtime import OnnxEncoderStates
 
-        return OnnxEncoderStates(self.model, threads=torch.get_num_threads())
+        try:
+            return OnnxEncoderStates(self.model, threads=torch.get_num_threads())
+        except OnnxExportError as err:  # e.g. a read-only or full cache folder
+            if backend == "onnx":
+                raise
+            warnings.warn(f"{err}; the frozen encoder runs on torch instead", stacklevel=2)
+            return None
 
     # ------------------------------------------------------------------- steps
     def _local_slice(self, items: list) -> list:
