@@ -686,6 +686,28 @@ def test_a_frozen_encoder_that_cannot_be_exported_trains_on_torch(tmp_path, monk
         run_training(cfg, stages=["representation"])
 
 
+def test_a_collapsed_stage_two_is_reported(tmp_path, monkeypatch):
+    import warnings
+
+    config = tiny_config(tmp_path, target="bert", representation={"steps": 12})
+    cfg = load_train_config(write_config(tmp_path, config))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_training(cfg, stages=["representation"])
+    assert not [w for w in caught if "collapsed" in str(w.message)]  # a healthy run
+    logged = [json.loads(x) for x in (tmp_path / "out/representation/log.jsonl").open()]
+    assert all(0 < r["mean_cosine"] < 0.999 for r in logged)
+
+    forward = LusiferModel.forward  # every text gets the same embedding
+    monkeypatch.setattr(
+        LusiferModel, "forward", lambda self, *a, **k: forward(self, *a, **k) * 0 + 1
+    )
+    config["run"]["output_dir"] = str(tmp_path / "collapsed")
+    cfg = load_train_config(write_config(tmp_path, config))
+    with pytest.warns(UserWarning, match="step 10: the embeddings have collapsed"):
+        run_training(cfg, stages=["representation"])
+
+
 def test_onnx_encoder_backend_refuses_a_stage_that_trains_the_encoder(tmp_path):
     config = tiny_config(tmp_path, target="bert")  # stage 1 trains the encoder LoRA
     config["run"]["frozen_encoder_backend"] = "onnx"

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
@@ -56,6 +57,9 @@ from .losses import (
 )
 
 STATE_NAME = "trainer_state.json"
+# Stage 2 counts as collapsed when a batch's embeddings are this alike for this many steps.
+COLLAPSE_COSINE = 0.999
+COLLAPSE_STEPS = 10
 
 
 class TrainingModule(nn.Module):
@@ -135,6 +139,7 @@ class Trainer:
                 f"processes ({self.world})"
             )
         self._interrupted = False
+        self._collapsed_steps = 0
         self.sources: list[LoadedSource] = []
 
     # ------------------------------------------------------------------ set-up
@@ -345,6 +350,9 @@ class Trainer:
         parts: dict[str, float] = {}
 
         def loss_fn(reps: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():  # near 1 when every text gets the same embedding
+                unit = F.normalize(reps.detach().float(), dim=-1)
+                parts["mean_cosine"] = float((unit @ unit.T).mean())
             q = gather_with_grad(reps[:n_q])
             p = gather_with_grad(reps[n_q : 2 * n_q])
             n = gather_with_grad(reps[2 * n_q :])
@@ -462,6 +470,19 @@ class Trainer:
             f"{self.stage}: connector initialised by least squares on {len(picked)} texts (R^2 {r2:.3f})"
         )
 
+    def _watch_collapse(self, step: int, mean_cosine: float) -> None:
+        """Warn once when stage 2 has collapsed: every text of ``COLLAPSE_STEPS`` batches
+        in a row got nearly the same embedding (InfoNCE then sits at ln(batch size))."""
+        self._collapsed_steps = self._collapsed_steps + 1 if mean_cosine > COLLAPSE_COSINE else 0
+        if self._collapsed_steps == COLLAPSE_STEPS:
+            warnings.warn(
+                f"{self.stage} step {step}: the embeddings have collapsed (mean cosine "
+                f"between a batch's texts above {COLLAPSE_COSINE} for {COLLAPSE_STEPS} steps); "
+                f"lower {self.stage}.learning_rate (now {self.config.learning_rate}) or add "
+                f"{self.stage}.target_distill",
+                stacklevel=2,
+            )
+
     # --------------------------------------------------------------------- loop
     def _log(self, record: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
@@ -542,6 +563,8 @@ class Trainer:
                         f"{self.stage} step {step}: loss is {metrics['loss']}; lower the learning "
                         f"rate (now {cfg.learning_rate}) or check the data"
                     )
+                if self.stage == "representation":
+                    self._watch_collapse(step, metrics.get("mean_cosine", 0.0))
                 if cfg.max_grad_norm:
                     self.accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                 self.optimizer.step()
