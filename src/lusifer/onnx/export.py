@@ -35,20 +35,32 @@ class OnnxExportError(RuntimeError):
     """The model could not be exported or quantised."""
 
 
-def fingerprint(model: LusiferModel, *, use_head: bool) -> str:
-    """A key that changes whenever the exported graph would: the model's own fingerprint
-    (config, trained tensors), head choice, opset and library versions."""
+def _graph_key(meta: dict) -> str:
+    """A hash of what a graph is built from (``meta``) plus the opset and the library
+    versions that trace it: cached files are named after it."""
     import transformers
 
-    meta = {
-        "model": model.fingerprint(),
-        "use_head": use_head,
-        "graph": GRAPH_VERSION,
+    versions = {
         "opset": OPSET,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
+    text = json.dumps({**meta, **versions}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _cached_graph_path(prefix: str, meta: dict, export_dir: str | Path | None) -> Path:
+    """``<export_dir or lusifer cache/onnx>/<prefix>-<key>.onnx`` for a graph of ``meta``."""
+    from ..backbones.cache import cache_root
+
+    folder = Path(export_dir) if export_dir is not None else cache_root() / "onnx"
+    return folder / f"{prefix}-{_graph_key(meta)}.onnx"
+
+
+def fingerprint(model: LusiferModel, *, use_head: bool) -> str:
+    """A key that changes whenever the exported graph would: the model's own fingerprint
+    (config, trained tensors), head choice, opset and library versions."""
+    return _graph_key({"model": model.fingerprint(), "use_head": use_head, "graph": GRAPH_VERSION})
 
 
 def pool_mask(enc) -> torch.Tensor:
@@ -113,22 +125,13 @@ def plain_export_path(embedder: PlainEmbedder, export_dir: str | Path | None = N
     """Where :func:`ensure_plain_exported` keeps ``embedder``'s graph: named after the
     backbone reference, its pooling, its (sampled) weights, the opset and library versions;
     prefixes and max length are applied outside the graph and are not part of the key."""
-    import transformers
-
-    from ..backbones.cache import cache_root
-
     meta = {
         "reference": embedder.reference,
         "pooling": embedder.pooling,
         "weights": embedder.weights_digest(),
         "graph": PLAIN_GRAPH_VERSION,
-        "opset": OPSET,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
     }
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
-    folder = Path(export_dir) if export_dir is not None else cache_root() / "onnx"
-    return folder / f"plain-{key}.onnx"
+    return _cached_graph_path("plain", meta, export_dir)
 
 
 def ensure_plain_exported(embedder: PlainEmbedder, *, export_dir: str | Path | None = None) -> Path:
@@ -156,21 +159,12 @@ def ensure_plain_exported(embedder: PlainEmbedder, *, export_dir: str | Path | N
 def encoder_export_path(model: LusiferModel, export_dir: str | Path | None = None) -> Path:
     """Where :func:`ensure_encoder_exported` keeps ``model``'s encoder graph: named after
     the encoder, its (sampled) weights with any LoRA, the opset and library versions."""
-    import transformers
-
-    from ..backbones.cache import cache_root
-
     meta = {
         "encoder": model.config.encoder,
         "weights": sampled_digest(model.encoder),
         "graph": ENCODER_GRAPH_VERSION,
-        "opset": OPSET,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
     }
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
-    folder = Path(export_dir) if export_dir is not None else cache_root() / "onnx"
-    return folder / f"encoder-{key}.onnx"
+    return _cached_graph_path("encoder", meta, export_dir)
 
 
 def ensure_encoder_exported(model: LusiferModel, *, export_dir: str | Path | None = None) -> Path:
