@@ -46,15 +46,12 @@ def default_threads(threads: int | None = None) -> int:
     return os.cpu_count() or 1
 
 
-def cpu_session(onnx_path: Path, threads: int | None, *, spin: bool = True):
+def cpu_session(onnx_path: Path, threads: int | None):
     """An onnxruntime CPU session with every graph optimisation and ``threads`` intra-op
-    threads (see :func:`default_threads`). ``spin=False`` stops its threads from
-    busy-waiting between runs, for a session that alternates with torch work."""
+    threads (see :func:`default_threads`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.intra_op_num_threads = default_threads(threads)
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -276,8 +273,7 @@ class OnnxEncoderStates:
         export_dir: str | Path | None = None,
     ) -> None:
         self.onnx_path = ensure_encoder_exported(model, export_dir=export_dir)
-        # training alternates this session with torch's forward and backward passes
-        self.session = cpu_session(self.onnx_path, threads, spin=False)
+        self.session = cpu_session(self.onnx_path, threads)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         feeds = {
