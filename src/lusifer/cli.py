@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "lusifer.commands.train",
     "lusifer.commands.serve",
     "lusifer.commands.demo",
+    "lusifer.commands.mine",
 ]
 
 for _module in COMMAND_MODULES:
