@@ -251,8 +251,10 @@ def test_outputs_and_paired_test(two_model_run):
     assert (paired["model_a"], paired["model_b"]) == ("perfect", "random")
     assert paired["tasks"]["TinyRetrieval"]["p_value"] < 0.05
     assert paired["tasks"]["TinyRetrieval"]["difference"] > 50
-    # both models give the same STS/classification/clustering vectors? no: different hashes, so p is a number
-    assert 0 < paired["tasks"]["TinySTS"]["p_value"] <= 1
+    # the models differ on STS too (different hashes), so p is a number; p and CI agree
+    for test in [*paired["tasks"].values(), *paired["languages"].values()]:
+        assert 0 <= test["p_value"] <= 1
+        assert (test["p_value"] < 0.05) == (test["ci"][0] > 0 or test["ci"][1] < 0), test
     assert "en" in paired["languages"] and paired["languages"]["en"]["p_value"] < 0.05
     md = (out / "table.md").read_text()
     assert "Paired bootstrap test: perfect - random" in md

@@ -61,7 +61,14 @@ def test_lusifer_suite_pins_original_versions(lusifer_suite):
         "bn": ("en-bn",),
         "te": ("en-te",),
     }
-    assert entries["STS17"].subsets_by_language["en"] == ("en-en",)
+    # mteb 1.14's rule: every subset involving the language (STS17 es-en counts for en and es)
+    assert entries["STS17"].subsets_by_language["en"] == (
+        "en-ar", "en-de", "en-en", "en-tr", "es-en", "fr-en", "it-en", "nl-en",
+    )  # fmt: skip
+    assert entries["STS17"].subsets_by_language["es"] == ("es-en", "es-es")
+    assert set(entries["BelebeleRetrieval"].subsets_by_language["fr"]) == {
+        "fra_Latn-fra_Latn", "eng_Latn-fra_Latn", "fra_Latn-eng_Latn",
+    }  # fmt: skip
     assert entries["MSMARCO"].split == "dev"
     for entry in lusifer_suite:
         assert entry.instruction and entry.source == "mteb"
@@ -79,15 +86,122 @@ def test_lusifer_v2_uses_newer_versions():
 
 
 def test_crosslingual_suite_subsets():
+    """The reference code's get_task(name, languages=<the 14>): every subset involving one."""
     from lusifer.evaluation.suites import build_crosslingual_suite
 
     entries = {e.key: e for e in build_crosslingual_suite()}
     assert tuple(entries) == CROSSLINGUAL_TASKS
-    assert set(entries["STS17"].subsets) == {"en-ar", "es-en", "fr-en"}
-    assert set(entries["IndicCrosslingualSTS"].subsets) == {"en-hi", "en-bn", "en-te"}
-    assert "eng_Latn-fra_Latn" in entries["BelebeleRetrieval"].subsets
-    assert len(entries["BelebeleRetrieval"].subsets_by_language) == 13  # every language but English
+    sts17 = entries["STS17"]
+    assert len(sts17.subsets) == 11  # all of STS17: each involves one of the 14 languages
+    assert sts17.subset_languages["it-en"] == ("ita", "eng")
+    assert sts17.subsets_by_language["es"] == ("es-en", "es-es")
+    assert len(entries["IndicCrosslingualSTS"].subsets) == 12  # en-as ... en-ur, via English
+    assert "de-de" not in entries["MLQARetrieval"].subsets
+    assert len(entries["MLQARetrieval"].subsets) == 45
+    belebele = entries["BelebeleRetrieval"]
+    assert "eng_Latn-fra_Latn" in belebele.subsets and "deu_Latn-eng_Latn" in belebele.subsets
+    assert "deu_Latn-deu_Latn" not in belebele.subsets
     assert all(e.crosslingual and e.instruction for e in entries.values())
+    only_fr = {e.key: e for e in build_crosslingual_suite(["fr"])}
+    assert set(only_fr["STS17"].subsets) == {"fr-en"}
+
+
+#: The reference code's ISO 639-3 code per language (lusifer/eval/constants.py LANG_TO_CODES).
+REFERENCE_CODES = {
+    "ar": "ara", "bn": "ben", "es": "spa", "en": "eng", "fa": "fas", "fi": "fin", "fr": "fra",
+    "hi": "hin", "id": "ind", "ko": "kor", "ru": "rus", "sw": "swa", "te": "tel", "vi": "vie",
+}  # fmt: skip
+
+
+def _mteb_114_filter(eval_langs: dict[str, list[str]], iso3: str) -> list[str]:
+    """mteb 1.14.21 AbsTask.filter_languages(languages=[iso3]) with LanguageScripts: a subset
+    stays when any of its "iso3-Script" tags has the code (scripts are not filtered)."""
+    return [s for s, tags in eval_langs.items() if any(t.split("-")[0] == iso3 for t in tags)]
+
+
+def test_every_language_gets_the_subsets_mteb_114_gave_the_reference_code(lusifer_suite):
+    import mteb
+
+    from lusifer.evaluation.languages import mteb_iso3
+
+    assert {lang: mteb_iso3(lang) for lang in LUSIFER_LANGUAGES} == REFERENCE_CODES
+    for entry in lusifer_suite:
+        md = mteb.get_task(entry.name).metadata
+        for lang, subsets in entry.subsets_by_language.items():
+            expected = (
+                _mteb_114_filter(md.hf_subsets_to_langscripts, REFERENCE_CODES[lang])
+                if md.is_multilingual
+                else ["default"]
+            )
+            assert list(subsets) == expected, (entry.name, lang)
+
+
+def _runs(entries, scores: dict[str, dict[str, float]]) -> dict:
+    return {
+        "m": {
+            e.key: {"subset_scores": {s: scores[e.key][s] for s in e.subsets}}
+            for e in entries
+            if e.key in scores
+        }
+    }
+
+
+def test_spanish_average_from_subset_scores_follows_mteb_114(tmp_path):
+    """A language average rebuilt from per-subset scores: cross-lingual subsets count."""
+    from lusifer.evaluation.runner import summarise
+    from lusifer.evaluation.suites import build_lusifer_suite
+
+    scores = {
+        "STS17": {"es-es": 80.0, "es-en": 60.0},
+        "STS22": {"es": 65.0, "es-en": 75.0, "es-it": 55.0},
+        "MassiveIntentClassification": {"es": 50.0},
+        "BelebeleRetrieval": {
+            "spa_Latn-spa_Latn": 90.0, "eng_Latn-spa_Latn": 70.0, "spa_Latn-eng_Latn": 80.0,
+        },
+        "SpanishNewsClassification": {"default": 40.0},
+    }  # fmt: skip
+    entries = [e for e in build_lusifer_suite(["es"]) if e.key in scores]
+    assert {e.key: set(e.subsets) for e in entries} == {k: set(v) for k, v in scores.items()}
+    report = summarise(
+        entries, ["m"], _runs(entries, scores), suite="lusifer", bootstrap=0, seed=0,
+        output_dir=tmp_path,
+    )  # fmt: skip
+    # by hand, mteb 1.14: plain mean over the subsets involving spa, then over the five tasks
+    by_task = [(80 + 60) / 2, (65 + 75 + 55) / 3, 50, (90 + 70 + 80) / 3, 40]
+    assert report.summaries["m"].languages["es"] == pytest.approx(sum(by_task) / 5)  # 61.0
+    monolingual_only = (80 + 65 + 50 + 90 + 40) / 5  # the former rule: 65.0
+    assert report.summaries["m"].languages["es"] != pytest.approx(monolingual_only)
+
+
+def test_crosslingual_table_score_follows_the_reference_code(tmp_path):
+    """Table 2: mean over the subsets' languages of get_score(languages=[that language])."""
+    from lusifer.evaluation.runner import summarise
+    from lusifer.evaluation.suites import build_crosslingual_suite
+
+    sts17 = {
+        "ko-ko": 70.0, "ar-ar": 60.0, "en-ar": 50.0, "en-de": 80.0, "en-en": 90.0, "en-tr": 40.0,
+        "es-en": 70.0, "es-es": 85.0, "fr-en": 75.0, "it-en": 65.0, "nl-en": 55.0,
+    }  # fmt: skip
+    partners = ["as", "bn", "gu", "hi", "kn", "ml", "mr", "or", "pa", "ta", "te", "ur"]
+    indic = {f"en-{x}": 30.0 + i for i, x in enumerate(partners)}
+    entries = [e for e in build_crosslingual_suite() if e.key in ("STS17", "IndicCrosslingualSTS")]
+    scores = {"STS17": sts17, "IndicCrosslingualSTS": indic}
+    report = summarise(
+        entries, ["m"], _runs(entries, scores), suite="crosslingual", bootstrap=0, seed=0,
+        output_dir=tmp_path,
+    )  # fmt: skip
+    per_language = {
+        "kor": 70, "ara": (60 + 50) / 2, "eng": (50 + 80 + 90 + 40 + 70 + 75 + 65 + 55) / 8,
+        "deu": 80, "tur": 40, "spa": (70 + 85) / 2, "fra": 75, "ita": 65, "nld": 55,
+    }  # fmt: skip
+    summary = report.summaries["m"]
+    assert summary.crosslingual["STS17"] == pytest.approx(sum(per_language.values()) / 9)
+    # IndicCrosslingualSTS: English's mean joins the 12 partners' scores, so the plain mean
+    assert summary.crosslingual["IndicCrosslingualSTS"] == pytest.approx(35.5)
+    assert summary.tasks["STS17"].language_scores["es"] == pytest.approx((70 + 85) / 2)
+    assert summary.tasks["IndicCrosslingualSTS"].language_scores == pytest.approx(
+        {"en": 35.5, "bn": 31.0, "hi": 33.0, "te": 40.0}
+    )
 
 
 def test_mteb_wrapper_dedupes_and_maps_prompt_type():

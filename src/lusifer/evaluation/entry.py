@@ -29,8 +29,10 @@ class TaskEntry:
     """One task to run: how to build a fresh mteb task and how its subsets map to languages.
 
     ``subsets_by_language`` maps each language the task counts for to the hf subsets whose
-    mean main score is the task's score for that language (see
-    :func:`lusifer.evaluation.languages.aggregation_languages`).
+    mean main score is the task's score for that language (mteb tasks: every subset involving
+    the language, :func:`lusifer.evaluation.languages.involves`; local tasks:
+    :func:`lusifer.evaluation.languages.aggregation_languages`). ``subset_languages`` gives an
+    mteb subset's ISO 639-3 codes, for the cross-lingual (Table 2) score.
     """
 
     key: str  # unique within a run: file names and table columns
@@ -46,6 +48,7 @@ class TaskEntry:
         str  # changes when the task definition changes: a finished result is reused only if equal
     )
     factory: Callable[[], AbsTask] = field(compare=False, repr=False)
+    subset_languages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def languages(self) -> list[str]:

@@ -18,7 +18,10 @@ LUSIFER_LANGUAGES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Language:
-    """One language: its ISO 639-1 code, the ISO 639-3 codes mteb may use, its script(s)."""
+    """One language: its ISO 639-1 code, the ISO 639-3 codes mteb may use, its script(s).
+
+    The first ISO 639-3 code is the one that selects mteb subsets (:func:`mteb_iso3`).
+    """
 
     code: str
     iso3: tuple[str, ...]
@@ -72,7 +75,6 @@ _LANGUAGES: dict[str, Language] = {
         Language("hu", ("hun",), ("Latn",)),
     )
 }
-_BY_ISO3: dict[str, str] = {iso3: lang.code for lang in _LANGUAGES.values() for iso3 in lang.iso3}
 
 
 def known_languages() -> list[str]:
@@ -91,26 +93,29 @@ def get_language(code: str) -> Language:
         ) from None
 
 
-def from_mteb(langscript: str) -> str | None:
-    """The ISO 639-1 code of an mteb ``iso3-Script`` tag, None for a language or script we skip.
+def mteb_iso3(code: str) -> str:
+    """The ISO 639-3 code that selects ``code``'s mteb subsets: the first of its codes, the one
+    the reference code passed to mteb (its ``LANG_TO_CODES``: "ara", "fas", "swa", ...)."""
+    return get_language(code).iso3[0]
 
-    A tag in another script than the language's own (e.g. romanised Arabic "arb-Latn") is skipped.
+
+def involves(langscripts: Iterable[str], code: str) -> bool:
+    """Whether an mteb subset with these ``iso3-Script`` tags counts for language ``code``.
+
+    mteb 1.14's rule (``AbsTask.filter_languages`` and ``TaskResult.get_score`` with bare ISO
+    639-3 codes): a subset counts when any of its languages has the code, whatever the script,
+    so a cross-lingual subset (es-en) counts for each of its languages.
     """
-    iso3, _, script = langscript.partition("-")
-    code = _BY_ISO3.get(iso3)
-    if code is None:
-        return None
-    if script and script not in _LANGUAGES[code].scripts:
-        return None
-    return code
+    iso3 = mteb_iso3(code)
+    return any(tag.partition("-")[0] == iso3 for tag in langscripts)
 
 
 def aggregation_languages(languages: Sequence[str]) -> list[str]:
-    """The languages a task (or task subset) with these languages counts for.
+    """The languages a local task (``task.json``) with these languages counts for.
 
-    The rule (documented in the report): a monolingual task counts for its language; a
-    cross-lingual task counts for each of its non-English languages, so an en-xx task counts
-    for xx only (English-only work is already measured by the English tasks).
+    A monolingual task counts for its language; a cross-lingual one for each of its
+    non-English languages, so an en-xx task counts for xx only (English-only work is measured
+    by the English tasks). Tasks from mteb follow mteb's rule instead (see :func:`involves`).
     """
     unique = list(dict.fromkeys(languages))
     non_english = [lang for lang in unique if lang != ENGLISH]

@@ -23,9 +23,12 @@ def _fmt_ci(ci: Sequence[float] | None) -> str:
     return "" if not ci else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def _fmt_p(p: float | None) -> str:
+def _fmt_p(p: float | None, replicates: int) -> str:
+    """A bootstrap p-value; 0 (no resample on the far side of 0) is shown as < 2 / B."""
     if p is None or p != p:
         return ""
+    if p == 0:
+        return f"<{2 / replicates:.3g}" if replicates else "0"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
@@ -125,7 +128,12 @@ def render_markdown(report: EvaluationReport) -> str:
     for test in report.paired_tests:
         a, b = test["model_a"], test["model_b"]
         rows = [
-            [key, _fmt(t["difference"]), _fmt_ci(t["ci"]).strip(), _fmt_p(t["p_value"])]
+            [
+                key,
+                _fmt(t["difference"]),
+                _fmt_ci(t["ci"]).strip(),
+                _fmt_p(t["p_value"], report.bootstrap),
+            ]
             for key, t in test["tasks"].items()
         ]
         rows += [
@@ -133,7 +141,7 @@ def render_markdown(report: EvaluationReport) -> str:
                 f"language {lang} (avg)",
                 _fmt(t["difference"]),
                 _fmt_ci(t["ci"]).strip(),
-                _fmt_p(t["p_value"]),
+                _fmt_p(t["p_value"], report.bootstrap),
             ]
             for lang, t in test["languages"].items()
         ]
@@ -141,7 +149,10 @@ def render_markdown(report: EvaluationReport) -> str:
             "",
             f"## Paired bootstrap test: {a} - {b}",
             "",
-            "Two-sided p-value of the difference on identical resamples (tasks with per-example results only).",
+            "Difference on identical resamples (tasks with per-example results only): 95% "
+            "percentile interval and two-sided p-value (twice the share of resampled differences "
+            "on the far side of 0) from the same resamples, so p < 0.05 exactly when the "
+            "interval excludes 0.",
             "",
             *_md_table(
                 ["task / language", "difference", "95% CI", "p-value"],

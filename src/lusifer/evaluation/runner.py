@@ -43,7 +43,7 @@ class TaskScore:
     split: str
     languages: list[str]
     crosslingual: bool
-    score: float  # mean over all evaluated subsets
+    score: float  # mean over the evaluated subsets (cross-lingual mteb task: Table-2 rule)
     language_scores: dict[str, float]
     subset_scores: dict[str, float]
     ci: list[float] | None = None
@@ -116,7 +116,10 @@ class EvaluationReport:
                 "bootstrap_replicates": self.bootstrap,
                 "seed": self.seed,
                 "confidence": statistics.CONFIDENCE,
-                "method": "percentile bootstrap over test examples; paired tests share resamples",
+                "method": (
+                    "percentile bootstrap over test examples; paired tests share resamples, "
+                    "p = min(1, 2 * share of resampled differences on the far side of 0)"
+                ),
             },
             "results": {m: s.to_dict() for m, s in self.summaries.items()},
             "paired_tests": self.paired_tests,
@@ -318,6 +321,16 @@ def evaluate(
 # --------------------------------------------------------------------------- summarising
 
 
+def _task_score(entry: TaskEntry, subset_scores: dict[str, float]) -> float:
+    """The plain mean over the evaluated subsets; for a cross-lingual mteb task, the paper's
+    Table-2 score (:func:`aggregation.crosslingual_task_score`)."""
+    if entry.crosslingual and entry.subset_languages:
+        score = aggregation.crosslingual_task_score(subset_scores, entry.subset_languages)
+        if score is not None:
+            return score
+    return fmean(subset_scores.values())
+
+
 def summarise(
     entries: Sequence[TaskEntry],
     models: Sequence[str],
@@ -350,7 +363,7 @@ def summarise(
                 split=entry.split,
                 languages=order_languages(language_scores),
                 crosslingual=entry.crosslingual,
-                score=fmean(subset_scores.values()),
+                score=_task_score(entry, subset_scores),
                 language_scores=language_scores,
                 subset_scores=subset_scores,
                 evaluation_time=run.get("evaluation_time"),

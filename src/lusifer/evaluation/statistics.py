@@ -17,9 +17,11 @@ the main score from them:
   its exact per-sentence decomposition (see :func:`bitext_f1_terms`).
 
 The resampled indices depend only on (seed, task key, number of examples), so two models see
-identical replicates and their difference is a paired bootstrap. Two-sided p-value of the
-paired test: ``(1 + #{|d_b - d| >= |d|}) / (B + 1)`` with ``d`` the observed difference and
-``d_b`` the replicates (the shifted-replicate null of Efron & Tibshirani, ch. 16).
+identical replicates and their difference is a paired bootstrap. The paired test's interval and
+p-value come from one distribution, the B replicate differences placed around the reported
+difference (see :func:`paired_test`): the percentile interval, and the two-sided p-value
+``min(1, 2 * min(#{d_b <= 0}, #{d_b >= 0}) / B)``. They agree by construction: p < 1 - c
+exactly when the level-c interval excludes 0 (p = 0 means p < 2 / B).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import f1_score, v_measure_score
+from sklearn.metrics import f1_score
 
 CONFIDENCE = 0.95
 
@@ -78,20 +80,9 @@ def replicate_scores(
         if metric == "accuracy":
             correct = (predictions == labels[None, :]).mean(axis=0)
             return 100.0 * correct[indices].mean(axis=1)
-        return 100.0 * np.array(
-            [
-                np.mean(
-                    [
-                        f1_score(labels[idx], p[idx], average="macro", zero_division=0)
-                        for p in predictions
-                    ]
-                )
-                for idx in indices
-            ]
-        )
+        return 100.0 * np.mean([macro_f1_rows(labels, p, indices) for p in predictions], axis=0)
     if task_type == "clustering":
-        assignment = np.asarray(per_example["assignment"])
-        return 100.0 * np.array([v_measure_score(labels[idx], assignment[idx]) for idx in indices])
+        return 100.0 * v_measure_rows(labels, np.asarray(per_example["assignment"]), indices)
     if task_type == "bitext":
         predictions = np.asarray(per_example["predictions"])
         if metric == "accuracy":
@@ -105,6 +96,56 @@ def replicate_scores(
             ]
         )
     raise ValueError(f"no bootstrap statistic for task type {task_type!r}")
+
+
+def _codes(*arrays: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    """Integer codes 0..k-1 shared by ``arrays`` (any label values), and k."""
+    values, inverse = np.unique(np.concatenate(arrays), return_inverse=True)
+    return values.size, np.split(inverse, np.cumsum([a.size for a in arrays])[:-1])
+
+
+def _row_counts(
+    codes: np.ndarray, size: int, indices: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """``out[b, c]`` = (weighted) number of draws in row b of ``indices`` whose code is c."""
+    rows = indices.shape[0]
+    flat = (codes[indices] + size * np.arange(rows)[:, None]).ravel()
+    w = None if weights is None else weights[indices].ravel()
+    return np.bincount(flat, weights=w, minlength=rows * size).reshape(rows, size)
+
+
+def macro_f1_rows(labels: np.ndarray, predictions: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """sklearn's ``f1_score(average="macro", zero_division=0)`` on each resample (row of
+    ``indices``): the mean over the classes present in the resample's labels or predictions."""
+    size, (y, p) = _codes(labels, predictions)
+    true, pred = _row_counts(y, size, indices), _row_counts(p, size, indices)
+    tp = _row_counts(y, size, indices, weights=(y == p).astype(np.float64))
+    total = true + pred
+    f1 = np.divide(2.0 * tp, total, out=np.zeros_like(tp), where=total > 0)
+    return f1.sum(axis=1) / (total > 0).sum(axis=1)
+
+
+def _entropy_rows(p: np.ndarray) -> np.ndarray:
+    logs = np.log(p, out=np.zeros_like(p), where=p > 0)
+    return -(p * logs).sum(axis=-1)
+
+
+def v_measure_rows(labels: np.ndarray, assignment: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """sklearn's ``v_measure_score`` (mteb's clustering metric) on each resample."""
+    (k, (y,)), (m, (a,)) = _codes(labels), _codes(assignment)
+    table = _row_counts(y * m + a, k * m, indices).reshape(-1, k, m)
+    p = table / indices.shape[1]
+    p_true, p_pred = p.sum(axis=2), p.sum(axis=1)
+    h_true, h_pred = _entropy_rows(p_true), _entropy_rows(p_pred)
+    outer = p_true[:, :, None] * p_pred[:, None, :]
+    ratio = np.divide(p, outer, out=np.ones_like(p), where=p > 0)
+    mi = np.clip((p * np.log(ratio)).sum(axis=(1, 2)), 0.0, None)
+    homogeneity = np.divide(mi, h_true, out=np.ones_like(mi), where=h_true > 0)
+    completeness = np.divide(mi, h_pred, out=np.ones_like(mi), where=h_pred > 0)
+    total = homogeneity + completeness
+    return np.divide(
+        2.0 * homogeneity * completeness, total, out=np.zeros_like(total), where=total > 0
+    )
 
 
 def bitext_f1_terms(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
@@ -146,6 +187,24 @@ class Interval:
         return [round(self.low, 4), round(self.high, 4)]
 
 
+def _placed(replicates: np.ndarray, estimate: float | None, center: float | None) -> np.ndarray:
+    """The finite replicates moved by ``estimate - center`` (when both are given)."""
+    finite = replicates[np.isfinite(replicates)]
+    if estimate is None or center is None:
+        return finite
+    return finite + (estimate - center)
+
+
+def _order_interval(values: np.ndarray, confidence: float) -> Interval:
+    """Percentile interval as order statistics: the j-th smallest and j-th largest of the B
+    values, j the largest index with j < B (1 - c) / 2, so that the interval excludes 0 exactly
+    when fewer than B (1 - c) / 2 values lie on one side of 0 (or on it)."""
+    ordered = np.sort(values)
+    tail = (1.0 - confidence) / 2.0 * ordered.size
+    j = min(max(int(np.ceil(round(tail, 9))) - 1, 0), (ordered.size - 1) // 2)
+    return Interval(float(ordered[j]), float(ordered[ordered.size - 1 - j]))
+
+
 def percentile_interval(
     replicates: np.ndarray,
     confidence: float = CONFIDENCE,
@@ -156,13 +215,8 @@ def percentile_interval(
     """Percentile interval of ``replicates``; with ``estimate`` and ``center`` it is moved by
     ``estimate - center`` (used where mteb's score comes from another procedure than the
     per-example statistic, i.e. clustering; elsewhere the shift is mteb's rounding only)."""
-    finite = replicates[np.isfinite(replicates)]
-    if finite.size == 0:
-        return None
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
-    shift = 0.0 if estimate is None or center is None else estimate - center
-    return Interval(float(low + shift), float(high + shift))
+    values = _placed(replicates, estimate, center)
+    return _order_interval(values, confidence) if values.size else None
 
 
 @dataclass(frozen=True)
@@ -192,15 +246,17 @@ def paired_test(
 
     ``center`` is the difference the replicates resample around (the per-example statistic on
     the full data); it defaults to ``observed`` and differs only where mteb's own score uses a
-    different procedure (clustering).
+    different procedure (clustering). The replicates are moved by ``observed - center``; the
+    percentile interval and the p-value, ``min(1, 2 * share of the moved replicates on the
+    far side of 0)``, both come from that one distribution, so p < 1 - ``confidence`` exactly
+    when the interval excludes 0.
     """
-    diffs = replicate_differences[np.isfinite(replicate_differences)]
+    diffs = _placed(replicate_differences, observed, center)
     if diffs.size == 0:
         return PairedTest(observed, None, float("nan"))
-    center = observed if center is None else center
-    extreme = np.count_nonzero(np.abs(diffs - center) >= abs(center))
-    interval = percentile_interval(diffs, confidence, estimate=observed, center=center)
-    return PairedTest(observed, interval, float((1 + extreme) / (diffs.size + 1)))
+    far_side = min(np.count_nonzero(diffs <= 0), np.count_nonzero(diffs >= 0))
+    p_value = min(1.0, 2.0 * far_side / diffs.size)
+    return PairedTest(observed, _order_interval(diffs, confidence), p_value)
 
 
 def mean_replicates(replicates: Sequence[np.ndarray]) -> np.ndarray:

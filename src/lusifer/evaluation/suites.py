@@ -4,6 +4,11 @@ Task names are those of mteb 1.14, which the paper used. mteb 2.x keeps every on
 under the same name and marks newer versions with ``superseded_by``; ``lusifer`` pins the
 original, ``lusifer-v2`` follows mteb's successor chain. Building a suite only reads mteb's
 metadata; the data download happens when a task runs.
+
+Subsets and splits are chosen as the reference code did with mteb 1.14 (its
+``lusifer/eval/eval.py``): ``mteb.get_task(name, languages=[iso3])`` keeps every subset with
+the language among its languages (:func:`lusifer.evaluation.languages.involves`), and the
+split is the first of test, test.full, test_expert, validation, dev, train.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from .entry import MTEB_TYPE_TO_TYPE, TaskEntry
 from .instructions import instruction_for
-from .languages import ENGLISH, LUSIFER_LANGUAGES, aggregation_languages, from_mteb
+from .languages import LUSIFER_LANGUAGES, involves
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
@@ -145,48 +150,36 @@ def latest_version(name: str) -> str:
     return name
 
 
-def _eval_split(task: AbsTask, preferred: Sequence[str] | None = None) -> str:
-    """One split per task: mteb's English benchmark choice, else "test", else the first."""
+#: The reference code's split preference (``eval_mteb_dataset``).
+_SPLIT_PREFERENCE: tuple[str, ...] = (
+    "test",
+    "test.full",
+    "test_expert",
+    "validation",
+    "dev",
+    "train",
+)
+
+
+def _eval_split(task: AbsTask) -> str:
+    """One split per task: the first of :data:`_SPLIT_PREFERENCE` the task has, else its first."""
     splits = list(task.metadata.eval_splits)
-    for split in [*(preferred or ()), "test"]:
-        if split in splits:
-            return split
-    return splits[0]
+    return next((split for split in _SPLIT_PREFERENCE if split in splits), splits[0])
 
 
-def _subset_languages(task: AbsTask) -> dict[str, list[str | None]]:
-    """hf subset -> its languages as ISO 639-1 codes (None for a language outside our table)."""
-    return {
-        subset: [from_mteb(ls) for ls in langscripts]
-        for subset, langscripts in task.metadata.hf_subsets_to_langscripts.items()
-    }
+def _langscripts(task: AbsTask) -> dict[str, list[str]]:
+    """hf subset -> its mteb ``iso3-Script`` tags."""
+    return {s: list(tags) for s, tags in task.metadata.hf_subsets_to_langscripts.items()}
 
 
 def subsets_for_language(task: AbsTask, language: str) -> list[str]:
-    """The subsets of ``task`` that give its score for ``language`` in the per-language benchmark.
+    """The subsets of ``task`` that count for ``language``: every subset involving it.
 
-    Monolingual subsets of the language when there are any, else the subsets pairing the
-    language with English (e.g. IndicCrosslingualSTS for Hindi), which count for the
-    non-English side.
+    mteb 1.14's ``get_task(name, languages=[iso3])`` as the reference code called it, so STS17's
+    es-en counts for Spanish (and for English) next to es-es; a language's score on the task is
+    the plain mean over these subsets (``TaskResult.get_score(languages=[iso3])``).
     """
-    subsets = _subset_languages(task)
-    mono = [s for s, langs in subsets.items() if langs and all(x == language for x in langs)]
-    if mono or language == ENGLISH:
-        return mono
-    return [
-        s
-        for s, langs in subsets.items()
-        if language in langs and all(x in (language, ENGLISH) for x in langs)
-    ]
-
-
-def crosslingual_subsets(task: AbsTask, languages: Sequence[str]) -> list[str]:
-    """Subsets pairing two different languages, both among ``languages``."""
-    return [
-        s
-        for s, langs in _subset_languages(task).items()
-        if len(set(langs)) >= 2 and all(x is not None and x in languages for x in langs)
-    ]
+    return [s for s, tags in _langscripts(task).items() if involves(tags, language)]
 
 
 def _mteb_factory(name: str, subsets: tuple[str, ...], split: str) -> AbsTask:
@@ -215,6 +208,7 @@ def _entry(
     subsets = tuple(dict.fromkeys(s for subs in by_lang.values() for s in subs))
     md = task.metadata
     task_type = MTEB_TYPE_TO_TYPE.get(md.type, md.type.lower())
+    tags = _langscripts(task)
     return TaskEntry(
         key=name,
         name=name,
@@ -227,15 +221,10 @@ def _entry(
         source="mteb",
         fingerprint=_fingerprint(name, md.dataset.get("revision"), subsets, split),
         factory=partial(_mteb_factory, name, subsets, split),
+        subset_languages={
+            s: tuple(dict.fromkeys(t.partition("-")[0] for t in tags.get(s, ()))) for s in subsets
+        },
     )
-
-
-def _english_benchmark_choices() -> dict[str, tuple[list[str], list[str]]]:
-    """Subsets and splits mteb's ``MTEB(eng, v1)`` uses for each English task."""
-    import mteb
-
-    bench = mteb.get_benchmark("MTEB(eng, v1)")
-    return {t.metadata.name: (list(t.hf_subsets), list(t.eval_splits)) for t in bench.tasks}
 
 
 def build_lusifer_suite(
@@ -243,45 +232,40 @@ def build_lusifer_suite(
 ) -> list[TaskEntry]:
     """The per-language LUSIFER benchmark (paper Table 1) as task entries.
 
-    A task listed under several languages is one entry whose subsets are split by language.
-    With ``newest_versions`` every task is replaced by mteb's newest successor (``lusifer-v2``).
+    A task listed under several languages is one entry whose subsets are split by language
+    (a subset involving two listed languages counts for both). With ``newest_versions`` every
+    task is replaced by mteb's newest successor (``lusifer-v2``).
     """
     import mteb
 
     wanted = list(languages) if languages is not None else list(LUSIFER_LANGUAGES)
-    english = _english_benchmark_choices()
     plan: dict[str, dict[str, list[str]]] = {}
-    splits: dict[str, str] = {}
     tasks: dict[str, AbsTask] = {}
     for language in wanted:
         for listed in LUSIFER_TASKS.get(language, ()):
             name = latest_version(listed) if newest_versions else listed
             task = tasks.setdefault(name, mteb.get_task(name))
-            if language == ENGLISH and listed in english:
-                subsets, preferred = english[listed]
-                if not task.metadata.is_multilingual:
-                    subsets = ["default"]
+            if task.metadata.is_multilingual:
+                subsets = subsets_for_language(task, language)
             else:
-                subsets = (
-                    subsets_for_language(task, language)
-                    if task.metadata.is_multilingual
-                    else ["default"]
-                )
-                preferred = None
+                subsets = ["default"]
             if not subsets:
                 raise ValueError(f"mteb task {name} has no subset for language {language!r}")
             plan.setdefault(name, {})[language] = subsets
-            splits.setdefault(name, _eval_split(task, preferred))
     return [
-        _entry(name, by_lang, splits[name], crosslingual=False, task=tasks[name])
+        _entry(name, by_lang, _eval_split(tasks[name]), crosslingual=False, task=tasks[name])
         for name, by_lang in plan.items()
     ]
 
 
 def build_crosslingual_suite(languages: Sequence[str] | None = None) -> list[TaskEntry]:
-    """The cross-lingual benchmark (paper Table 2): pairs of two different languages of the 14.
+    """The cross-lingual benchmark (paper Table 2), as the reference code ran it.
 
-    A pair counts for its non-English languages in the per-language table.
+    Its ``--eval_crosslingual`` called ``mteb.get_task(name, languages=<the 14 languages>)``:
+    every subset involving one of ``languages`` (default: the 14), monolingual ones and
+    partners outside the 14 included (STS17's it-en counts through English). The task's
+    Table-2 score is :func:`lusifer.evaluation.aggregation.crosslingual_task_score`; in the
+    per-language table each subset counts for each of ``languages`` it involves.
     """
     import mteb
 
@@ -289,14 +273,8 @@ def build_crosslingual_suite(languages: Sequence[str] | None = None) -> list[Tas
     entries = []
     for name in CROSSLINGUAL_TASKS:
         task = mteb.get_task(name)
-        subset_langs = _subset_languages(task)
-        by_language: dict[str, list[str]] = {}
-        for subset in crosslingual_subsets(task, LUSIFER_LANGUAGES):
-            counts_for = aggregation_languages([x for x in subset_langs[subset] if x])
-            if languages is not None and not set(counts_for) & set(wanted):
-                continue
-            for lang in counts_for:
-                by_language.setdefault(lang, []).append(subset)
+        by_language = {lang: subsets_for_language(task, lang) for lang in wanted}
+        by_language = {lang: subs for lang, subs in by_language.items() if subs}
         if by_language:
             entries.append(
                 _entry(name, by_language, _eval_split(task), crosslingual=True, task=task)
