@@ -48,7 +48,7 @@ VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
     "with instructions": ("minilm", ["model.use_instructions=true"], None),
     "without help paragraphs": (
         "minilm",
-        [_without_help("alignment", ", reconstruct_prob: 0.5"), _without_help("representation")],
+        [_without_help("alignment", ", reconstruct_prob: 0.5, query_to_passage_prob: 0.45"), _without_help("representation")],
         None,
     ),
     "smollm2, distillation alignment": (

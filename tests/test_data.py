@@ -22,6 +22,7 @@ from lusifer.data.language_guard import (
 from lusifer.data.readers import (
     DataFormatError,
     PairRow,
+    ReadStats,
     TextRow,
     load_hf_pairs,
     load_hf_texts,
@@ -130,7 +131,6 @@ GOOD = b'{"query": "q", "positive": "p"}'
         (b'{"query": "q", "positive": "p"', None, "bad JSON"),
         (b'{"query": "q"}', "positive", "missing; expected a non-empty string"),
         (b'{"query": "q", "positive": 5}', "positive", "expected a non-empty string, got int"),
-        (b'{"query": "  ", "positive": "p"}', "query", "empty"),
         (b'{"query": "q", "positive": "p", "negatives": "n"}', "negatives", "list"),
         (b'{"query": "q", "positive": "p", "negatives": ["n", 3]}', "negatives[1]", "got int"),
         (b'{"query": "q", "positive": "p", "instruction": 1}', "instruction", "string or null"),
@@ -237,23 +237,99 @@ def test_load_hf_from_save_to_disk_and_files(tmp_path):
 
 def test_load_hf_errors(tmp_path):
     datasets = pytest.importorskip("datasets")
-    datasets.Dataset.from_dict({"q": ["a", "b"], "p": ["x", ""]}).save_to_disk(str(tmp_path / "d"))
+    datasets.Dataset.from_dict({"q": ["a", "b"], "p": ["x", "y"]}).save_to_disk(str(tmp_path / "d"))
     with pytest.raises(
         DataFormatError, match=r"field 'query': no such column; available columns: \['q', 'p'\]"
     ):
         load_hf_pairs(tmp_path / "d")
-    with pytest.raises(DataFormatError, match=r"field 'p': row 1: empty"):
-        load_hf_pairs(tmp_path / "d", query_field="q", positive_field="p")
-    datasets.Dataset.from_dict({"q": ["a"], "p": ["x"], "n": [["ok", ""]]}).save_to_disk(
+    datasets.Dataset.from_dict({"q": ["a"], "p": [3]}).save_to_disk(str(tmp_path / "t"))
+    with pytest.raises(DataFormatError, match=r"field 'p': row 0: expected a non-empty string"):
+        load_hf_pairs(tmp_path / "t", query_field="q", positive_field="p")
+    datasets.Dataset.from_dict({"q": ["a"], "p": ["x"], "n": [["ok", None]]}).save_to_disk(
         str(tmp_path / "neg")
     )
     with pytest.raises(DataFormatError, match=r"field 'n\[1\]': row 0: expected a non-empty"):
         load_hf_pairs(tmp_path / "neg", query_field="q", positive_field="p", negatives_field="n")
+    with pytest.raises(DataFormatError, match=r"field 'negative_\*': no column matches"):
+        load_hf_pairs(
+            tmp_path / "d", query_field="q", positive_field="p", negatives_field="negative_*"
+        )
     with pytest.raises(KeyError, match="no split 'validation'"):
         datasets.DatasetDict({"train": datasets.Dataset.from_dict({"q": ["a"]})}).save_to_disk(
             str(tmp_path / "dd")
         )
         load_hf_pairs(tmp_path / "dd", split="validation", query_field="q", positive_field="q")
+
+
+def test_empty_rows_are_skipped_and_counted(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    # wikitext-103-raw has empty lines between paragraphs: skipped, not fatal
+    datasets.Dataset.from_dict(
+        {"text": ["", " = Title = \n", "  ", "A paragraph.\n"]}
+    ).save_to_disk(str(tmp_path / "wiki"))
+    stats = ReadStats()
+    texts = load_hf_texts(tmp_path / "wiki", stats=stats)
+    assert [t.text for t in texts] == [" = Title = \n", "A paragraph.\n"]
+    assert (stats.rows, stats.skipped_rows) == (2, 2)
+    # pairs: an empty query or no non-empty positive skips the row; empty negatives drop
+    datasets.Dataset.from_dict(
+        {"q": ["a", " ", "c"], "p": [["x", ""], ["y"], [""]], "n": [["n1", ""], [], ["n3"]]}
+    ).save_to_disk(str(tmp_path / "pairs"))
+    stats = ReadStats()
+    rows = load_hf_pairs(
+        tmp_path / "pairs", query_field="q", positive_field="p", negatives_field="n", stats=stats
+    )
+    assert [(r.query, r.positives, r.negatives) for r in rows] == [("a", ["x"], ["n1"])]
+    assert (stats.rows, stats.skipped_rows, stats.dropped_negatives) == (1, 2, 1)
+    path = tmp_path / "rows.jsonl"
+    _write_lines(path, [GOOD, b'{"query": "  ", "positive": "p"}', GOOD])
+    stats = ReadStats()
+    assert len(read_pair_rows(path, stats)) == 2 and stats.skipped_rows == 1
+
+
+def test_numbered_negative_columns_and_several_positives(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    # the layout of sentence-transformers/msmarco-bm25 "triplet-50": negative_1..negative_N
+    columns = {"query": ["q1", "q2"], "positive": ["p1", "p2"]}
+    for k in (1, 2, 10, 11):  # numeric, not alphabetical, order
+        columns[f"negative_{k}"] = [f"q1 n{k}", f"q2 n{k}"]
+    datasets.Dataset.from_dict(columns).save_to_disk(str(tmp_path / "t50"))
+    rows = load_hf_pairs(tmp_path / "t50", negatives_field="negative_*")
+    assert rows[0].negatives == ["q1 n1", "q1 n2", "q1 n10", "q1 n11"]
+    # a list of columns, and a single string column
+    rows = load_hf_pairs(tmp_path / "t50", negatives_field=["negative_2", "negative_1"])
+    assert rows[1].negatives == ["q2 n2", "q2 n1"]
+    assert load_hf_pairs(tmp_path / "t50", negatives_field="negative_10")[0].negatives == ["q1 n10"]
+    # the authors' sets: positive and negative are list columns
+    datasets.Dataset.from_dict(
+        {
+            "query": ["q"],
+            "positive": [["p1", "p2", "p3"]],
+            "negative": [["n1", "n2"]],
+            "cluster": [0],
+        }
+    ).save_to_disk(str(tmp_path / "lists"))
+    (row,) = load_hf_pairs(tmp_path / "lists", negatives_field="negative")
+    assert row.positives == ["p1", "p2", "p3"] and row.negatives == ["n1", "n2"]
+    path = tmp_path / "out.jsonl"
+    write_jsonl(path, [row])
+    assert read_pair_rows(path)[0].positives == ["p1", "p2", "p3"]
+
+
+def test_limit_draws_a_seeded_random_subset(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    texts = [f"text number {i}" for i in range(200)]
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "d"))
+    first = [t.text for t in load_hf_texts(tmp_path / "d", limit=20, seed=1)]
+    again = [t.text for t in load_hf_texts(tmp_path / "d", limit=20, seed=1)]
+    other = [t.text for t in load_hf_texts(tmp_path / "d", limit=20, seed=2)]
+    assert first == again and len(set(first)) == 20
+    assert first != texts[:20] and set(first) != set(other)
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, [{"text": t} for t in texts])
+    local = [t.text for t in read_text_rows(path, limit=20, seed=1)]
+    assert len(local) == 20 and local != texts[:20]
+    assert local == sorted(local, key=texts.index)  # kept in file order
 
 
 # --------------------------------------------------------------------------- bundled data

@@ -15,7 +15,7 @@ def train_command(
         typer.Argument(help="key=value overrides with dotted keys, e.g. alignment.steps=200"),
     ] = None,
     stage: Annotated[
-        str | None, typer.Option(help="Only this stage: alignment or representation.")
+        str | None, typer.Option(help="Only this stage (a stage name of the config).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.")] = None,
@@ -25,8 +25,20 @@ def train_command(
     allow_non_english: Annotated[
         bool, typer.Option(help="Train on data the English-only guard refuses (not the method).")
     ] = False,
+    rehearse: Annotated[
+        bool,
+        typer.Option(
+            help="Run every stage for a few steps on tiny backbones of the same families and "
+            "local copies of every data set's columns; writes OUTPUT/rehearsal.json. "
+            "Do this before renting GPUs."
+        ),
+    ] = False,
+    processes: Annotated[
+        int, typer.Option(help="With --rehearse: rehearse under torchrun with this many processes.")
+    ] = 1,
 ) -> None:
-    """Train a LUSIFER model: alignment, then representation finetuning (English data only)."""
+    """Train a LUSIFER model: its stages in order (alignment, then representation
+    finetuning), on English data only."""
     from ..config import ConfigError
     from ..data.language_guard import NonEnglishDataError
     from ..data.readers import DataFormatError
@@ -37,8 +49,14 @@ def train_command(
         extra["run.output_dir"] = str(output)
     if allow_non_english:
         extra["run.allow_non_english"] = True
-    if stage not in (None, "alignment", "representation"):
-        raise typer.BadParameter("must be alignment or representation", param_hint="--stage")
+    if processes != 1 and not rehearse:
+        raise typer.BadParameter(
+            "only with --rehearse; launch real runs with accelerate launch or torchrun",
+            param_hint="--processes",
+        )
+    if rehearse:
+        _rehearse(config, overrides or [], extra, output, processes)
+        return
     try:
         cfg = load_train_config(config, overrides or [], **extra)
         result = run_training(
@@ -51,6 +69,47 @@ def train_command(
         typer.echo(f"Interrupted; continue with: lusifer train {config} --resume", err=True)
         raise typer.Exit(130)
     typer.echo(f"trained model saved to {result}")
+
+
+def _rehearse(
+    config: Path, overrides: list[str], extra: dict, output: Path | None, processes: int
+) -> None:
+    import json
+    import os
+    import sys
+
+    from ..config import ConfigError
+    from ..data.language_guard import NonEnglishDataError
+    from ..data.readers import DataFormatError
+    from ..training import load_train_config
+    from ..training.rehearsal import REHEARSAL_FILE, launch_processes, rehearse
+
+    if output is None:
+        raise typer.BadParameter("--rehearse needs --output DIR", param_hint="--output")
+    if processes > 1 and not os.environ.get("LUSIFER_REHEARSAL_CHILD"):
+        code = launch_processes(sys.argv[1:], processes)
+        if code != 0:
+            typer.echo(
+                f"error: the rehearsal failed (exit code {code}); see the output above", err=True
+            )
+            raise typer.Exit(code)
+    else:
+        extra = {k: v for k, v in extra.items() if k != "run.output_dir"}
+        try:
+            report = rehearse(load_train_config(config, overrides, **extra), output)
+        except (ConfigError, NonEnglishDataError, DataFormatError, FileNotFoundError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        if not report or os.environ.get("LUSIFER_REHEARSAL_CHILD"):
+            return  # another process, or the launcher prints
+    report = json.loads((output / REHEARSAL_FILE).read_text())
+    typer.echo(f"rehearsal on {report['world_size']} process(es): {output / REHEARSAL_FILE}")
+    for s in report["stages"]:
+        typer.echo(
+            f"  {s['name']:<20} {s['objective']:<15} loss {s['loss_first']:.3f} -> "
+            f"{s['loss_last']:.3f}  positives/query {s['positives_per_query']}  "
+            f"negatives/query {s['negatives_per_query']}"
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -6,15 +6,21 @@ Two row shapes cover both training stages:
 - :class:`PairRow` for pair data, ``{"query", "positive", "negatives"?, "instruction"?,
   "dataset"?, "label"?, "source"?, "license"?}`` a line.
 
-A malformed row is never skipped: it raises :class:`DataFormatError` naming the file, the
-line and the field, and saying what was expected.
+A malformed row (bad JSON, a missing field, a wrong type) is never skipped: it raises
+:class:`DataFormatError` naming the file, the line and the field, and saying what was
+expected. A row whose text is empty or only whitespace (common in hub data sets, e.g.
+wikitext's blank lines) is skipped and counted in a :class:`ReadStats`, as is an empty
+hard negative. ``limit`` draws a seeded random subset, as the reference code does.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import gzip
 import io
 import json
+import random
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +29,7 @@ from typing import Any
 __all__ = [
     "DataFormatError",
     "PairRow",
+    "ReadStats",
     "TextRow",
     "iter_pair_rows",
     "iter_text_rows",
@@ -53,8 +60,24 @@ class TextRow:
 
 
 @dataclass
+class ReadStats:
+    """What a reader kept and skipped (empty rows, empty hard negatives)."""
+
+    rows: int = 0
+    skipped_rows: int = 0
+    dropped_negatives: int = 0
+
+
+class _SkipRow(Exception):
+    """A row whose required text is empty: skipped, not an error."""
+
+
+@dataclass
 class PairRow:
-    """One (query, positive, hard negatives) example with its task instruction."""
+    """One (query, positive, hard negatives) example with its task instruction.
+
+    ``other_positives`` holds further positives of the same query (the reference's data
+    has a list of positives per query); ``positives`` gives them all."""
 
     query: str
     positive: str
@@ -64,10 +87,19 @@ class PairRow:
     label: str | int | None = None
     source: str | None = None
     license: str | None = None
+    other_positives: list[str] = field(default_factory=list)
+
+    @property
+    def positives(self) -> list[str]:
+        return [self.positive, *self.other_positives]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict without empty optional fields."""
+        """JSON-ready dict without empty optional fields; several positives are written
+        as a list in ``positive``."""
         out = asdict(self)
+        others = out.pop("other_positives")
+        if others:
+            out["positive"] = [out["positive"], *others]
         return {k: v for k, v in out.items() if v not in (None, [], "") or k in _PAIR_REQUIRED}
 
 
@@ -142,6 +174,7 @@ def _type_name(value: Any) -> str:
 
 
 def _req_str(obj: dict, key: str, where: str, line: int | None) -> str:
+    """A required text field; raises :class:`_SkipRow` when it is empty or whitespace."""
     if key not in obj:
         raise DataFormatError(where, line, key, "missing; expected a non-empty string")
     value = obj[key]
@@ -150,8 +183,26 @@ def _req_str(obj: dict, key: str, where: str, line: int | None) -> str:
             where, line, key, f"expected a non-empty string, got {_type_name(value)}"
         )
     if not value.strip():
-        raise DataFormatError(where, line, key, "empty; expected a non-empty string")
+        raise _SkipRow(key)
     return value
+
+
+def _positives(obj: dict, key: str, where: str, line: int | None) -> list[str]:
+    """A string or a list of strings; empty ones dropped, none left skips the row."""
+    if key not in obj:
+        raise DataFormatError(where, line, key, "missing; expected a non-empty string")
+    value = obj[key]
+    items = value if isinstance(value, list) else [value]
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            name = f"{key}[{i}]" if isinstance(value, list) else key
+            raise DataFormatError(
+                where, line, name, f"expected a non-empty string, got {_type_name(item)}"
+            )
+    kept = [item for item in items if item.strip()]
+    if not kept:
+        raise _SkipRow(key)
+    return kept
 
 
 def _opt_str(obj: dict, key: str, where: str, line: int | None) -> str | None:
@@ -165,7 +216,9 @@ def _opt_str(obj: dict, key: str, where: str, line: int | None) -> str | None:
     return value
 
 
-def _negatives(obj: dict, key: str, where: str, line: int | None) -> list[str]:
+def _negatives(
+    obj: dict, key: str, where: str, line: int | None, stats: ReadStats | None = None
+) -> list[str]:
     value = obj.get(key)
     if value is None:
         return []
@@ -174,18 +227,23 @@ def _negatives(obj: dict, key: str, where: str, line: int | None) -> list[str]:
             where, line, key, f"expected a list of non-empty strings, got {_type_name(value)}"
         )
     for i, item in enumerate(value):
-        if not isinstance(item, str) or not item.strip():
+        if not isinstance(item, str):
             raise DataFormatError(
-                where,
-                line,
-                f"{key}[{i}]",
-                f"expected a non-empty string, got {_type_name(item) if not isinstance(item, str) else 'an empty string'}",
+                where, line, f"{key}[{i}]", f"expected a non-empty string, got {_type_name(item)}"
             )
-    return list(value)
+    kept = [item for item in value if item.strip()]
+    if stats is not None:
+        stats.dropped_negatives += len(value) - len(kept)
+    return kept
 
 
 def _pair_from_obj(
-    obj: dict, where: str, line: int | None, default_dataset: str, fields: dict[str, str]
+    obj: dict,
+    where: str,
+    line: int | None,
+    default_dataset: str,
+    fields: dict[str, str],
+    stats: ReadStats | None = None,
 ) -> PairRow:
     label = obj.get("label")
     if label is not None and (not isinstance(label, str | int) or isinstance(label, bool)):
@@ -193,15 +251,18 @@ def _pair_from_obj(
             where, line, "label", f"expected a string, an integer or null, got {_type_name(label)}"
         )
     dataset = _opt_str(obj, "dataset", where, line) or default_dataset
+    query = _req_str(obj, fields["query"], where, line)
+    positive, *others = _positives(obj, fields["positive"], where, line)
     return PairRow(
-        query=_req_str(obj, fields["query"], where, line),
-        positive=_req_str(obj, fields["positive"], where, line),
-        negatives=_negatives(obj, fields["negatives"], where, line),
+        query=query,
+        positive=positive,
+        negatives=_negatives(obj, fields["negatives"], where, line, stats),
         instruction=_opt_str(obj, "instruction", where, line),
         dataset=dataset,
         label=label,
         source=_opt_str(obj, "source", where, line),
         license=_opt_str(obj, "license", where, line),
+        other_positives=others,
     )
 
 
@@ -215,32 +276,61 @@ def _stem(path: str | Path) -> str:
 _DEFAULT_FIELDS = {"query": "query", "positive": "positive", "negatives": "negatives"}
 
 
-def iter_pair_rows(path: str | Path) -> Iterator[PairRow]:
+def iter_pair_rows(path: str | Path, stats: ReadStats | None = None) -> Iterator[PairRow]:
     """Stream :class:`PairRow` s from a ``.jsonl`` or ``.jsonl.gz`` file.
 
-    ``dataset`` defaults to the file name without extensions when a row has none.
+    ``dataset`` defaults to the file name without extensions when a row has none;
+    ``positive`` may be a string or a list of strings (several positives). Rows with an
+    empty query or positive are skipped and counted in ``stats``.
     """
     default = _stem(path)
+    stats = stats if stats is not None else ReadStats()
     for where, line, obj in _iter_objects(path):
-        yield _pair_from_obj(obj, where, line, default, _DEFAULT_FIELDS)
+        try:
+            row = _pair_from_obj(obj, where, line, default, _DEFAULT_FIELDS, stats)
+        except _SkipRow:
+            stats.skipped_rows += 1
+            continue
+        stats.rows += 1
+        yield row
 
 
-def read_pair_rows(path: str | Path) -> list[PairRow]:
-    """All :class:`PairRow` s of a ``.jsonl`` / ``.jsonl.gz`` file (see :func:`iter_pair_rows`)."""
-    return list(iter_pair_rows(path))
+def _seeded_subset(rows: list, limit: int | None, seed: int) -> list:
+    """At most ``limit`` rows, a random subset drawn with ``seed``, in their file order."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), limit))
+    return [rows[i] for i in keep]
 
 
-def iter_text_rows(path: str | Path) -> Iterator[TextRow]:
-    """Stream :class:`TextRow` s (``{"text": ..., "source"?: ...}``) from a JSONL(.gz) file."""
+def read_pair_rows(
+    path: str | Path, stats: ReadStats | None = None, *, limit: int | None = None, seed: int = 0
+) -> list[PairRow]:
+    """All :class:`PairRow` s of a ``.jsonl`` / ``.jsonl.gz`` file (see :func:`iter_pair_rows`),
+    or a seeded random ``limit`` of them."""
+    return _seeded_subset(list(iter_pair_rows(path, stats)), limit, seed)
+
+
+def iter_text_rows(path: str | Path, stats: ReadStats | None = None) -> Iterator[TextRow]:
+    """Stream :class:`TextRow` s (``{"text": ..., "source"?: ...}``) from a JSONL(.gz) file;
+    empty texts are skipped and counted in ``stats``."""
+    stats = stats if stats is not None else ReadStats()
     for where, line, obj in _iter_objects(path):
-        yield TextRow(
-            text=_req_str(obj, "text", where, line), source=_opt_str(obj, "source", where, line)
-        )
+        try:
+            text = _req_str(obj, "text", where, line)
+        except _SkipRow:
+            stats.skipped_rows += 1
+            continue
+        stats.rows += 1
+        yield TextRow(text=text, source=_opt_str(obj, "source", where, line))
 
 
-def read_text_rows(path: str | Path) -> list[TextRow]:
-    """All :class:`TextRow` s of a ``.jsonl`` / ``.jsonl.gz`` file."""
-    return list(iter_text_rows(path))
+def read_text_rows(
+    path: str | Path, stats: ReadStats | None = None, *, limit: int | None = None, seed: int = 0
+) -> list[TextRow]:
+    """All :class:`TextRow` s of a ``.jsonl`` / ``.jsonl.gz`` file, or a seeded random
+    ``limit`` of them."""
+    return _seeded_subset(list(iter_text_rows(path, stats)), limit, seed)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[PairRow | TextRow | dict[str, Any]]) -> int:
@@ -312,15 +402,52 @@ def _load_hf(name_or_path: str | Path, split: str, **load_kwargs: Any):
 
 
 def _check_columns(ds, where: str, needed: list[str]) -> None:
-    missing = [c for c in needed if c not in ds.column_names]
+    _check_columns_named(list(ds.column_names), where, needed)
+
+
+def negative_columns(spec: str | list[str] | None, columns: list[str], where: str) -> list[str]:
+    """The columns holding hard negatives: one column (a list or a string), a list of
+    columns, or a pattern such as ``negative_*`` (numbered columns, in numeric order)."""
+    if spec is None:
+        return []
+    if isinstance(spec, list):
+        _check_columns_named(columns, where, spec)
+        return list(spec)
+    if any(c in spec for c in "*?["):
+        matched = [c for c in columns if fnmatch.fnmatchcase(c, spec)]
+        if not matched:
+            raise DataFormatError(
+                where, None, spec, f"no column matches this pattern; available columns: {columns}"
+            )
+        return sorted(
+            matched, key=lambda c: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", c)]
+        )
+    _check_columns_named(columns, where, [spec])
+    return [spec]
+
+
+def _check_columns_named(columns: list[str], where: str, needed: list[str]) -> None:
+    missing = [c for c in needed if c not in columns]
     if missing:
         raise DataFormatError(
             where,
             None,
             missing[0],
-            f"no such column; available columns: {ds.column_names}. "
-            "Pass the right *_field argument.",
+            f"no such column; available columns: {columns}. Pass the right *_field argument.",
         )
+
+
+def _limited_records(ds, limit: int | None, seed: int) -> Iterator[tuple[int, dict]]:
+    """(row index, record) in the data set's order, or, with ``limit``, in a seeded random
+    order (the caller stops once it has kept ``limit`` rows; skipped rows do not count)."""
+    if limit is None or limit >= len(ds):
+        yield from enumerate(ds)
+        return
+    order = list(range(len(ds)))
+    random.Random(seed).shuffle(order)
+    for start in range(0, len(order), 1000):
+        chunk = order[start : start + 1000]
+        yield from zip(chunk, ds.select(chunk), strict=True)
 
 
 def load_hf_pairs(
@@ -328,51 +455,62 @@ def load_hf_pairs(
     split: str = "train",
     query_field: str = "query",
     positive_field: str = "positive",
-    negatives_field: str | None = None,
+    negatives_field: str | list[str] | None = None,
     *,
     instruction: str | None = None,
     dataset_name: str | None = None,
     limit: int | None = None,
+    seed: int = 0,
+    stats: ReadStats | None = None,
     **load_kwargs: Any,
 ) -> list[PairRow]:
     """Pair rows from a Hugging Face dataset: a hub id (online), a directory written by
     ``save_to_disk``, or a local JSON/JSONL/Parquet/CSV file.
 
-    ``positive_field`` and ``negatives_field`` may hold a string or a list of strings; a
-    list positive uses its first item. Every row shares ``instruction``.
+    ``positive_field`` may hold a string or a list of strings (several positives);
+    ``negatives_field`` is a list column, a string column, a list of columns or a
+    pattern of numbered columns (``negative_*``). Every row shares ``instruction``.
+    ``limit`` keeps a random subset drawn with ``seed``; rows with an empty query or no
+    non-empty positive are skipped and counted in ``stats``.
     """
     ds = _load_hf(name_or_path, split, **load_kwargs)
     where = f"{name_or_path} [{split}]"
-    needed = [query_field, positive_field] + ([negatives_field] if negatives_field else [])
-    _check_columns(ds, where, needed)
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
+    _check_columns(ds, where, [query_field, positive_field])
+    neg_columns = negative_columns(negatives_field, list(ds.column_names), where)
     dataset = dataset_name or _stem(str(name_or_path).rstrip("/"))
     fields = {"query": "query", "positive": "positive", "negatives": "negatives"}
+    stats = stats if stats is not None else ReadStats()
     rows = []
-    for i, record in enumerate(ds):
-        positive = record[positive_field]
-        if isinstance(positive, list) and positive:
-            positive = positive[0]
+    for i, record in _limited_records(ds, limit, seed):
+        negatives: list[Any] = []
+        for column in neg_columns:
+            value = record[column]
+            negatives.extend(value if isinstance(value, list) else [] if value is None else [value])
         obj = {
             "query": record[query_field],
-            "positive": positive,
-            "negatives": record[negatives_field] if negatives_field else None,
+            "positive": record[positive_field],
+            "negatives": negatives,
             "instruction": instruction,
             "dataset": dataset,
         }
         try:
-            rows.append(_pair_from_obj(obj, where, None, dataset, fields))
+            rows.append(_pair_from_obj(obj, where, None, dataset, fields, stats))
+        except _SkipRow:
+            stats.skipped_rows += 1
+            continue
         except DataFormatError as e:
             original = e.field or ""
             for ours, theirs in (
                 ("query", query_field),
                 ("positive", positive_field),
-                ("negatives", negatives_field),
+                ("negatives", "+".join(neg_columns)),
             ):
                 if theirs and (original == ours or original.startswith(ours + "[")):
                     original = theirs + original[len(ours) :]
             raise DataFormatError(where, None, original, f"row {i}: {e.problem}") from None
+        stats.rows += 1
+        if limit is not None and len(rows) >= limit:
+            break
     return rows
 
 
@@ -382,25 +520,30 @@ def load_hf_texts(
     text_field: str = "text",
     *,
     limit: int | None = None,
+    seed: int = 0,
+    stats: ReadStats | None = None,
     **load_kwargs: Any,
 ) -> list[TextRow]:
-    """Text rows from a Hugging Face dataset (hub id, ``save_to_disk`` directory or local file)."""
+    """Text rows from a Hugging Face dataset (hub id, ``save_to_disk`` directory or local
+    file). Empty or whitespace rows are skipped and counted in ``stats``; ``limit`` keeps
+    a random subset drawn with ``seed``."""
     ds = _load_hf(name_or_path, split, **load_kwargs)
     where = f"{name_or_path} [{split}]"
     _check_columns(ds, where, [text_field])
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
     source = str(name_or_path)
+    stats = stats if stats is not None else ReadStats()
     rows = []
-    for i, record in enumerate(ds):
+    for i, record in _limited_records(ds, limit, seed):
         value = record[text_field]
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str):
             raise DataFormatError(
-                where,
-                None,
-                text_field,
-                f"row {i}: expected a non-empty string, got "
-                f"{'an empty string' if isinstance(value, str) else _type_name(value)}",
+                where, None, text_field, f"row {i}: expected a string, got {_type_name(value)}"
             )
+        if not value.strip():
+            stats.skipped_rows += 1
+            continue
         rows.append(TextRow(text=value, source=source))
+        stats.rows += 1
+        if limit is not None and len(rows) >= limit:
+            break
     return rows

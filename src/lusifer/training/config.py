@@ -1,13 +1,18 @@
 """Training configuration: YAML files validated into typed dataclasses.
 
 A run file has a ``model`` section (a :class:`~lusifer.config.LusiferConfig`), a
-``run`` section (output, precision, checkpointing) and one section per stage
-(``alignment``, ``representation``). Unknown keys and wrong types are errors that name
-the key; ``key=value`` overrides use dotted paths (``alignment.steps=200``).
+``run`` section (output, precision, checkpointing) and its stages: either a ``stages``
+list (any number, run in order, each with a ``name`` and an ``objective``: the paper
+runs two alignment stages, then two representation phases) or the two shorthand
+sections ``alignment`` and ``representation``. Unknown keys and wrong types are errors
+that name the key; ``key=value`` overrides use dotted paths (``alignment.steps=200``,
+or a stage's name: ``align-reconstruct.steps=200``).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,9 +21,21 @@ import yaml
 
 from ..config import ConfigError, LusiferConfig, from_dict
 
-Stage = Literal["alignment", "representation"]
+Objective = Literal["alignment", "representation"]
+Stage = Objective  # the shorthand sections are named after their objective
 DatasetSampling = Literal["proportional", "round_robin"]
-STAGES: tuple[Stage, ...] = ("alignment", "representation")
+STAGES: tuple[Objective, ...] = ("alignment", "representation")
+# Stage-1 task groups, as the reference's data code lays them out (its constants.py):
+# reconstruction-only sets, retrieval sets (PRETRAINING_PASSAGE2QUERY) and
+# classification-style sets (PRETRAINING_QUERY2PASSAGE).
+AlignmentTasks = Literal["reconstruction", "retrieval", "classification"]
+# (reconstruct, query_to_passage) shares per group; passage_to_query takes the rest.
+# retrieval: 30% query->passage, else 40% reconstruct, else passage->query = 30/28/42.
+TASK_MIX_DEFAULTS: dict[str, tuple[float, float]] = {
+    "reconstruction": (1.0, 0.0),
+    "retrieval": (0.7 * 0.4, 0.3),
+    "classification": (0.1, 0.9),
+}
 
 
 @dataclass
@@ -31,17 +48,26 @@ class DataSource:
     hf_split: str = "train"
     hf_subset: str | None = None  # a hub data set's configuration name (e.g. wikitext-103-raw-v1)
     hf_query_field: str = "query"
-    hf_positive_field: str = "positive"
-    hf_negatives_field: str | None = None
+    hf_positive_field: str = "positive"  # a string column or a list column (several positives)
+    # a list column, one string column, a list of columns, or a pattern of numbered
+    # columns ("negative_*": negative_1 .. negative_N, in numeric order)
+    hf_negatives_field: str | list[str] | None = None
     hf_text_field: str = "text"
     format: Literal["pairs", "texts"] = "pairs"
     name: str | None = None
     instruction: str | None = None  # overrides the rows' own instruction
-    limit: int | None = None  # the paper: at most 500k (stage 1), 50k/10k (stage 2) per set
+    # at most this many rows, a random subset drawn with the run's seed (the paper: at
+    # most 500k per set in stage 1, 50k/10k in stage 2)
+    limit: int | None = None
     in_batch_negatives: bool = True  # False for classification/clustering-style sets
-    # stage-1 task mix for pair data (the paper: q->p data 10% reconstruct, 90% q->p)
-    reconstruct_prob: float = 0.1
-    query_to_passage_prob: float = 0.9  # of what is not reconstruction; the rest is p->q
+    # Stage-1 task group (None: "reconstruction" for texts, "classification" for pairs):
+    # reconstruction reads a text (a pair reads "{query}. {positive}") and the LM writes
+    # "{instruction}.\n{text}"; retrieval sets mix query->passage / reconstruct the
+    # passage / passage->query 30/28/42; classification-style sets reconstruct the
+    # query 10% and write the positive 90%. The two shares below override the group's.
+    alignment_tasks: AlignmentTasks | None = None
+    reconstruct_prob: float | None = None  # share of reconstruction examples
+    query_to_passage_prob: float | None = None  # share of query->passage; the rest p->q
 
     def __post_init__(self) -> None:
         given = [k for k in ("path", "bundled", "hf_dataset") if getattr(self, k)]
@@ -50,8 +76,32 @@ class DataSource:
                 f"a data source needs exactly one of path, bundled, hf_dataset (got {given or 'none'})"
             )
         for key in ("reconstruct_prob", "query_to_passage_prob"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"{key} must be within [0, 1], got {getattr(self, key)}")
+            value = getattr(self, key)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{key} must be within [0, 1], got {value}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        reconstruct, to_passage = self.task_mix()
+        if reconstruct + to_passage > 1.0 + 1e-9:
+            raise ConfigError(
+                f"reconstruct_prob ({reconstruct}) + query_to_passage_prob ({to_passage}) "
+                "must not exceed 1 (passage->query takes the rest)"
+            )
+
+    def task_group(self, has_pairs: bool) -> str:
+        """The stage-1 task group these rows are drawn for."""
+        if self.alignment_tasks is not None:
+            return self.alignment_tasks
+        return "classification" if has_pairs else "reconstruction"
+
+    def task_mix(self, has_pairs: bool = True) -> tuple[float, float]:
+        """(reconstruct, query_to_passage) shares; passage_to_query is the rest."""
+        reconstruct, to_passage = TASK_MIX_DEFAULTS[self.task_group(has_pairs)]
+        if self.reconstruct_prob is not None:
+            reconstruct = self.reconstruct_prob
+        if self.query_to_passage_prob is not None:
+            to_passage = self.query_to_passage_prob
+        return reconstruct, to_passage
 
 
 @dataclass
@@ -70,12 +120,18 @@ class Objectives:
 
 @dataclass
 class StageConfig:
-    """One training stage."""
+    """One training stage: an alignment run (stage 1) or a representation phase (stage 2).
 
-    steps: int
+    Its length is ``steps`` or ``epochs`` (passes over the loaded rows at ``batch_size``);
+    with both, whichever ends first."""
+
     batch_size: int
     learning_rate: float
     data: list[DataSource]
+    steps: int | None = None
+    epochs: float | None = None
+    name: str | None = None  # its folder under the run's output; the shorthand sections' own name
+    objective: Objective | None = None  # given by the shorthand sections
     min_learning_rate: float = 1e-6
     warmup_steps: int | None = None  # None: min(0.1 x steps, 500) as the paper
     weight_decay: float = 0.0
@@ -96,8 +152,17 @@ class StageConfig:
     dataset_sampling: DatasetSampling = "proportional"
     # stage 2
     temperature: float = 0.05
+    # "info_nce": each query against the batch's positives and negatives (optionally
+    # "symmetric", adding positive -> query). "nt_xent": the reference's loss: queries and
+    # their positives share a label, each negative its own, and every same-label pair is
+    # scored against all other-label texts (symmetric by construction).
+    loss: Literal["info_nce", "nt_xent"] = "info_nce"
+    # the scores' similarity: cosine, or the reference's negative L2 distance between the
+    # L2-normalised embeddings
+    similarity: Literal["cosine", "negative_l2"] = "cosine"
     symmetric: bool = False
-    num_negatives: int = 0
+    num_positives: int = 1  # positives per query, drawn at random from the row's positives
+    num_negatives: int = 0  # hard negatives per query, drawn at random from the row's
     gradcache_chunk_size: int | None = None  # None: no GradCache (whole batch at once)
     use_head: bool = False  # compute the contrastive loss on the projection head's output
     # ours: weight of relational distillation from the original target (adapters off):
@@ -107,10 +172,20 @@ class StageConfig:
     target_distill: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1:
+        if self.steps is None and self.epochs is None:
+            raise ConfigError("a stage needs steps or epochs")
+        if (self.steps is not None and self.steps < 0) or self.batch_size < 1:
             raise ConfigError("steps must be >= 0 and batch_size >= 1")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
         if self.steps == 0 and self.connector_init == "random":
             raise ConfigError("steps: 0 only makes sense with connector_init: least_squares")
+        if self.num_positives < 1 or self.num_negatives < 0:
+            raise ConfigError("num_positives must be >= 1 and num_negatives >= 0")
+        if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise ConfigError(
+                f"stage name {self.name!r} must be a folder name (letters, digits, . _ -)"
+            )
         if not self.data:
             raise ConfigError("a stage needs at least one data source")
         if self.temperature <= 0:
@@ -123,11 +198,19 @@ class StageConfig:
                 "use_head: false (the head's output lives in another space)"
             )
 
-    @property
-    def warmup(self) -> int:
-        return (
-            self.warmup_steps if self.warmup_steps is not None else min(int(0.1 * self.steps), 500)
-        )
+    def total_steps(self, rows: int) -> int:
+        """Steps to run given the loaded rows: ``steps``, or ``epochs`` passes, whichever
+        is fewer."""
+        if self.epochs is None:
+            return int(self.steps)
+        by_epochs = max(1, math.ceil(self.epochs * rows / self.batch_size))
+        return by_epochs if self.steps is None else min(self.steps, by_epochs)
+
+    def warmup(self, total_steps: int) -> int:
+        """``warmup_steps``, or min(0.1 x steps, 500) as the paper."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(int(0.1 * total_steps), 500)
 
 
 @dataclass
@@ -153,12 +236,56 @@ class RunConfig:
 class TrainConfig:
     model: LusiferConfig
     run: RunConfig = field(default_factory=RunConfig)
-    alignment: StageConfig | None = None
-    representation: StageConfig | None = None
+    alignment: StageConfig | None = None  # shorthand for a one-alignment-stage run
+    representation: StageConfig | None = None  # shorthand for a one-representation-phase run
+    stages: list[StageConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.stages and (self.alignment or self.representation):
+            raise ConfigError(
+                "give either a stages list or the alignment/representation sections, not both"
+            )
+        for objective in STAGES:
+            section = getattr(self, objective)
+            if section is None:
+                continue
+            for key in ("name", "objective"):
+                if getattr(section, key) not in (None, objective):
+                    raise ConfigError(
+                        f"{objective}.{key} must be {objective!r} (or use a stages list)"
+                    )
+        names = []
+        for i, stage in enumerate(self.stages):
+            if stage.name is None or stage.objective is None:
+                raise ConfigError(f"stages[{i}] needs a name and an objective")
+            names.append(stage.name)
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"stage names must be unique; repeated: {', '.join(duplicates)}")
+
+    def stage_list(self) -> list[tuple[str, Objective, StageConfig]]:
+        """(name, objective, config) of every stage, in the order they run."""
+        if self.stages:
+            return [(s.name, s.objective, s) for s in self.stages]  # type: ignore[misc]
+        return [(o, o, getattr(self, o)) for o in STAGES if getattr(self, o) is not None]
+
+    def stage(self, name: str) -> StageConfig:
+        for stage_name, _, stage in self.stage_list():
+            if stage_name == name:
+                return stage
+        raise ConfigError(
+            f"no stage named {name!r}; stages: {', '.join(n for n, _, _ in self.stage_list())}"
+        )
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
+    stages = data.get("stages")
+    if keys[0] not in data and isinstance(stages, list):
+        # a stage's name addresses that stage of the stages list
+        named = [s for s in stages if isinstance(s, dict) and s.get("name") == keys[0]]
+        if named:
+            data, keys = named[0], keys[1:]
     node = data
     for key in keys[:-1]:
         if not isinstance(node.get(key), dict):

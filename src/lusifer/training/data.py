@@ -6,12 +6,17 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from tqdm.auto import tqdm
+
 from ..data.language_guard import GuardReport, ensure_english
-from ..data.readers import PairRow, TextRow
+from ..data.readers import PairRow, ReadStats, TextRow
 from .config import DatasetSampling, DataSource, RunConfig
 
-RECONSTRUCT_PROMPT = "Please reconstruct the following text.\n"
-QUESTION_PROMPT = "Please write a question based on this passage.\n"
+# The reference's stage-1 instructions (its pretraining_dataset.py). The prompt template
+# adds the full stop: the encoder reads "{instruction}.\n{text}".
+RECONSTRUCT_INSTRUCTION = "Please reconstruct the following text"
+QUESTION_INSTRUCTION = "Please write a question based on this passage"
+TASKS = ("reconstruct", "query_to_passage", "passage_to_query")
 
 
 @dataclass
@@ -23,12 +28,15 @@ class LoadedSource:
     pairs: list[PairRow] = field(default_factory=list)
     texts: list[TextRow] = field(default_factory=list)
     guard: GuardReport | None = None
+    rows_skipped: int = 0  # empty rows the reader skipped
 
     def __len__(self) -> int:
         return len(self.pairs) or len(self.texts)
 
 
-def _read_rows(source: DataSource) -> tuple[list[PairRow], list[TextRow]]:
+def _read_rows(
+    source: DataSource, seed: int, stats: ReadStats
+) -> tuple[list[PairRow], list[TextRow]]:
     from ..data import readers
 
     if source.bundled:
@@ -36,14 +44,15 @@ def _read_rows(source: DataSource) -> tuple[list[PairRow], list[TextRow]]:
 
         names = None if source.bundled == "all" else [source.bundled]
         return load_bundled_english(names, limit_per_dataset=source.limit), []
+    limit = {"limit": source.limit, "seed": seed, "stats": stats}
     if source.path:
         if source.format == "texts":
-            return [], readers.read_text_rows(source.path)
-        return readers.read_pair_rows(source.path), []
+            return [], readers.read_text_rows(source.path, **limit)
+        return readers.read_pair_rows(source.path, **limit), []
     subset = {"name": source.hf_subset} if source.hf_subset else {}
     if source.format == "texts":
         return [], readers.load_hf_texts(
-            source.hf_dataset, source.hf_split, source.hf_text_field, limit=source.limit, **subset
+            source.hf_dataset, source.hf_split, source.hf_text_field, **limit, **subset
         )
     return readers.load_hf_pairs(
         source.hf_dataset,
@@ -52,7 +61,7 @@ def _read_rows(source: DataSource) -> tuple[list[PairRow], list[TextRow]]:
         source.hf_positive_field,
         source.hf_negatives_field,
         instruction=source.instruction,
-        limit=source.limit,
+        **limit,
         **subset,
     ), []
 
@@ -60,23 +69,36 @@ def _read_rows(source: DataSource) -> tuple[list[PairRow], list[TextRow]]:
 def load_sources(sources: list[DataSource], run: RunConfig) -> list[LoadedSource]:
     """Read every source, apply limits and instructions, and run the English-only guard.
 
-    A bundled source with ``bundled: all`` is split into one source per data set, since
-    contrastive batches come from one data set at a time.
+    ``limit`` keeps a random subset drawn with the run's seed; empty rows are skipped and
+    counted (``LoadedSource.rows_skipped``, reported in the log). A bundled source with
+    ``bundled: all`` is split into one source per data set, since contrastive batches
+    come from one data set at a time.
     """
     loaded: list[LoadedSource] = []
     for source in sources:
-        pairs, texts = _read_rows(source)
-        if source.limit is not None and not source.bundled:  # bundled: per data set, by the loader
-            pairs, texts = pairs[: source.limit], texts[: source.limit]
+        stats = ReadStats()
+        pairs, texts = _read_rows(source, run.seed, stats)
         if source.instruction:
             for row in pairs:
                 row.instruction = source.instruction
         label = source.name or source.path or source.bundled or source.hf_dataset or "data"
+        if stats.skipped_rows or stats.dropped_negatives:
+            tqdm.write(
+                f"{label}: skipped {stats.skipped_rows} empty row(s)"
+                + (
+                    f", dropped {stats.dropped_negatives} empty negative(s)"
+                    if stats.dropped_negatives
+                    else ""
+                )
+            )
         sample_texts = (
             [t.text for t in texts] + [r.query for r in pairs] + [r.positive for r in pairs]
         )
         if not sample_texts:
-            raise ValueError(f"training data source {label!r} has no rows")
+            raise ValueError(
+                f"training data source {label!r} has no rows"
+                + (f" ({stats.skipped_rows} empty rows skipped)" if stats.skipped_rows else "")
+            )
         guard = ensure_english(
             sample_texts,
             source=str(label),
@@ -90,7 +112,16 @@ def load_sources(sources: list[DataSource], run: RunConfig) -> list[LoadedSource
             for name, rows in sorted(by_set.items()):
                 loaded.append(LoadedSource(source, name, pairs=rows, guard=guard))
         else:
-            loaded.append(LoadedSource(source, str(label), pairs=pairs, texts=texts, guard=guard))
+            loaded.append(
+                LoadedSource(
+                    source,
+                    str(label),
+                    pairs=pairs,
+                    texts=texts,
+                    guard=guard,
+                    rows_skipped=stats.skipped_rows,
+                )
+            )
     return loaded
 
 
@@ -117,11 +148,50 @@ def sample_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
 
 @dataclass
 class AlignmentExample:
-    """Stage 1: what the encoder reads and what the target must produce."""
+    """Stage 1: what the encoder reads and what the target must produce.
 
-    source_text: str  # encoder side (multilingual encoder input)
-    target_text: str  # LM objective: the text the target LM must generate
-    distill_text: str  # distillation objective: English text whose target embedding is the teacher
+    The encoder reads ``text`` behind ``instruction`` ("{instruction}.\n{text}", as the
+    reference's collator); for reconstruction the LM writes that same prompted string,
+    for completion it writes ``answer``."""
+
+    text: str  # the English text the encoder reads (without its instruction)
+    instruction: str | None
+    answer: str | None  # None: reconstruction (the LM writes the prompted text)
+    task: str  # reconstruct | query_to_passage | passage_to_query
+    source: str  # the data set it came from
+
+    @property
+    def distill_text(self) -> str:
+        """Distillation's teacher text: the English text the encoder read."""
+        return self.text
+
+
+def draw_alignment_example(
+    source: LoadedSource, index: int, rng: random.Random
+) -> AlignmentExample:
+    """One stage-1 example from row ``index``, with the task drawn by the source's mix."""
+    if source.texts:
+        text = source.texts[index].text
+        return AlignmentExample(text, RECONSTRUCT_INSTRUCTION, None, "reconstruct", source.name)
+    row = source.pairs[index]
+    positive = rng.choice(row.positives)
+    group = source.config.task_group(has_pairs=True)
+    if group == "reconstruction":  # the reference's pair-set reconstruction
+        text = f"{row.query}. {positive}"
+        return AlignmentExample(text, RECONSTRUCT_INSTRUCTION, None, "reconstruct", source.name)
+    reconstruct, to_passage = source.config.task_mix()
+    draw = rng.random()
+    if draw < reconstruct:
+        # retrieval sets reconstruct the passage, classification-style sets the query
+        text = positive if group == "retrieval" else row.query
+        return AlignmentExample(text, RECONSTRUCT_INSTRUCTION, None, "reconstruct", source.name)
+    if draw < reconstruct + to_passage:
+        return AlignmentExample(
+            row.query, row.instruction, positive, "query_to_passage", source.name
+        )
+    return AlignmentExample(
+        positive, QUESTION_INSTRUCTION, row.query, "passage_to_query", source.name
+    )
 
 
 def alignment_batch(
@@ -131,35 +201,23 @@ def alignment_batch(
     step: int,
     sampling: DatasetSampling = "proportional",
 ) -> list[AlignmentExample]:
-    """Mix reconstruction and completion tasks per example, with the paper's probabilities."""
+    """A stage-1 batch from one data set, each example's task drawn by its source's mix
+    (the reference's shares; see :class:`~lusifer.training.config.DataSource`)."""
     source = pick_source(sources, seed, step, sampling)
     rng = _rng(seed, step, 3)
-    examples = []
-    for i in sample_indices(len(source), batch_size, seed, step):
-        if source.texts:
-            text = source.texts[i].text
-            examples.append(AlignmentExample(text, RECONSTRUCT_PROMPT + text, text))
-            continue
-        row = source.pairs[i]
-        cfg = source.config
-        if rng.random() < cfg.reconstruct_prob:
-            text = row.query if rng.random() < 0.5 else row.positive
-            examples.append(AlignmentExample(text, RECONSTRUCT_PROMPT + text, text))
-        elif rng.random() < cfg.query_to_passage_prob:
-            examples.append(AlignmentExample(row.query, row.positive, row.query))
-        else:
-            examples.append(
-                AlignmentExample(row.positive, QUESTION_PROMPT + row.query, row.positive)
-            )
-    return examples
+    return [
+        draw_alignment_example(source, i, rng)
+        for i in sample_indices(len(source), batch_size, seed, step)
+    ]
 
 
 @dataclass
 class ContrastiveBatch:
-    """Stage 2: queries, their positives, hard negatives, and who may be compared."""
+    """Stage 2: queries, their positives and hard negatives, and who may be compared."""
 
     queries: list[str]
-    positives: list[str]
+    positives: list[str]  # flattened; positive_owner[j] is the query it belongs to
+    positive_owner: list[int]
     negatives: list[str]  # flattened; negative_owner[j] is the query it belongs to
     negative_owner: list[int]
     instructions: list[str | None]
@@ -174,22 +232,30 @@ def contrastive_batch(
     seed: int,
     step: int,
     sampling: DatasetSampling = "proportional",
+    num_positives: int = 1,
 ) -> ContrastiveBatch:
-    """A batch from one data set; each row keeps up to ``num_negatives`` hard negatives."""
+    """A batch from one data set; each row keeps up to ``num_positives`` positives and
+    ``num_negatives`` hard negatives, drawn at random (as the reference does)."""
     source = pick_source(sources, seed, step, sampling)
     if not source.pairs:
         raise ValueError(f"contrastive training needs pair data; {source.name!r} has only texts")
     rows = [source.pairs[i] for i in sample_indices(len(source), batch_size, seed, step)]
-    negatives, owner = [], []
+    rng = _rng(seed, step, 4)
+    positives, positive_owner, negatives, negative_owner = [], [], [], []
     for i, row in enumerate(rows):
-        for neg in row.negatives[:num_negatives]:
-            negatives.append(neg)
-            owner.append(i)
+        pool = row.positives
+        for text in rng.sample(pool, min(num_positives, len(pool))):
+            positives.append(text)
+            positive_owner.append(i)
+        for text in rng.sample(row.negatives, min(num_negatives, len(row.negatives))):
+            negatives.append(text)
+            negative_owner.append(i)
     return ContrastiveBatch(
         queries=[r.query for r in rows],
-        positives=[r.positive for r in rows],
+        positives=positives,
+        positive_owner=positive_owner,
         negatives=negatives,
-        negative_owner=owner,
+        negative_owner=negative_owner,
         instructions=[r.instruction for r in rows],
         in_batch_negatives=source.config.in_batch_negatives,
         dataset=source.name,

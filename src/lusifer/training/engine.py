@@ -35,8 +35,10 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from ..model import LusiferModel
-from .config import RunConfig, Stage, StageConfig
+from ..model.prompts import format_prompt
+from .config import Objective, RunConfig, StageConfig
 from .data import (
+    TASKS,
     AlignmentExample,
     ContrastiveBatch,
     LoadedSource,
@@ -46,8 +48,8 @@ from .data import (
 )
 from .gradcache import gradcache_backward
 from .losses import (
+    contrastive_loss,
     distillation_loss,
-    info_nce,
     lm_alignment_loss,
     real_offsets,
     relational_distillation,
@@ -57,6 +59,7 @@ from .losses import (
 )
 
 STATE_NAME = "trainer_state.json"
+SUMMARY_NAME = "summary.json"
 # Stage 2 counts as collapsed when a batch's embeddings are this alike for this many steps.
 COLLAPSE_COSINE = 0.999
 COLLAPSE_STEPS = 10
@@ -114,19 +117,26 @@ def _gather_ints(values: list[int], device: torch.device) -> list[list[int]]:
 
 
 class Trainer:
-    """Trains one stage of a :class:`LusiferModel`; checkpoints, resumes, logs."""
+    """Trains one stage of a :class:`LusiferModel`; checkpoints, resumes, logs.
+
+    ``stage`` is the stage's name (its folder), ``objective`` what it trains:
+    ``alignment`` (stage 1) or ``representation`` (stage 2)."""
 
     def __init__(
         self,
         model: LusiferModel,
-        stage: Stage,
+        stage: str,
         config: StageConfig,
         run: RunConfig,
         output_dir: Path,
         accelerator: Accelerator,
+        objective: Objective | None = None,
     ) -> None:
         self.model = model
         self.stage = stage
+        self.objective: Objective = objective or config.objective or stage  # type: ignore[assignment]
+        if self.objective not in ("alignment", "representation"):
+            raise ValueError(f"stage {stage!r}: objective must be alignment or representation")
         self.config = config
         self.run = run
         self.output_dir = Path(output_dir)
@@ -141,12 +151,18 @@ class Trainer:
         self._interrupted = False
         self._collapsed_steps = 0
         self.sources: list[LoadedSource] = []
+        self.total_steps = 0
+        # what the stage actually drew (rehearsal reports): per source, stage-1 task
+        # counts; per step, the positives and hard negatives per query that reached the loss
+        self.task_counts: dict[str, dict[str, int]] = {}
+        self.positives_per_query: list[float] = []
+        self.negatives_per_query: list[float] = []
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
         cfg, model = self.config, self.model
         objectives = cfg.objectives
-        if self.stage == "alignment" and objectives.lm > 0 and not model.target.is_decoder:
+        if self.objective == "alignment" and objectives.lm > 0 and not model.target.is_decoder:
             raise ValueError(
                 f"alignment.objectives.lm={objectives.lm}, but the target {model.config.target!r} "
                 "is an encoder with no LM head: use objectives.distill (and lm: 0)"
@@ -170,6 +186,7 @@ class Trainer:
             for backbone in (model.encoder, model.target.model):
                 backbone.gradient_checkpointing_enable(**kwargs)
         self.sources = load_sources(cfg.data, self.run)
+        self.total_steps = cfg.total_steps(sum(len(s) for s in self.sources))
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"{self.stage}: nothing to train (every part is frozen)")
@@ -181,8 +198,8 @@ class Trainer:
         )
         self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
             self.optimizer,
-            num_warmup_steps=cfg.warmup,
-            num_training_steps=cfg.steps,
+            num_warmup_steps=cfg.warmup(self.total_steps),
+            num_training_steps=self.total_steps,
             min_lr=cfg.min_learning_rate,
         )
         self.module, self.optimizer = self.accelerator.prepare(
@@ -237,13 +254,37 @@ class Trainer:
             "target_mask": enc["attention_mask"].to(device),
         }
 
+    def _lm_target(self, example: AlignmentExample) -> str:
+        """What the LM writes: the prompted text for reconstruction, else the answer."""
+        if example.answer is not None:
+            return example.answer
+        config = self.model.config
+        instruction = example.instruction if config.use_instructions else None
+        return format_prompt(
+            example.text,
+            instruction,
+            "query",
+            query_template=config.query_template,
+            document_template=config.document_template,
+        )
+
     def _alignment_step(self, step: int) -> dict[str, float]:
         cfg, obj = self.config, self.config.objectives
-        examples: list[AlignmentExample] = self._local_slice(
-            alignment_batch(self.sources, cfg.batch_size, self.run.seed, step, cfg.dataset_sampling)
+        drawn = alignment_batch(
+            self.sources, cfg.batch_size, self.run.seed, step, cfg.dataset_sampling
         )
+        for example in drawn:
+            counts = self.task_counts.setdefault(example.source, dict.fromkeys(TASKS, 0))
+            counts[example.task] += 1
+        examples: list[AlignmentExample] = self._local_slice(drawn)
         device = self.accelerator.device
-        enc = self.model.tokenize([e.source_text for e in examples], max_length=self.run.max_length)
+        # the encoder reads "{instruction}.\n{text}" (the reference's collator format)
+        enc = self.model.tokenize(
+            [e.text for e in examples],
+            instruction=[e.instruction for e in examples],
+            kind="query",
+            max_length=self.run.max_length,
+        )
         encoder = {
             "encoder_ids": enc["input_ids"].to(device),
             "encoder_mask": enc["attention_mask"].to(device),
@@ -251,7 +292,7 @@ class Trainer:
         losses: dict[str, torch.Tensor] = {}
         if obj.lm > 0:
             tok = self.model.target.tokenizer
-            texts = [e.target_text + (tok.eos_token or "") for e in examples]
+            texts = [self._lm_target(e) + (tok.eos_token or "") for e in examples]
             # the target text follows the soft tokens: no special tokens of its own
             enc_t = tok(
                 texts,
@@ -313,17 +354,24 @@ class Trainer:
             self.run.seed,
             step,
             cfg.dataset_sampling,
+            num_positives=cfg.num_positives,
         )
+        self.positives_per_query.append(len(full.positives) / len(full.queries))
+        self.negatives_per_query.append(len(full.negatives) / len(full.queries))
         per = cfg.batch_size // self.world
         lo, hi = self.rank * per, (self.rank + 1) * per
-        queries, positives = full.queries[lo:hi], full.positives[lo:hi]
+        queries = full.queries[lo:hi]
         instructions = full.instructions[lo:hi]
-        neg_idx = [j for j, o in enumerate(full.negative_owner) if lo <= o < hi]
-        negatives = [full.negatives[j] for j in neg_idx]
-        owners = [full.negative_owner[j] - lo for j in neg_idx]
+
+        def local(texts: list[str], owner: list[int]) -> tuple[list[str], list[int]]:
+            keep = [j for j, o in enumerate(owner) if lo <= o < hi]
+            return [texts[j] for j in keep], [owner[j] - lo for j in keep]
+
+        positives, pos_owners = local(full.positives, full.positive_owner)
+        negatives, neg_owners = local(full.negatives, full.negative_owner)
         texts = queries + positives + negatives
         kinds = ["query"] * len(queries) + ["document"] * (len(positives) + len(negatives))
-        insts = instructions + instructions + [instructions[o] for o in owners]
+        insts = instructions + [instructions[o] for o in pos_owners + neg_owners]
         enc = self.model.tokenize(
             texts, instruction=insts, kind=kinds, max_length=self.run.max_length
         )
@@ -331,15 +379,17 @@ class Trainer:
         inputs = {
             k: enc[k].to(device) for k in ("input_ids", "attention_mask", "pool_mask") if k in enc
         }
-        n_q = len(queries)
+        n_q, n_p = len(queries), len(positives)
 
-        # global owner indices of the gathered negatives
-        gathered_owners = _gather_ints(owners, device)
-        global_owner = torch.tensor(
-            [o + r * per for r, ows in enumerate(gathered_owners) for o in ows],
-            dtype=torch.long,
-            device=device,
-        )
+        def global_owners(owners: list[int]) -> torch.Tensor:
+            """Owner indices into the gathered queries (rank r's queries follow rank r-1's)."""
+            return torch.tensor(
+                [o + r * per for r, ows in enumerate(_gather_ints(owners, device)) for o in ows],
+                dtype=torch.long,
+                device=device,
+            )
+
+        positive_owner, negative_owner = global_owners(pos_owners), global_owners(neg_owners)
 
         teacher = None
         if cfg.target_distill > 0:
@@ -354,15 +404,18 @@ class Trainer:
                 unit = F.normalize(reps.detach().float(), dim=-1)
                 parts["mean_cosine"] = float((unit @ unit.T).mean())
             q = gather_with_grad(reps[:n_q])
-            p = gather_with_grad(reps[n_q : 2 * n_q])
-            n = gather_with_grad(reps[2 * n_q :])
-            loss = info_nce(
+            p = gather_with_grad(reps[n_q : n_q + n_p])
+            n = gather_with_grad(reps[n_q + n_p :])
+            loss = contrastive_loss(
+                cfg.loss,
                 q,
                 p,
                 n,
-                global_owner,
+                negative_owner,
+                positive_owner=positive_owner,
                 temperature=cfg.temperature,
                 in_batch_negatives=full.in_batch_negatives,
+                similarity=cfg.similarity,
                 symmetric=cfg.symmetric,
             )
             if teacher is None:
@@ -535,19 +588,50 @@ class Trainer:
         # built once the encoder holds this stage's weights (after a resumed checkpoint)
         self.model.encoder_runner = self._encoder_runner()
         try:
-            return self._train_from(start, stop_after)
+            finished = self._train_from(start, stop_after)
         finally:
             self.model.encoder_runner = None
+        if self.accelerator.is_main_process:
+            (self.output_dir / SUMMARY_NAME).write_text(json.dumps(self.summary(start), indent=2))
+        return finished
+
+    def summary(self, start: int = 0) -> dict[str, Any]:
+        """What this stage read and drew: rows kept and skipped per source, and (for the
+        steps run in this process, from ``start``) the stage-1 task mix per source and the
+        positives and hard negatives per query that reached the loss."""
+        mix = {
+            source: {task: n / max(sum(counts.values()), 1) for task, n in counts.items()}
+            for source, counts in sorted(self.task_counts.items())
+        }
+
+        def mean(values: list[float]) -> float | None:
+            return sum(values) / len(values) if values else None
+
+        return {
+            "stage": self.stage,
+            "objective": self.objective,
+            "steps": self.total_steps,
+            "steps_run_from": start,
+            "rows": {s.name: len(s) for s in self.sources},
+            "rows_skipped": {s.name: s.rows_skipped for s in self.sources},
+            "task_mix": mix if self.objective == "alignment" else {},
+            "examples_drawn": {s: sum(c.values()) for s, c in sorted(self.task_counts.items())},
+            "positives_per_query": mean(self.positives_per_query),
+            "negatives_per_query": mean(self.negatives_per_query),
+        }
 
     def _train_from(self, start: int, stop_after: int | None) -> bool:
         if start == 0 and self.config.connector_init == "least_squares":
             self._init_connector()
         self._trim_log(start)
         cfg = self.config
-        step_fn = self._alignment_step if self.stage == "alignment" else self._representation_step
+        step_fn = (
+            self._alignment_step if self.objective == "alignment" else self._representation_step
+        )
+        total = self.total_steps
         params = [p for p in self.model.parameters() if p.requires_grad]
         bar = tqdm(
-            total=cfg.steps,
+            total=total,
             initial=start,
             desc=f"{self.stage}",
             unit="step",
@@ -556,14 +640,14 @@ class Trainer:
         tic, seen = time.perf_counter(), 0
         finished = True
         with self._catch_interrupt():
-            for step in range(start + 1, cfg.steps + 1):
+            for step in range(start + 1, total + 1):
                 metrics = step_fn(step)
                 if not math.isfinite(metrics["loss"]):
                     raise FloatingPointError(
                         f"{self.stage} step {step}: loss is {metrics['loss']}; lower the learning "
                         f"rate (now {cfg.learning_rate}) or check the data"
                     )
-                if self.stage == "representation":
+                if self.objective == "representation":
                     self._watch_collapse(step, metrics.get("mean_cosine", 0.0))
                 if cfg.max_grad_norm:
                     self.accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -575,12 +659,12 @@ class Trainer:
                 rate = seen / max(time.perf_counter() - tic, 1e-9)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}", ex_s=f"{rate:.1f}")
                 bar.update(1)
-                if step % self.run.log_every == 0 or step == cfg.steps or step == 1:
+                if step % self.run.log_every == 0 or step == total or step == 1:
                     self._log({"step": step, "lr": lr, "examples_per_s": rate, **metrics})
                 stopping = self._interrupted or (stop_after is not None and step >= stop_after)
-                if step % self.run.save_every == 0 or step == cfg.steps or stopping:
+                if step % self.run.save_every == 0 or step == total or stopping:
                     self.save_checkpoint(step)
-                if stopping and step < cfg.steps:
+                if stopping and step < total:
                     finished = False
                     break
         bar.close()

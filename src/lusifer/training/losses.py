@@ -136,40 +136,126 @@ def distillation_loss(
     return (1.0 - cosine).mean() + mse_weight * F.mse_loss(student, teacher)
 
 
+def similarity_scores(a: torch.Tensor, b: torch.Tensor, similarity: str = "cosine") -> torch.Tensor:
+    """[len(a), len(b)] scores between L2-normalised embeddings: cosine, or the
+    reference's negative L2 distance (its NT-Xent over ``LpDistance``)."""
+    a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+    cosine = a @ b.T
+    if similarity == "cosine":
+        return cosine
+    if similarity == "negative_l2":
+        # |a - b| = sqrt(2 - 2 cos) for unit vectors; clamped so a text with itself has no
+        # infinite gradient (such pairs are never scored)
+        return -(2.0 - 2.0 * cosine).clamp(min=1e-12).sqrt()
+    raise ValueError(f"similarity must be 'cosine' or 'negative_l2', got {similarity!r}")
+
+
+def _pair_loss(
+    scores: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
+) -> torch.Tensor:
+    """Mean over positive pairs (a, p) of -log(e^s_ap / (e^s_ap + sum_n e^s_an)), where n
+    runs over anchor a's negatives (the NT-Xent form: other positives of the same anchor
+    are in neither sum)."""
+    if not bool(positive.any()):
+        return scores.sum() * 0.0
+    neg_lse = torch.logsumexp(scores.masked_fill(~negative, float("-inf")), dim=1)
+    anchor, other = positive.nonzero(as_tuple=True)
+    pos = scores[anchor, other]
+    return (torch.logaddexp(pos, neg_lse[anchor]) - pos).mean()
+
+
 def info_nce(
     queries: torch.Tensor,
     positives: torch.Tensor,
     negatives: torch.Tensor,
     negative_owner: torch.Tensor,
     *,
+    positive_owner: torch.Tensor | None = None,
     temperature: float = 0.05,
     in_batch_negatives: bool = True,
     symmetric: bool = False,
+    similarity: str = "cosine",
 ) -> torch.Tensor:
     """InfoNCE on L2-normalised embeddings.
 
     Query i's candidates are every positive and every hard negative in the batch
-    (``in_batch_negatives``), or only its own positive and its own negatives
-    (``negative_owner[j]`` is the query negative j belongs to). ``symmetric`` adds the
-    positive -> query direction.
+    (``in_batch_negatives``), or only its own positives and its own negatives
+    (``negative_owner[j]`` / ``positive_owner[j]`` is the query that text belongs to;
+    by default positive j belongs to query j). With several positives per query, each
+    is scored against the query's negatives (its other positives are left out).
+    ``symmetric`` adds the positive -> query direction.
     """
-    q = F.normalize(queries.float(), dim=-1)
-    p = F.normalize(positives.float(), dim=-1)
-    n = F.normalize(negatives.float(), dim=-1) if negatives.numel() else p.new_zeros(0, p.shape[-1])
-    batch = q.shape[0]
-    docs = torch.cat([p, n])
-    scores = q @ docs.T / temperature
-    labels = torch.arange(batch, device=q.device)
-    if not in_batch_negatives:
-        allowed = torch.zeros_like(scores, dtype=torch.bool)
-        allowed[labels, labels] = True
-        if n.shape[0]:
-            allowed[negative_owner, batch + torch.arange(n.shape[0], device=q.device)] = True
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    loss = F.cross_entropy(scores, labels)
+    batch, device = queries.shape[0], queries.device
+    if positive_owner is None:
+        positive_owner = torch.arange(positives.shape[0], device=device)
+    if not negatives.numel():
+        negatives = positives.new_zeros(0, positives.shape[-1])
+    docs = torch.cat([positives, negatives])
+    owner = torch.cat([positive_owner, negative_owner.to(device)])
+    is_positive = torch.zeros(docs.shape[0], dtype=torch.bool, device=device)
+    is_positive[: positives.shape[0]] = True
+    own = owner.unsqueeze(0) == torch.arange(batch, device=device).unsqueeze(1)  # [B, D]
+    positive = own & is_positive
+    negative = ~positive if in_batch_negatives else own & ~is_positive
+    scores = similarity_scores(queries, docs, similarity) / temperature
+    loss = _pair_loss(scores, positive, negative)
     if symmetric and in_batch_negatives:
-        loss = (loss + F.cross_entropy(p @ q.T / temperature, labels)) / 2
+        back = similarity_scores(positives, queries, similarity) / temperature
+        back_positive = positive[:, : positives.shape[0]].T
+        loss = (loss + _pair_loss(back, back_positive, ~back_positive)) / 2
     return loss
+
+
+def nt_xent(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    negative_owner: torch.Tensor,
+    *,
+    positive_owner: torch.Tensor | None = None,
+    temperature: float = 0.05,
+    in_batch_negatives: bool = True,
+    similarity: str = "cosine",
+) -> torch.Tensor:
+    """The reference's contrastive loss (NT-Xent with labels).
+
+    A query and its positives share a label, each hard negative has its own. Every
+    ordered pair of distinct same-label texts (query->positive, positive->query,
+    positive->positive) is a positive pair, scored against all texts of other labels
+    (``in_batch_negatives``) or, for classification/clustering-style sets, only against
+    those of its own (query, positives, negatives) row. Symmetric by construction."""
+    device = queries.device
+    batch = queries.shape[0]
+    if positive_owner is None:
+        positive_owner = torch.arange(positives.shape[0], device=device)
+    if not negatives.numel():
+        negatives = positives.new_zeros(0, positives.shape[-1])
+    embeddings = torch.cat([queries, positives, negatives])
+    row = torch.cat(
+        [torch.arange(batch, device=device), positive_owner.to(device), negative_owner.to(device)]
+    )
+    n_neg = negatives.shape[0]
+    label = torch.cat(
+        [row[: batch + positives.shape[0]], batch + torch.arange(n_neg, device=device)]
+    )
+    same_label = label.unsqueeze(0) == label.unsqueeze(1)
+    itself = torch.eye(len(label), dtype=torch.bool, device=device)
+    positive = same_label & ~itself
+    negative = ~same_label
+    if not in_batch_negatives:
+        same_row = row.unsqueeze(0) == row.unsqueeze(1)
+        positive, negative = positive & same_row, negative & same_row
+    scores = similarity_scores(embeddings, embeddings, similarity) / temperature
+    return _pair_loss(scores, positive, negative)
+
+
+def contrastive_loss(kind: str, *args, symmetric: bool = False, **kwargs) -> torch.Tensor:
+    """``info_nce`` (optionally ``symmetric``) or the reference's ``nt_xent``."""
+    if kind == "nt_xent":
+        return nt_xent(*args, **kwargs)
+    if kind == "info_nce":
+        return info_nce(*args, symmetric=symmetric, **kwargs)
+    raise ValueError(f"loss must be 'info_nce' or 'nt_xent', got {kind!r}")
 
 
 def relational_distillation(

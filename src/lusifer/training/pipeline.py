@@ -15,7 +15,7 @@ from ..config import ConfigError
 from ..files import atomic_write
 from ..model import LusiferModel
 from ..model.lusifer import CONFIG_NAME, WEIGHTS_NAME
-from .config import STAGES, Stage, TrainConfig, load_train_config
+from .config import TrainConfig, load_train_config
 from .engine import Trainer
 
 CONFIG_FILE = "train_config.yaml"
@@ -80,7 +80,7 @@ def _load_trained(model: LusiferModel, folder: Path) -> None:
 def run_training(
     config: TrainConfig,
     *,
-    stages: list[Stage] | None = None,
+    stages: list[str] | None = None,
     resume: bool = False,
     init_from: str | Path | None = None,
     accelerator: Accelerator | None = None,
@@ -90,16 +90,24 @@ def run_training(
     """Train the configured stages in order and return the final model folder
     (``<output_dir>/model``), or None when interrupted (resume later with ``resume``).
 
-    Layout: ``<output_dir>/<stage>/{checkpoints/, log.jsonl, final/}`` and
-    ``<output_dir>/model``. A finished stage is skipped on resume; representation
-    starts from the alignment result when there is one, or from ``init_from``.
-    ``stop_after`` stops each stage after that step as if interrupted (checkpoint saved).
+    Layout: ``<output_dir>/<stage name>/{checkpoints/, log.jsonl, summary.json, final/}``
+    and ``<output_dir>/model``. ``stages`` picks stages by name (default: all). A
+    finished stage is skipped on resume; a stage whose previous stage did not run in
+    this call starts from that stage's ``final`` when there is one, or from
+    ``init_from``. ``stop_after`` stops each stage after that step as if interrupted.
     """
     out = Path(config.run.output_dir)
-    stages = stages or [s for s in STAGES if getattr(config, s) is not None]
-    for stage in stages:
-        if getattr(config, stage) is None:
-            raise ValueError(f"the config has no {stage!r} section")
+    plan = config.stage_list()
+    names = [name for name, _, _ in plan]
+    if stages:
+        unknown = [s for s in stages if s not in names]
+        if unknown:
+            raise ConfigError(
+                f"no stage named {', '.join(map(repr, unknown))}; this config's stages: "
+                f"{', '.join(names)}"
+            )
+    if not plan:
+        raise ConfigError("the config has no stages (give a stages list or an alignment section)")
     accelerator = accelerator or Accelerator(
         mixed_precision=config.run.mixed_precision,
         log_with=config.run.report_to or None,
@@ -117,23 +125,31 @@ def run_training(
     if init_from is not None:
         _load_trained(model, Path(init_from))
     model.to(accelerator.device)
-    for stage in stages:
-        stage_dir = out / stage
+    ran_previous = False
+    for index, (name, objective, stage_config) in enumerate(plan):
+        if stages and name not in stages:
+            ran_previous = False
+            continue
+        stage_dir = out / name
         final = stage_dir / "final"
         if resume and (final / CONFIG_NAME).is_file():
-            tqdm.write(f"{stage}: already finished ({final}), skipping")
+            tqdm.write(f"{name}: already finished ({final}), skipping")
             _load_trained(model, final)
+            ran_previous = True
             continue
-        if stage == "representation" and init_from is None:
-            previous = out / "alignment" / "final"
+        if index > 0 and not ran_previous and init_from is None:
+            previous = out / plan[index - 1][0] / "final"
             if (previous / CONFIG_NAME).is_file():
                 _load_trained(model, previous)
-        trainer = Trainer(model, stage, getattr(config, stage), config.run, stage_dir, accelerator)
+        trainer = Trainer(
+            model, name, stage_config, config.run, stage_dir, accelerator, objective=objective
+        )
         if not trainer.train(resume=resume, stop_after=stop_after):
             return None
         if accelerator.is_main_process:
             model.save_pretrained(final)
         accelerator.wait_for_everyone()
+        ran_previous = True
     if accelerator.is_main_process:
         model.save_pretrained(out / "model")
     accelerator.wait_for_everyone()
