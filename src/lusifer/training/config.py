@@ -64,7 +64,8 @@ class DataSource:
     # reconstruction reads a text (a pair reads "{query}. {positive}") and the LM writes
     # "{instruction}.\n{text}"; retrieval sets mix query->passage / reconstruct the
     # passage / passage->query 30/28/42; classification-style sets reconstruct the
-    # query 10% and write the positive 90%. The two shares below override the group's.
+    # query 10% and write the positive 90%. The two shares below override the group's
+    # (given one alone, the group's other share shrinks to fit under 1).
     alignment_tasks: AlignmentTasks | None = None
     reconstruct_prob: float | None = None  # share of reconstruction examples
     query_to_passage_prob: float | None = None  # share of query->passage; the rest p->q
@@ -99,8 +100,12 @@ class DataSource:
         reconstruct, to_passage = TASK_MIX_DEFAULTS[self.task_group(has_pairs)]
         if self.reconstruct_prob is not None:
             reconstruct = self.reconstruct_prob
+            if self.query_to_passage_prob is None:  # the group's share shrinks to fit
+                to_passage = min(to_passage, 1.0 - reconstruct)
         if self.query_to_passage_prob is not None:
             to_passage = self.query_to_passage_prob
+            if self.reconstruct_prob is None:
+                reconstruct = min(reconstruct, 1.0 - to_passage)
         return reconstruct, to_passage
 
 

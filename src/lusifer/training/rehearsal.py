@@ -231,12 +231,13 @@ def rehearsal_config(
     backbones["target"] = (config.model.target, tiny_family(config.model.target, encoder=False))
     cfg.model.encoder, cfg.model.target = backbones["encoder"][1], backbones["target"][1]
     cfg.model.encoder_signature, cfg.model.target_signature = {}, {}
-    cfg.model.max_length = min(cfg.model.max_length, 64)
+    # the tiny tokenizers read bytes: long enough for an instruction and its text
+    cfg.model.max_length = min(cfg.model.max_length, 192)
     if cfg.model.connector_hidden_size is not None:
         cfg.model.connector_hidden_size = min(cfg.model.connector_hidden_size, 64)
     cfg.run.output_dir = str(output / "run")
     cfg.run.mixed_precision = "no"
-    cfg.run.max_length = 48
+    cfg.run.max_length = min(cfg.run.max_length, 192)
     cfg.run.save_every = 2
     cfg.run.log_every = 1
     cfg.run.report_to = []
@@ -246,7 +247,7 @@ def rehearsal_config(
         stage.batch_size = batch
         stage.warmup_steps = 1
         stage.connector_init_examples = min(stage.connector_init_examples, 64)
-        stage.objectives.max_target_length = min(stage.objectives.max_target_length, 48)
+        stage.objectives.max_target_length = min(stage.objectives.max_target_length, 96)
         if objective == "representation" and not stage.gradcache_chunk_size:
             stage.gradcache_chunk_size = 16  # the GradCache path runs in every rehearsal
     return cfg, {k: {"configured": a, "rehearsed": b} for k, (a, b) in backbones.items()}

@@ -1,0 +1,37 @@
+"""Run by test_paper_recipe.py under torchrun: one representation step's gradients.
+
+Builds the model and the first stage of the YAML config, runs one step (GradCache, hard
+negatives, the gathered loss) and saves the gradients of every trained tensor as they
+stand before clipping and the optimizer, from the main process."""
+
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import save_file
+
+from lusifer import LusiferModel
+from lusifer.training import load_train_config
+from lusifer.training.engine import Trainer
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    accelerator = Accelerator(cpu=True)
+    config = load_train_config(sys.argv[1])
+    set_seed(config.run.seed)
+    model = LusiferModel.build(config.model).to(accelerator.device)
+    name, objective, stage = config.stage_list()[0]
+    out = Path(config.run.output_dir)
+    trainer = Trainer(model, name, stage, config.run, out / name, accelerator, objective=objective)
+    trainer._setup()
+    metrics = trainer._representation_step(1)
+    grads = {
+        n: p.grad.detach().clone().contiguous()
+        for n, p in model.named_parameters()
+        if p.requires_grad and p.grad is not None
+    }
+    if accelerator.is_main_process:
+        save_file(grads, sys.argv[2])
+        print(f"world={accelerator.num_processes} loss={metrics['loss']:.6f}", flush=True)
