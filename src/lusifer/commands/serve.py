@@ -41,10 +41,24 @@ def serve_command(
     model_name: Annotated[
         str | None, typer.Option(help="The name reported in responses (default: MODEL).")
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LUSIFER_API_KEY",
+            show_default=False,
+            help="Require 'Authorization: Bearer KEY' on every request except GET /health.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve MODEL at POST /v1/embeddings (OpenAI-compatible), GET /health, /docs."""
-    from ..serving import ServerSettings, create_app, serve
+    """Serve MODEL at POST /v1/embeddings and GET /v1/models (OpenAI-compatible),
+    GET /health, /docs."""
+    from ..serving import ServerSettings, create_app, exposure_warning, serve
 
+    if api_key is not None and not api_key.strip():
+        raise typer.BadParameter("the API key is empty", param_hint="--api-key")
+    warning = exposure_warning(host, api_key)
+    if warning:
+        typer.echo(warning, err=True)
     encoder = load_encoder_or_exit(model, backend, quantize, threads)
     settings = ServerSettings(
         max_batch_size=max_batch_size,
@@ -53,6 +67,7 @@ def serve_command(
         max_inputs_per_request=max_inputs_per_request,
         max_chars_per_input=max_chars_per_input,
         max_length=max_length,
+        api_key=api_key,
     )
     backend_name = backend + (f"+{quantize}" if quantize else "")
     app = create_app(

@@ -1,8 +1,9 @@
 """Serving embeddings over HTTP: an OpenAI-compatible API with micro-batching."""
 
-from .app import ApiError, ServerSettings, create_app
+from .app import ServerSettings, create_app
 from .batcher import MicroBatcher, QueueFullError, ShuttingDownError
-from .server import BackgroundServer, free_port, serve
+from .errors import ApiError
+from .server import BackgroundServer, exposure_warning, free_port, is_loopback, log_config, serve
 
 __all__ = [
     "ApiError",
@@ -12,6 +13,9 @@ __all__ = [
     "ServerSettings",
     "ShuttingDownError",
     "create_app",
+    "exposure_warning",
     "free_port",
+    "is_loopback",
+    "log_config",
     "serve",
 ]

@@ -1,20 +1,43 @@
-"""The FastAPI app: OpenAI-compatible ``POST /v1/embeddings``, ``GET /health``."""
+"""The FastAPI app: OpenAI-compatible ``POST /v1/embeddings`` and ``GET /v1/models``,
+plus ``GET /health``."""
 
 from __future__ import annotations
 
 import base64
+import logging
+import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from ..types import reads_instructions
 from .batcher import MicroBatcher, QueueFullError, ShuttingDownError
-from .schemas import EmbeddingRequest, EmbeddingResponse, ErrorResponse, Health
+from .errors import ApiError
+from .middleware import (
+    REQUEST_ID_HEADER,
+    RequestContextMiddleware,
+    ShedWhenFullMiddleware,
+    overloaded,
+)
+from .schemas import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorResponse,
+    Health,
+    ModelCard,
+    ModelList,
+)
+
+log = logging.getLogger("lusifer.serving")
+
+# Paths answered without the API key.
+OPEN_PATHS = frozenset({"/health"})
 
 
 @dataclass
@@ -30,32 +53,8 @@ class ServerSettings:
     # Texts per forward pass inside one micro-batch: the micro-batch is length-sorted and
     # cut into passes of this size, so short texts are not padded to the longest one.
     encode_batch_size: int = 16
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's shape ``{"error": {message, type, param, code}}``."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.type, self.code = (
-            status,
-            message,
-            param,
-            type,
-            code,
-        )
-
-    def response(self) -> JSONResponse:
-        body = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        return JSONResponse({"error": body}, status_code=self.status)
+    # When set, every request but GET /health needs ``Authorization: Bearer <api_key>``.
+    api_key: str | None = field(default=None, repr=False)
 
 
 IGNORED_INSTRUCTION_HEADER = "X-Lusifer-Instruction-Ignored"
@@ -122,6 +121,8 @@ def create_app(
 ) -> FastAPI:
     """An app serving ``encoder`` (anything with the ``TextEncoder.encode`` contract)."""
     settings = settings or ServerSettings()
+    if settings.api_key is not None and not settings.api_key.strip():
+        raise ValueError("the API key must not be empty (use None for no key)")
     name = model_name or getattr(encoder, "name", "lusifer")
     dims = getattr(encoder, "embedding_size", None)
     # A model built with ``use_instructions: false`` reads bare text; requests that send an
@@ -152,15 +153,30 @@ def create_app(
     )
     app.state.batcher = batcher
     app.state.settings = settings
+    # The last added runs first: request id and API key, then load shedding.
+    app.add_middleware(ShedWhenFullMiddleware, batcher=batcher, path="/v1/embeddings")
+    app.add_middleware(RequestContextMiddleware, api_key=settings.api_key, open_paths=OPEN_PATHS)
+    card = ModelCard(id=name, created=int(time.time()))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Unknown paths and methods, in the same error shape as everything else.
+        error = ApiError(exc.status_code, str(exc.detail), headers=exc.headers)
+        return error.response()
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        message = f"the model failed on this request: {type(exc).__name__}: {exc}"
-        return ApiError(500, message, type="server_error").response()
+        # Runs outside the request middleware, so it sets the request id header itself.
+        request_id = request.scope.get("state", {}).get("request_id", "-")
+        log.error("request_id=%s failed: %s: %s", request_id, type(exc).__name__, exc)
+        message = f"the server failed on this request: {type(exc).__name__}: {exc}"
+        return ApiError(500, message, type="server_error").response(
+            headers={REQUEST_ID_HEADER: request_id}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -178,12 +194,38 @@ def create_app(
             max_queue=settings.max_queue,
         )
 
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        return ModelList(data=[card])
+
+    @app.get(
+        "/v1/models/{model_id:path}",
+        response_model=ModelCard,
+        responses={404: {"model": ErrorResponse}},
+    )
+    async def model(model_id: str) -> ModelCard:
+        if model_id != name:
+            raise ApiError(
+                404,
+                f"the model '{model_id}' does not exist; this server serves '{name}'",
+                param="model",
+                code="model_not_found",
+            )
+        return card
+
     @app.post(
         "/v1/embeddings",
         response_model=EmbeddingResponse,
-        responses={400: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        responses={
+            400: {"model": ErrorResponse},
+            401: {"model": ErrorResponse},
+            500: {"model": ErrorResponse},
+            503: {"model": ErrorResponse},
+        },
     )
-    async def embeddings(body: EmbeddingRequest) -> EmbeddingResponse | JSONResponse:
+    async def embeddings(
+        body: EmbeddingRequest, request: Request
+    ) -> EmbeddingResponse | JSONResponse:
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         if not texts:
             raise ApiError(400, "'input' must not be an empty list", param="input")
@@ -215,9 +257,20 @@ def create_app(
         try:
             vectors, tokens = await batcher.submit(texts, instruction, body.kind)
         except QueueFullError as err:
-            raise ApiError(503, str(err), type="server_overloaded", code="queue_full") from None
+            raise overloaded(err) from None
         except ShuttingDownError as err:
             raise ApiError(503, str(err), type="server_shutting_down") from None
+        except Exception as err:  # the model failed; the worker carries on
+            request_id = request.state.request_id
+            log.error(
+                "request_id=%s the model failed: %s: %s",
+                request_id,
+                type(err).__name__,
+                err,
+                exc_info=err,
+            )
+            message = f"the model failed on this request: {type(err).__name__}: {err}"
+            raise ApiError(500, message, type="server_error") from None
         if body.dimensions is not None:
             vectors = vectors[:, : body.dimensions]
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -4,6 +4,7 @@ groups texts by (instruction, kind) and runs the model in a worker thread."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,12 @@ import numpy as np
 
 
 class QueueFullError(RuntimeError):
-    """The request queue is at its limit: the caller should answer 503."""
+    """The request queue is at its limit: the caller should answer 503 with
+    ``Retry-After: retry_after`` (seconds)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ShuttingDownError(RuntimeError):
@@ -41,8 +47,13 @@ class MicroBatcher:
     then encodes each (instruction, kind) group in one call on a single worker thread.
 
     The queue holds at most ``max_queue`` requests; :meth:`submit` raises
-    :class:`QueueFullError` beyond that instead of growing without bound.
+    :class:`QueueFullError` beyond that instead of growing without bound, with a
+    ``retry_after`` estimated from how fast the worker has been draining the queue.
     """
+
+    # Bounds of the Retry-After estimate, seconds.
+    MIN_RETRY_AFTER = 1
+    MAX_RETRY_AFTER = 60
 
     def __init__(
         self,
@@ -62,10 +73,33 @@ class MicroBatcher:
         self._worker: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.closing = False
+        # Moving average of the model's seconds per request (0 until the first batch).
+        self.seconds_per_request = 0.0
 
     @property
     def queued(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
+
+    @property
+    def full(self) -> bool:
+        return self._queue is not None and self._queue.full()
+
+    def queue_full_error(self) -> QueueFullError:
+        return QueueFullError(
+            f"the request queue is full ({self.max_queue} requests); retry later",
+            retry_after=self.retry_after(),
+        )
+
+    def retry_after(self) -> int:
+        """Whole seconds until the queue has likely drained, in
+        [MIN_RETRY_AFTER, MAX_RETRY_AFTER]."""
+        wait = math.ceil(self.queued * self.seconds_per_request)
+        return max(self.MIN_RETRY_AFTER, min(self.MAX_RETRY_AFTER, wait))
+
+    def _record(self, seconds: float, requests: int) -> None:
+        per = seconds / max(requests, 1)
+        old = self.seconds_per_request
+        self.seconds_per_request = per if old == 0 else 0.8 * old + 0.2 * per
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.max_queue)
@@ -91,9 +125,7 @@ class MicroBatcher:
         try:
             self._queue.put_nowait(_Job(texts, instruction, kind, future))
         except asyncio.QueueFull:
-            raise QueueFullError(
-                f"the request queue is full ({self.max_queue} requests); retry later"
-            ) from None
+            raise self.queue_full_error() from None
         return await future
 
     async def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
@@ -129,6 +161,7 @@ class MicroBatcher:
             for job in jobs:
                 if not job.future.done():  # the client may have gone away
                     groups.setdefault(job.group, []).append(job)
+            started = time.perf_counter()
             for (instruction, kind), members in groups.items():
                 texts = [t for job in members for t in job.texts]
                 try:
@@ -146,6 +179,8 @@ class MicroBatcher:
                     if not job.future.done():
                         job.future.set_result((vectors[start:end], tokens[start:end]))
                     start = end
+            if groups:
+                self._record(time.perf_counter() - started, sum(map(len, groups.values())))
         # Drain anything that raced the sentinel, so no request waits forever.
         while self._queue is not None and not self._queue.empty():
             job = self._queue.get_nowait()

@@ -70,3 +70,17 @@ class Health(BaseModel):
     reads_instructions: bool
     queued_requests: int
     max_queue: int
+
+
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models`` (OpenAI's model object)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "lusifer"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import copy
+import ipaddress
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import LOGGING_CONFIG
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -18,10 +22,61 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only reaches this machine (127.0.0.0/8, ::1, ``localhost``).
+    ``0.0.0.0``, ``::`` and names that resolve elsewhere (or not at all) are not."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """The warning for serving on a non-loopback interface without an API key."""
+    if api_key or is_loopback(host):
+        return None
+    return (
+        f"warning: serving on {host}, which other machines can reach, without an API key: "
+        "anyone who reaches it can use the model; pass --api-key (or set "
+        "LUSIFER_API_KEY), or bind 127.0.0.1"
+    )
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging setup with the request id on every access line, and the
+    ``lusifer`` logger (request-level errors) on uvicorn's stderr handler."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["request_id"] = {
+        "()": "lusifer.serving.middleware.RequestIdFilter"
+    }
+    config["formatters"]["access"]["fmt"] = (
+        '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s '
+        "request_id=%(request_id)s"
+    )
+    config["handlers"]["access"]["filters"] = ["request_id"]
+    config["loggers"]["lusifer"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
 def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"):
     """Run until SIGINT/SIGTERM; uvicorn stops accepting, lets in-flight requests
-    finish, then the app's lifespan drains the batch queue."""
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+    finish, then the app's lifespan drains the batch queue. Access log lines end with
+    ``request_id=<id>`` (the ``X-Request-ID`` of the response)."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=log_config(),
+        timeout_graceful_shutdown=30,
+    )
 
 
 class BackgroundServer:
