@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import yaml
@@ -16,7 +17,7 @@ from ..files import atomic_write
 from ..model import LusiferModel
 from ..model.lusifer import CONFIG_NAME, WEIGHTS_NAME
 from .config import TrainConfig, load_train_config
-from .engine import Trainer
+from .engine import SUMMARY_NAME, Trainer
 
 CONFIG_FILE = "train_config.yaml"
 # run settings that do not change what is trained (the guard's settings only decide
@@ -152,6 +153,20 @@ def run_training(
         ran_previous = True
     if accelerator.is_main_process:
         model.save_pretrained(out / "model")
+        _report_skipped(out, [name for name, _, _ in plan])
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return out / "model"
+
+
+def _report_skipped(out: Path, names: list[str]) -> None:
+    """At the end of a run, say which data sets had empty rows skipped (from each stage's
+    summary.json), so a set that lost most of its rows does not go unnoticed."""
+    for name in names:
+        path = out / name / SUMMARY_NAME
+        if not path.is_file():
+            continue
+        skipped = json.loads(path.read_text()).get("rows_skipped", {})
+        for source, n in skipped.items():
+            if n:
+                tqdm.write(f"{name}: {source}: {n} empty row(s) skipped")
