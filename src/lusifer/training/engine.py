@@ -155,8 +155,8 @@ class Trainer:
         # what the stage actually drew (rehearsal reports): per source, stage-1 task
         # counts; per step, the positives and hard negatives per query that reached the loss
         self.task_counts: dict[str, dict[str, int]] = {}
-        self.positives_per_query: list[float] = []
-        self.negatives_per_query: list[float] = []
+        self.positives_per_query: list[int] = []
+        self.negatives_per_query: list[int] = []
 
     # ------------------------------------------------------------------ set-up
     def _setup(self) -> None:
@@ -356,8 +356,11 @@ class Trainer:
             cfg.dataset_sampling,
             num_positives=cfg.num_positives,
         )
-        self.positives_per_query.append(len(full.positives) / len(full.queries))
-        self.negatives_per_query.append(len(full.negatives) / len(full.queries))
+        for counts, owners in (
+            (self.positives_per_query, full.positive_owner),
+            (self.negatives_per_query, full.negative_owner),
+        ):
+            counts.extend(owners.count(i) for i in range(len(full.queries)))
         per = cfg.batch_size // self.world
         lo, hi = self.rank * per, (self.rank + 1) * per
         queries = full.queries[lo:hi]
@@ -616,8 +619,11 @@ class Trainer:
             "rows_skipped": {s.name: s.rows_skipped for s in self.sources},
             "task_mix": mix if self.objective == "alignment" else {},
             "examples_drawn": {s: sum(c.values()) for s, c in sorted(self.task_counts.items())},
-            "positives_per_query": mean(self.positives_per_query),
-            "negatives_per_query": mean(self.negatives_per_query),
+            # the most any query had, and the mean (rows with fewer keep what they have)
+            "positives_per_query": max(self.positives_per_query, default=None),
+            "negatives_per_query": max(self.negatives_per_query, default=None),
+            "positives_per_query_mean": mean(self.positives_per_query),
+            "negatives_per_query_mean": mean(self.negatives_per_query),
         }
 
     def _train_from(self, start: int, stop_after: int | None) -> bool:

@@ -324,6 +324,8 @@ def rehearse(config: TrainConfig, output: str | Path) -> dict[str, Any]:
             "loss_last": log[-1]["loss"] if log else None,
             "negatives_per_query": summary["negatives_per_query"],
             "positives_per_query": summary["positives_per_query"],
+            "negatives_per_query_mean": summary["negatives_per_query_mean"],
+            "positives_per_query_mean": summary["positives_per_query_mean"],
             "rows_skipped": summary["rows_skipped"],
         }
         if objective == "alignment":
