@@ -410,7 +410,7 @@ def test_checkpoints_are_complete_or_absent(tmp_path):
             "model.safetensors",
             "optimizer.pt",
             "scheduler.pt",
-            "rng.pt",
+            "rng-0.pt",
             "trainer_state.json",
         }
 

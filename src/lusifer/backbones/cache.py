@@ -17,10 +17,12 @@ import json
 import os
 import shutil
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+
+# absolute, not relative: tests load this module from its file alone
+from lusifer.files import atomic_folder, discard, remove_partial
 
 __all__ = [
     "FORMAT_VERSION",
@@ -35,7 +37,6 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "lusifer-manifest.json"
-_TMP_MARK = ".tmp-"
 _LOCK_SUFFIX = ".lock"
 
 
@@ -151,27 +152,6 @@ def _no_space_error(folder: Path, required_bytes: int | None) -> CacheError:
     )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_tmp(parent: Path, final_name: str) -> None:
-    """Remove temporary build folders left by crashed processes (their pid is gone)."""
-    for tmp in parent.glob(f".{final_name}{_TMP_MARK}*"):
-        try:
-            pid = int(tmp.name.split(_TMP_MARK, 1)[1].split("-", 1)[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[bool]:
     """Exclusive advisory lock; yields False (no lock, still safe) where unsupported."""
@@ -192,16 +172,6 @@ def _file_lock(path: Path) -> Iterator[bool]:
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-
-
-def _discard(folder: Path) -> None:
-    """Move a folder out of the way (atomically) and delete it."""
-    trash = folder.with_name(f".{folder.name}{_TMP_MARK}{os.getpid()}-trash-{uuid.uuid4().hex}")
-    try:
-        os.replace(folder, trash)
-    except OSError:
-        trash = folder
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def build_atomic(
@@ -242,35 +212,29 @@ def build_atomic(
                 f"Rebuilding the cached backbone {final_dir}: " + "; ".join(problems),
                 stacklevel=2,
             )
-            _discard(final_dir)
-        _remove_stale_tmp(parent, final_dir.name)
+            discard(final_dir)  # renamed away first, then deleted
+        remove_partial(parent, final_dir.name)  # left by crashed builders (pid gone)
         if required_bytes:
             free = shutil.disk_usage(parent).free
             if free < required_bytes:
                 raise _no_space_error(parent, required_bytes)
 
-        tmp = parent / f".{final_dir.name}{_TMP_MARK}{os.getpid()}-{uuid.uuid4().hex}"
         try:
-            tmp.mkdir()
-            builder(tmp)
-            for p in _iter_files(tmp):  # some writers use 0600 temp files; the cache is shared
-                p.chmod(p.stat().st_mode | 0o044)
-            write_manifest(tmp, name=name, sources=sources, extra=extra_manifest)
-            try:
-                os.rename(tmp, final_dir)
-            except OSError as exc:
-                # A concurrent builder (without a working lock) won the race: keep theirs.
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and not check_manifest(
-                    final_dir, sources=sources
-                ):
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    return final_dir
-                raise
-        except BaseException as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            # renamed into place only when complete; a non-empty final_dir is not replaced
+            with atomic_folder(final_dir, replace=False) as tmp:
+                builder(tmp)
+                for p in _iter_files(tmp):  # some writers use 0600 temp files; the cache is shared
+                    p.chmod(p.stat().st_mode | 0o044)
+                write_manifest(tmp, name=name, sources=sources, extra=extra_manifest)
+        except OSError as exc:
+            # A concurrent builder (without a working lock) won the race: keep theirs.
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and not check_manifest(
+                final_dir, sources=sources
+            ):
+                return final_dir
+            if exc.errno == errno.ENOSPC:
                 raise _no_space_error(parent, required_bytes) from exc
-            if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise _read_only_error(parent, exc) from exc
             raise
     return final_dir

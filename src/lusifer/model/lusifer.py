@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from transformers import BatchEncoding
 from ..backbones import Backbone, load_backbone
 from ..config import ConfigError, LusiferConfig, from_dict
 from ..encoding import clip_text, encode_in_batches
+from ..files import atomic_folder
 from ..types import TextKind
 from .connector import Connector
 from .head import ProjectionHead
@@ -285,6 +283,7 @@ class LusiferModel(nn.Module):
                 show_progress=show_progress,
                 convert_to=convert_to,
                 desc="Encoding (LUSIFER)",
+                dim=self.embedding_size,
             )
         finally:
             self.train(was_training)
@@ -348,10 +347,7 @@ class LusiferModel(nn.Module):
         ``encoder/`` and ``target/``, so the folder stands alone.
         """
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex}")
-        tmp.mkdir()
-        try:
+        with atomic_folder(directory) as tmp:  # an existing folder is replaced whole
             config = self.config.to_dict()
             if merge:
                 config.update(self._save_merged_backbones(tmp))
@@ -369,10 +365,6 @@ class LusiferModel(nn.Module):
                 "config": config,
             }
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-            _replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     def _save_merged_backbones(self, folder: Path) -> dict[str, Any]:
@@ -461,14 +453,3 @@ def _local_checkpoint(reference: str | Path) -> Path:
             snapshot_download(reference, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "config.json"])
         )
     raise CheckpointError(f"no LUSIFER model at {reference!r}")
-
-
-def _replace_dir(new: Path, final: Path) -> None:
-    """Put ``new`` at ``final``; an existing ``final`` is swapped out, then removed."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex}")
-        os.replace(final, old)
-        os.replace(new, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, final)

@@ -10,31 +10,36 @@ batch, and a resumed run sees the batches it would have seen.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
+import io
 import json
 import math
-import os
+import pickle
 import random
 import shutil
 import signal
 import time
-import uuid
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from ..files import atomic_folder, atomic_write, discard, remove_partial
 from ..model import LusiferModel
+from ..model.lusifer import CheckpointError
 from ..model.prompts import format_prompt
 from .config import Objective, RunConfig, StageConfig
 from .data import (
@@ -59,6 +64,7 @@ from .losses import (
 )
 
 STATE_NAME = "trainer_state.json"
+RNG_NAME = "rng-{rank}.pt"  # one per process
 SUMMARY_NAME = "summary.json"
 # Stage 2 counts as collapsed when a batch's embeddings are this alike for this many steps.
 COLLAPSE_COSINE = 0.999
@@ -114,6 +120,123 @@ def _gather_ints(values: list[int], device: torch.device) -> list[list[int]]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, values)
     return out
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log line; a line a kill cut short counts as after every step."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def _gather_objects(value: Any) -> list[Any]:
+    """``value`` of every process, in rank order (a list of one without distribution)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint (or a stage's model) could not be written: a full disk, a read-only
+    folder. Its partial folder was removed, what was saved before is intact, and the run
+    resumes from it."""
+
+    def __init__(self, folder: Path, kept: str, cause: BaseException) -> None:
+        self.folder = folder
+        full = _is_disk_full(cause)
+        why = "the disk is full (no space left on device)" if full else f"{cause}"
+        todo = (
+            f"free space on the disk holding {folder.parent}"
+            if full
+            else f"fix the cause (is {folder.parent} writable?)"
+        )
+        super().__init__(
+            f"writing {folder} failed: {why}. Nothing half-written was left behind and "
+            f"{kept}; {todo}, then resume the run with `lusifer train CONFIG --resume` "
+            "(the same config)."
+        )
+
+
+def _is_disk_full(err: BaseException | None) -> bool:
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err):  # e.g. safetensors' own error type
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write a checkpoint file (through Python, so a full disk raises OSError(ENOSPC)
+    rather than a writer library's own error)."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def load_safely(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain values only. A file
+    holding other Python objects (which could run code while loading) is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = next(
+            (ln.strip() for ln in str(err).splitlines() if "Unsupported global" in ln), ""
+        )
+        raise CheckpointError(
+            f"{path} holds Python objects other than tensors and plain values"
+            f"{f' ({detail})' if detail else ''}; it is not loaded, because loading it could "
+            "run code on this machine. lusifer's checkpoints never hold such objects: resume "
+            "only from checkpoints you trust, or delete this checkpoint folder to resume from "
+            "an earlier one."
+        ) from None
+    except (OSError, RuntimeError, EOFError) as err:
+        raise CheckpointError(
+            f"{path} cannot be read ({err}); delete its checkpoint folder to resume from an "
+            "earlier one"
+        ) from None
+
+
+def _rng_state() -> dict[str, Any]:
+    """This process's random state, as tensors and plain values (loadable with
+    ``weights_only=True``): Python's, numpy's, torch's CPU and CUDA generators."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": str(kind),
+            "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "cpu": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        n = state["numpy"]
+        key = n["key"].numpy().astype(np.uint32)
+        np.random.set_state((n["kind"], key, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Trainer:
@@ -456,46 +579,86 @@ class Trainer:
         return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
 
     def save_checkpoint(self, step: int) -> None:
-        """Write the trained tensors, optimizer, scheduler and RNG state atomically."""
+        """Write the trained tensors, optimizer, scheduler and every process's RNG state
+        as one folder, atomically and durably (see :func:`lusifer.files.atomic_folder`):
+        a kill or power cut at any moment leaves the previous checkpoints intact. Every
+        file loads without running code (safetensors, ``torch.load(weights_only=True)``,
+        JSON). A failed write (a full disk) removes its partial folder and raises
+        :class:`CheckpointWriteError`."""
         self.accelerator.wait_for_everyone()
+        rng_states = _gather_objects(_rng_state())  # one per process, in rank order
         if self.accelerator.is_main_process:
-            final = self.checkpoint_root / f"step-{step:08d}"
-            tmp = self.checkpoint_root / f".tmp-{uuid.uuid4().hex}"
-            tmp.mkdir(parents=True)
+            root = self.checkpoint_root
+            final = root / f"step-{step:08d}"
+            previous = self.latest_checkpoint()
+            state = {
+                "stage": self.stage,
+                "step": step,
+                "world_size": self.world,
+                "config": asdict(self.config),
+            }
             try:
-                save_file(self.model.trained_state_dict(), str(tmp / "model.safetensors"))
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-                rng = {"cpu": torch.get_rng_state()}
-                if torch.cuda.is_available():
-                    rng["cuda"] = torch.cuda.get_rng_state_all()
-                torch.save(rng, tmp / "rng.pt")
-                state = {"stage": self.stage, "step": step, "config": asdict(self.config)}
-                (tmp / STATE_NAME).write_text(json.dumps(state, indent=2))  # written last
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            kept = sorted(self.checkpoint_root.glob("step-*"), key=lambda p: p.name)
+                with atomic_folder(final) as tmp:
+                    _write_bytes(
+                        tmp / "model.safetensors", save_safetensors(self.model.trained_state_dict())
+                    )
+                    _write_bytes(tmp / "optimizer.pt", _torch_bytes(self.optimizer.state_dict()))
+                    _write_bytes(tmp / "scheduler.pt", _torch_bytes(self.scheduler.state_dict()))
+                    for rank, rng in enumerate(rng_states):
+                        _write_bytes(tmp / RNG_NAME.format(rank=rank), _torch_bytes(rng))
+                    # written last: a folder with it is complete
+                    _write_bytes(tmp / STATE_NAME, json.dumps(state, indent=2).encode())
+            except Exception as err:
+                kept = (
+                    f"the previous checkpoint {previous} is intact"
+                    if previous is not None
+                    else f"no earlier checkpoint of {self.stage} exists"
+                )
+                raise CheckpointWriteError(final, kept, err) from err
+            kept = sorted(root.glob("step-*"), key=lambda p: p.name)
             for old in kept[: -self.run.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+                discard(old)  # renamed away first: a kill never leaves half a checkpoint
         self.accelerator.wait_for_everyone()
 
+    def remove_partial_checkpoints(self) -> None:
+        """Remove what a killed run left half-written in ``checkpoints/`` (temporary
+        folders of checkpoint writes and deletes)."""
+        if not self.accelerator.is_main_process or not self.checkpoint_root.is_dir():
+            return
+        for tmp in remove_partial(self.checkpoint_root, only_dead=False):
+            tqdm.write(f"{self.stage}: removed {tmp.name}, a checkpoint write that did not finish")
+        for legacy in self.checkpoint_root.glob(".tmp-*"):  # older versions' temporaries
+            shutil.rmtree(legacy, ignore_errors=True)
+
     def load_checkpoint(self, path: Path) -> int:
-        state = json.loads((path / STATE_NAME).read_text())
-        if state["stage"] != self.stage:
-            raise ValueError(f"{path} is a {state['stage']} checkpoint, not {self.stage}")
-        self.model.load_trained_state_dict(
-            load_file(str(path / "model.safetensors")), source=str(path)
-        )
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-        rng = torch.load(path / "rng.pt", weights_only=False)
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        """Restore what :meth:`save_checkpoint` wrote; returns its step. Nothing in the
+        folder is unpickled beyond tensors and plain values (a checkpoint from someone
+        else cannot run code here): anything else is refused with a CheckpointError."""
+        try:
+            state = json.loads((path / STATE_NAME).read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path / STATE_NAME} cannot be read ({err})") from None
+        if state.get("stage") != self.stage:
+            raise CheckpointError(f"{path} is a {state.get('stage')} checkpoint, not {self.stage}")
+        try:
+            weights = load_file(str(path / "model.safetensors"))
+        except Exception as err:  # safetensors raises its own error type on a bad file
+            raise CheckpointError(f"{path / 'model.safetensors'} cannot be read ({err})") from None
+        self.model.load_trained_state_dict(weights, source=str(path))
+        self.optimizer.load_state_dict(load_safely(path / "optimizer.pt"))
+        self.scheduler.load_state_dict(load_safely(path / "scheduler.pt"))
+        rng_file = path / RNG_NAME.format(rank=self.rank)
+        if not rng_file.is_file() and self.rank == 0 and (path / "rng.pt").is_file():
+            rng_file = path / "rng.pt"  # written by versions that saved the main process's only
+        if rng_file.is_file():
+            _set_rng_state(load_safely(rng_file))
+        else:
+            warnings.warn(
+                f"{path} has no random state for process {self.rank} (saved with "
+                f"{state.get('world_size', 1)} processes, resumed with {self.world}); this "
+                "process's dropout and sampling will not repeat the interrupted run's",
+                stacklevel=2,
+            )
         return int(state["step"])
 
     def _init_connector(self) -> None:
@@ -553,10 +716,8 @@ class Trainer:
         """Drop log lines after ``step`` (a resumed run rewrites them)."""
         log = self.output_dir / "log.jsonl"
         if self.accelerator.is_main_process and log.exists():
-            lines = [
-                ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= step
-            ]
-            log.write_text("".join(ln + "\n" for ln in lines))
+            lines = [ln for ln in log.read_text().splitlines() if _logged_step(ln) <= step]
+            atomic_write(log, "".join(ln + "\n" for ln in lines))
 
     @contextlib.contextmanager
     def _catch_interrupt(self):
@@ -585,6 +746,8 @@ class Trainer:
         set_seed(self.run.seed)
         self._setup()
         start = 0
+        if resume:
+            self.remove_partial_checkpoints()
         if resume and (ckpt := self.latest_checkpoint()) is not None:
             start = self.load_checkpoint(ckpt)
             tqdm.write(f"Resuming {self.stage} from {ckpt} (step {start})")
@@ -595,7 +758,7 @@ class Trainer:
         finally:
             self.model.encoder_runner = None
         if self.accelerator.is_main_process:
-            (self.output_dir / SUMMARY_NAME).write_text(json.dumps(self.summary(start), indent=2))
+            atomic_write(self.output_dir / SUMMARY_NAME, json.dumps(self.summary(start), indent=2))
         return finished
 
     def summary(self, start: int = 0) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..config import ConfigError
-from ..files import atomic_write
+from ..files import atomic_write, remove_partial
 from ..model import LusiferModel
 from ..model.lusifer import CONFIG_NAME, WEIGHTS_NAME
 from .config import TrainConfig, load_train_config
-from .engine import SUMMARY_NAME, Trainer
+from .engine import SUMMARY_NAME, CheckpointWriteError, Trainer
 
 CONFIG_FILE = "train_config.yaml"
 # run settings that do not change what is trained (the guard's settings only decide
@@ -78,6 +78,22 @@ def _load_trained(model: LusiferModel, folder: Path) -> None:
     model.load_trained_state_dict(load_file(str(folder / WEIGHTS_NAME)), source=str(folder))
 
 
+def _remove_partial_saves(out: Path, names: list[str]) -> None:
+    """Remove the temporaries of saves a killed run did not finish (``.model.tmp-*`` in
+    the run folder, ``.final.tmp-*`` in a stage's folder); checkpoints clean their own."""
+    for folder in [out, *(out / name for name in names)]:
+        if folder.is_dir():
+            for tmp in remove_partial(folder, only_dead=False):
+                tqdm.write(f"removed {tmp}, a save that did not finish")
+
+
+def _save_model(model: LusiferModel, folder: Path, kept: str) -> None:
+    try:
+        model.save_pretrained(folder)
+    except Exception as err:
+        raise CheckpointWriteError(folder, kept, err) from err
+
+
 def run_training(
     config: TrainConfig,
     *,
@@ -120,6 +136,8 @@ def run_training(
         check_resumable(out, config)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            _remove_partial_saves(out, names)
         atomic_write(out / CONFIG_FILE, yaml.safe_dump(_plain(config), sort_keys=False))
     set_seed(config.run.seed)  # the connector's initialisation is part of the run
     model = model or LusiferModel.build(config.model)
@@ -148,11 +166,12 @@ def run_training(
         if not trainer.train(resume=resume, stop_after=stop_after):
             return None
         if accelerator.is_main_process:
-            model.save_pretrained(final)
+            kept = f"{name}'s last checkpoint (in {trainer.checkpoint_root}) is intact"
+            _save_model(model, final, kept)
         accelerator.wait_for_everyone()
         ran_previous = True
     if accelerator.is_main_process:
-        model.save_pretrained(out / "model")
+        _save_model(model, out / "model", "every stage's final model is intact")
         _report_skipped(out, [name for name, _, _ in plan])
     accelerator.wait_for_everyone()
     accelerator.end_training()
