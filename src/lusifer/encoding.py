@@ -54,9 +54,13 @@ def encode_in_batches(
     show_progress: bool,
     convert_to: str = "numpy",
     desc: str = "Encoding",
+    dim: int | None = None,
 ) -> np.ndarray | torch.Tensor:
     """Validate ``texts``, embed them longest first (so each batch pads little) and
-    return float32 rows in input order; a lone string gives one row, not a matrix."""
+    return float32 rows in input order; a lone string gives one row, not a matrix.
+
+    No texts give a (0, ``dim``) matrix; without ``dim`` the width is found by embedding
+    one empty text."""
     single = isinstance(texts, str)
     texts = validate_texts(texts)
     if batch_size < 1:
@@ -76,7 +80,11 @@ def encode_in_batches(
             bar.update(len(batch))
     bar.close()
     if not chunks:
-        return np.zeros((0, 0), dtype=np.float32) if convert_to == "numpy" else torch.zeros(0, 0)
+        if dim is None:
+            with torch.inference_mode():
+                dim = int(embed_batch([""]).shape[-1])
+        empty = torch.zeros(0, dim)
+        return empty.numpy() if convert_to == "numpy" else empty
     stacked = torch.cat(chunks)
     result = torch.empty_like(stacked)
     result[torch.tensor(order)] = stacked

@@ -148,4 +148,5 @@ class PlainEmbedder(nn.Module):
             show_progress=show_progress,
             convert_to=convert_to,
             desc=f"Encoding ({self.name})",
+            dim=self.embedding_size,
         )
