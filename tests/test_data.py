@@ -254,7 +254,7 @@ def test_load_hf_errors(tmp_path):
         load_hf_pairs(
             tmp_path / "d", query_field="q", positive_field="p", negatives_field="negative_*"
         )
-    with pytest.raises(KeyError, match="no split 'validation'"):
+    with pytest.raises(DataFormatError, match="no split 'validation'"):
         datasets.DatasetDict({"train": datasets.Dataset.from_dict({"q": ["a"]})}).save_to_disk(
             str(tmp_path / "dd")
         )

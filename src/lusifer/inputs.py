@@ -50,6 +50,12 @@ def read_texts(path: str | Path, *, field: str = "text", skip_bad_lines: bool = 
                 except json.JSONDecodeError as err:
                     problems.append((number, f"invalid JSON ({err.msg})"))
                     continue
+                except RecursionError:
+                    problems.append((number, "invalid JSON (nested too deeply)"))
+                    continue
+                except ValueError:  # an integer longer than Python reads (4300 digits)
+                    problems.append((number, "invalid JSON (a number with too many digits)"))
+                    continue
                 value = row.get(field) if isinstance(row, dict) else None
                 if not isinstance(value, str):
                     problems.append((number, f"no string field {field!r}"))

@@ -21,6 +21,7 @@ import io
 import json
 import random
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,8 +115,20 @@ def _open_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     try:
         with opener(path, "rb") as fh:
             yield from enumerate(fh, start=1)
-    except (gzip.BadGzipFile, EOFError) as e:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataFormatError(str(path), None, None, f"not a valid gzip file ({e})") from e
+
+
+def json_problem(err: ValueError | RecursionError) -> str:
+    """Why ``json.loads`` refused a text, in a few words (also for the errors it raises
+    that are not ``JSONDecodeError``: nesting too deep, a number too long)."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} at column {err.colno}"
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    if "digits" in str(err):
+        return "a number with too many digits"
+    return str(err)
 
 
 def _iter_objects(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
@@ -141,13 +154,13 @@ def _iter_objects(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]
             ) from e
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:
             raise DataFormatError(
                 where,
                 lineno,
                 None,
-                f"bad JSON ({e.msg} at column {e.colno}); expected one JSON object per line",
-            ) from e
+                f"bad JSON ({json_problem(e)}); expected one JSON object per line",
+            ) from None
         if not isinstance(obj, dict):
             raise DataFormatError(
                 where, lineno, None, f"expected a JSON object, got {type(obj).__name__}"
@@ -158,7 +171,7 @@ def _iter_objects(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]
 def _field_with_bad_bytes(raw: bytes) -> str | None:
     try:
         obj = json.loads(raw.decode("utf-8", errors="surrogateescape"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return None
     if not isinstance(obj, dict):
         return None
@@ -173,6 +186,22 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _check_unicode(value: str, where: str, line: int | None, key: str) -> str:
+    """Refuse a lone surrogate (a ``\\ud800`` escape without its pair): no tokenizer
+    reads one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataFormatError(
+            where,
+            line,
+            key,
+            f"lone surrogate {value[e.start]!r} at character {e.start} (a broken \\u escape); "
+            "expected valid Unicode text",
+        ) from None
+    return value
+
+
 def _req_str(obj: dict, key: str, where: str, line: int | None) -> str:
     """A required text field; raises :class:`_SkipRow` when it is empty or whitespace."""
     if key not in obj:
@@ -182,6 +211,7 @@ def _req_str(obj: dict, key: str, where: str, line: int | None) -> str:
         raise DataFormatError(
             where, line, key, f"expected a non-empty string, got {_type_name(value)}"
         )
+    _check_unicode(value, where, line, key)
     if not value.strip():
         raise _SkipRow(key)
     return value
@@ -199,6 +229,7 @@ def _positives(obj: dict, key: str, where: str, line: int | None) -> list[str]:
             raise DataFormatError(
                 where, line, name, f"expected a non-empty string, got {_type_name(item)}"
             )
+        _check_unicode(item, where, line, f"{key}[{i}]" if isinstance(value, list) else key)
     kept = [item for item in items if item.strip()]
     if not kept:
         raise _SkipRow(key)
@@ -213,7 +244,7 @@ def _opt_str(obj: dict, key: str, where: str, line: int | None) -> str | None:
         raise DataFormatError(
             where, line, key, f"expected a string or null, got {_type_name(value)}"
         )
-    return value
+    return _check_unicode(value, where, line, key)
 
 
 def _negatives(
@@ -231,6 +262,7 @@ def _negatives(
             raise DataFormatError(
                 where, line, f"{key}[{i}]", f"expected a non-empty string, got {_type_name(item)}"
             )
+        _check_unicode(item, where, line, f"{key}[{i}]")
     kept = [item for item in value if item.strip()]
     if stats is not None:
         stats.dropped_negatives += len(value) - len(kept)
@@ -375,10 +407,17 @@ def _load_hf(name_or_path: str | Path, split: str, **load_kwargs: Any):
         or (path / "dataset_dict.json").exists()
         or (path / "state.json").exists()
     ):
-        ds = datasets.load_from_disk(str(path))
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except Exception as e:  # a damaged folder: arrow, JSON or file errors
+            raise DataFormatError(
+                str(path), None, None, f"not a readable saved data set ({_reason(e)})"
+            ) from e
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
-                raise KeyError(f"{path}: no split {split!r}; available splits: {sorted(ds.keys())}")
+                raise DataFormatError(
+                    str(path), None, None, f"no split {split!r}; available splits: {sorted(ds)}"
+                )
             ds = ds[split]
         return ds
     if path.is_file():
@@ -390,15 +429,31 @@ def _load_hf(name_or_path: str | Path, split: str, **load_kwargs: Any):
             (".csv", "csv"),
         ):
             if name.endswith(suffix):
-                return datasets.load_dataset(
-                    builder, data_files=str(path), split="train", **load_kwargs
-                )
+                try:
+                    return datasets.load_dataset(
+                        builder, data_files=str(path), split="train", **load_kwargs
+                    )
+                except Exception as e:  # pandas, pyarrow or datasets: the file is malformed
+                    raise DataFormatError(
+                        str(path), None, None, f"not a readable {suffix[1:]} file ({_reason(e)})"
+                    ) from e
         raise ValueError(
             f"{path}: unsupported file type; expected .jsonl, .json, .parquet or .csv "
             "(optionally .gz), or a directory written by Dataset.save_to_disk"
         )
     # A local directory of data files, or a hub id (needs internet).
     return datasets.load_dataset(str(name_or_path), split=split, **load_kwargs)
+
+
+def _reason(err: BaseException) -> str:
+    """A library's exception in one short line; ``datasets`` wraps the parser's error, whose
+    message is the useful one."""
+    while err.__cause__ is not None and type(err).__name__ == "DatasetGenerationError":
+        err = err.__cause__
+    first = (str(err).strip().splitlines() or [""])[0]
+    if len(first) > 200:
+        first = first[:200] + "..."
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def _check_columns(ds, where: str, needed: list[str]) -> None:

@@ -79,11 +79,27 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     errors.sort(key=lambda e: -len(e.get("loc", ())))
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     param = _loc_to_param(tuple(first.get("loc", ())))
-    if first.get("type") == "json_invalid" or param is None:
+    if first.get("type") == "json_invalid":
         return ApiError(400, f"the request body is not valid JSON: {first.get('msg')}")
+    if param is None:  # valid JSON, but not an object (or no body at all)
+        return ApiError(
+            400,
+            f'the request body must be a JSON object such as {{"input": "text"}}: '
+            f"{first.get('msg')}",
+        )
     if first.get("type") == "missing":
         return ApiError(400, f"'{param}' is required", param=param)
     return ApiError(400, f"'{param}': {first.get('msg')}", param=param)
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """The position of a lone surrogate (JSON's ``"\\ud800"`` without its pair), or None:
+    no tokenizer reads one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err.start
+    return None
 
 
 def make_encode_fn(encoder, *, max_length: int | None, batch_size: int):
@@ -246,6 +262,28 @@ def create_app(
                     f"'{param}' has {len(text)} characters; at most "
                     f"{settings.max_chars_per_input} per input",
                     param=param,
+                )
+            if (at := _lone_surrogate(text)) is not None:
+                raise ApiError(
+                    400,
+                    f"'{param}' has a lone surrogate (an unpaired \\u escape) at character {at}; "
+                    "expected valid Unicode text",
+                    param=param,
+                )
+        if body.instruction is not None:
+            if len(body.instruction) > settings.max_chars_per_input:
+                raise ApiError(
+                    400,
+                    f"'instruction' has {len(body.instruction)} characters; at most "
+                    f"{settings.max_chars_per_input}",
+                    param="instruction",
+                )
+            if (at := _lone_surrogate(body.instruction)) is not None:
+                raise ApiError(
+                    400,
+                    f"'instruction' has a lone surrogate (an unpaired \\u escape) at character "
+                    f"{at}; expected valid Unicode text",
+                    param="instruction",
                 )
         if body.dimensions is not None and dims is not None and body.dimensions > dims:
             raise ApiError(

@@ -308,8 +308,40 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
             raise ConfigError(
                 f"override {item!r} must look like key=value (e.g. alignment.steps=200)"
             )
-        parsed.append((key.strip(), yaml.safe_load(raw)))
+        try:
+            value = yaml.safe_load(raw)
+        except (yaml.YAMLError, RecursionError) as err:
+            raise ConfigError(f"override {key.strip()}: {_yaml_problem(err)}") from None
+        parsed.append((key.strip(), value))
     return parsed
+
+
+def _yaml_problem(err: BaseException) -> str:
+    """A YAML parser's refusal in one line (with its line and column when it knows them)."""
+    if isinstance(err, RecursionError):
+        return "not valid YAML (nested too deeply)"
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"not valid YAML ({problem}{where})"
+
+
+def _read_yaml(path: Path) -> Any:
+    """A YAML file's content; bad UTF-8 or bad YAML is a :class:`ConfigError` naming the
+    file and line."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConfigError(
+            f"{path}, line {line}: invalid UTF-8 byte {raw[err.start : err.start + 1]!r}; "
+            "expected a UTF-8 encoded YAML file"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as err:
+        raise ConfigError(f"{path}: {_yaml_problem(err)}") from None
 
 
 def load_train_config(
@@ -321,9 +353,10 @@ def load_train_config(
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _read_yaml(path)
+        data = {} if data is None else data
         if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(data, key, value)
     for key, value in extra.items():
