@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# results cached by one session never answer another's (module fixtures included)
+os.environ["LUSIFER_EVAL_CACHE"] = tempfile.mkdtemp(prefix="lusifer-eval-cache-")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 TINY_TARGETS = ["bert", "llama", "mistral", "qwen2"]
@@ -22,6 +25,13 @@ def randomize_trained(model, seed: int = 0) -> None:
         for name, p in model.named_parameters():
             if name.startswith(("connector.", "head.")) or "lora_" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+
+
+@pytest.fixture(autouse=True)
+def _private_evaluation_cache(tmp_path_factory, monkeypatch):
+    """Each test sees an empty evaluation-results cache (results of one test, or of an
+    earlier session, must not answer another's evaluation)."""
+    monkeypatch.setenv("LUSIFER_EVAL_CACHE", str(tmp_path_factory.mktemp("eval-cache")))
 
 
 @pytest.fixture(scope="session")

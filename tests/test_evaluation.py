@@ -175,7 +175,7 @@ def test_every_local_type_runs_offline_through_mteb(two_model_run):
     assert tasks["TinyBitext"].languages == ["fr"]  # en-fr counts for fr
     assert tasks["TinyBitext"].crosslingual
     # instructions reached the encoder, documents were encoded as documents
-    assert (N, "Retrieve the French translation", "query") in perfect.calls
+    assert (2 * N, "Retrieve the French translation", "query") in perfect.calls  # both sides
     assert any(kind == "document" for _, _, kind in perfect.calls)
 
 
@@ -282,7 +282,7 @@ def test_resume_skips_finished_tasks(two_model_run, tmp_path):
     rows[0]["score"] = 4.5
     _write(sts / "test.jsonl", rows)
     evaluate([random], task_dirs=dirs, output_dir=out, bootstrap=0, show_progress=False)
-    assert len(random.calls) == before[1] + 2  # the two sides of the STS pairs only
+    assert len(random.calls) == before[1] + 1  # the STS pairs only, both sides in one call
 
 
 def test_a_changed_model_under_the_same_name_is_evaluated_again(tmp_path):
@@ -434,24 +434,18 @@ def test_malformed_retrieval_qrels(tmp_path):
         load_task_dirs([d])
 
 
-def test_task_spec_defaults_and_extra_fields(tmp_path):
+def test_task_spec_defaults_and_unknown_keys(tmp_path):
     d = tmp_path / "t"
     _valid_sts(d)
-    (d / "task.json").write_text(
-        json.dumps(
-            {
-                "name": "T",
-                "type": "sts",
-                "languages": ["en", "fr"],
-                "source": "me",
-                "license": "mit",
-                "notes": 1,
-            }
-        )
-    )
+    meta = {"name": "T", "type": "sts", "languages": ["en", "fr"], "source": "me", "license": "mit"}
+    (d / "task.json").write_text(json.dumps(meta))
     spec = read_task_spec(d)
     assert spec.main_score == "cosine_spearman" and spec.instruction and spec.crosslingual
-    assert spec.source == "me" and spec.license == "mit" and spec.extra == {"notes": 1}
+    assert spec.source == "me" and spec.license == "mit"
+    # An unknown key (a typo such as "main_metric") is refused by name, like config keys.
+    (d / "task.json").write_text(json.dumps({**meta, "main_metric": "f1", "notes": 1}))
+    with pytest.raises(TaskDirError, match=r"task\.json: field 'main_metric': unknown key"):
+        read_task_spec(d)
 
 
 def test_cli_evaluate_runs_task_dirs(two_model_run, tmp_path, monkeypatch):

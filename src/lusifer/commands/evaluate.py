@@ -47,6 +47,13 @@ def evaluate_command(
         ),
     ] = "torch",
     threads: ThreadsOption = None,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse (and store) results of unchanged models on unchanged tasks in the "
+            "lusifer cache; --no-cache scores everything afresh."
+        ),
+    ] = True,
 ) -> None:
     """Evaluate MODELS; writes results.json, table.md, table.csv and chart.png to --output."""
     from ..evaluation.local_tasks import TaskDirError
@@ -71,6 +78,7 @@ def evaluate_command(
             batch_size=batch_size,
             bootstrap=bootstrap,
             seed=seed,
+            use_cache=cache,
         )
     except (TaskDirError, ValueError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)

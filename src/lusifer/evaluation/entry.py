@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
@@ -49,6 +49,8 @@ class TaskEntry:
     )
     factory: Callable[[], AbsTask] = field(compare=False, repr=False)
     subset_languages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # a local task's definition (its data can be read ahead of scoring); None for mteb's
+    spec: Any = field(default=None, compare=False, repr=False)
 
     @property
     def languages(self) -> list[str]:

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import math
+import reprlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -87,7 +90,8 @@ class LocalTaskSpec:
     description: str = ""
     source: str | None = None
     license: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # what the texts are about, e.g. "english-out-of-domain" (reports group tasks by it)
+    domain: str | None = None
 
     @property
     def crosslingual(self) -> bool:
@@ -100,6 +104,56 @@ class LocalTaskSpec:
             digest.update(rel.encode())
             digest.update((self.path / rel).read_bytes())
         return digest.hexdigest()[:16]
+
+
+_TASK_KEYS = (
+    "name",
+    "type",
+    "languages",
+    "instruction",
+    "main_score",
+    "description",
+    "source",
+    "license",
+    "domain",
+)
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 80
+_short.maxlist = _short.maxdict = 6
+_short.maxlevel = 3
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, cut short: a message never quotes a whole huge or deep value."""
+    return _short.repr(value)
+
+
+def _decode(path: Path, raw: bytes, first_line: int = 1) -> str:
+    """``raw`` as UTF-8, or a :class:`TaskDirError` naming the line of the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = first_line + raw.count(b"\n", 0, err.start)
+        raise _fail(
+            path,
+            f"invalid UTF-8 byte {raw[err.start : err.start + 1]!r}; expected UTF-8 encoded text",
+            line=line,
+        ) from None
+
+
+def _parse_json(path: Path, text: str, line: int | None = None) -> Any:
+    """``json.loads`` whose every refusal (bad syntax, nesting too deep, a number too long)
+    is a :class:`TaskDirError` naming the file and line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        where = line if line is not None else err.lineno
+        raise _fail(path, f"invalid JSON ({err.msg}, column {err.colno})", line=where) from None
+    except RecursionError:
+        raise _fail(path, "invalid JSON (nested too deeply)", line=line) from None
+    except ValueError:  # an integer longer than Python reads (4300 digits)
+        raise _fail(path, "invalid JSON (a number with too many digits)", line=line) from None
 
 
 def _fail(
@@ -120,14 +174,16 @@ def read_task_spec(task_dir: str | Path) -> LocalTaskSpec:
         )
     if not path.is_file():
         raise _fail(path, "file not found; a task directory needs a task.json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise _fail(
-            path, f"invalid JSON ({err.msg}, column {err.colno})", line=err.lineno
-        ) from None
+    raw = _parse_json(path, _decode(path, path.read_bytes()))
     if not isinstance(raw, dict):
-        raise _fail(path, "expected a JSON object")
+        raise _fail(path, f"expected a JSON object, got {type(raw).__name__}")
+    unknown = sorted(k for k in raw if k not in _TASK_KEYS)
+    if unknown:
+        raise _fail(
+            path,
+            f"unknown key; valid keys: {', '.join(sorted(_TASK_KEYS))}",
+            field_name=unknown[0],
+        )
 
     def text_field(key: str, required: bool) -> str | None:
         value = raw.get(key)
@@ -136,7 +192,8 @@ def read_task_spec(task_dir: str | Path) -> LocalTaskSpec:
                 raise _fail(path, "missing (required)", field_name=key)
             return None
         if not isinstance(value, str) or not value.strip():
-            raise _fail(path, f"expected a non-empty string, got {value!r}", field_name=key)
+            raise _fail(path, f"expected a non-empty string, got {_show(value)}", field_name=key)
+        _check_unicode(path, value, None, key)
         return value.strip()
 
     name = text_field("name", True)
@@ -144,7 +201,7 @@ def read_task_spec(task_dir: str | Path) -> LocalTaskSpec:
     if task_type not in TASK_TYPES:
         raise _fail(
             path,
-            f"unknown type {task_type!r}; expected one of {', '.join(TASK_TYPES)}",
+            f"unknown type {_show(task_type)}; expected one of {', '.join(TASK_TYPES)}",
             field_name="type",
         )
     languages = raw.get("languages")
@@ -155,7 +212,7 @@ def read_task_spec(task_dir: str | Path) -> LocalTaskSpec:
     ):
         raise _fail(
             path,
-            f'expected a non-empty list of language codes such as ["en"] or ["en", "fr"], got {languages!r}',
+            f'expected a non-empty list of language codes such as ["en"] or ["en", "fr"], got {_show(languages)}',
             field_name="languages",
         )
     for code in languages:
@@ -167,19 +224,9 @@ def read_task_spec(task_dir: str | Path) -> LocalTaskSpec:
     if main_score not in SUPPORTED_MAIN_SCORES[task_type]:
         raise _fail(
             path,
-            f"{main_score!r} is not supported for {task_type}; use one of {', '.join(SUPPORTED_MAIN_SCORES[task_type])}",
+            f"{_show(main_score)} is not supported for {task_type}; use one of {', '.join(SUPPORTED_MAIN_SCORES[task_type])}",
             field_name="main_score",
         )
-    known = {
-        "name",
-        "type",
-        "languages",
-        "instruction",
-        "main_score",
-        "description",
-        "source",
-        "license",
-    }
     return LocalTaskSpec(
         path=task_dir,
         name=name,
@@ -190,7 +237,7 @@ def read_task_spec(task_dir: str | Path) -> LocalTaskSpec:
         description=text_field("description", False) or f"Local {task_type} task {name}",
         source=text_field("source", False),
         license=text_field("license", False),
-        extra={k: v for k, v in raw.items() if k not in known},
+        domain=text_field("domain", False),
     )
 
 
@@ -206,7 +253,12 @@ def _check_value(value: Any, kind: str) -> bool:
     if kind == _STR:
         return isinstance(value, str) and value.strip() != ""
     if kind == _NUM:
-        return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        try:
+            return math.isfinite(float(value))
+        except OverflowError:  # an integer beyond any float
+            return False
     if kind == _STRLIST:
         return isinstance(value, list) and all(isinstance(x, str) and x.strip() for x in value)
     if kind == _LABEL:
@@ -231,30 +283,30 @@ def read_jsonl(
     if not path.is_file():
         raise _fail(path, "file not found")
     rows = JsonlRows()
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise _fail(
-                    path, f"invalid JSON ({err.msg}, column {err.colno})", line=lineno
-                ) from None
+            row = _parse_json(path, _decode(path, raw, lineno), lineno)
             if not isinstance(row, dict):
-                raise _fail(path, "expected a JSON object", line=lineno)
+                raise _fail(path, f"expected a JSON object, got {type(row).__name__}", line=lineno)
             for key, kind in schema.items():
                 if key not in row:
                     raise _fail(path, "missing (required)", line=lineno, field_name=key)
                 if not _check_value(row[key], kind):
                     raise _fail(
-                        path, f"expected {kind}, got {row[key]!r}", line=lineno, field_name=key
+                        path, f"expected {kind}, got {_show(row[key])}", line=lineno, field_name=key
                     )
             for key, kind in (optional or {}).items():
                 if row.get(key) is not None and not isinstance(row[key], str):
                     raise _fail(
-                        path, f"expected {kind}, got {row[key]!r}", line=lineno, field_name=key
+                        path, f"expected {kind}, got {_show(row[key])}", line=lineno, field_name=key
                     )
+            for key in (*schema, *(optional or {})):
+                values = row.get(key)
+                for value in values if isinstance(values, list) else [values]:
+                    if isinstance(value, str):
+                        _check_unicode(path, value, lineno, key)
             rows.append(row)
             rows.lines.append(lineno)
     if not rows:
@@ -262,53 +314,75 @@ def read_jsonl(
     return rows
 
 
+def _check_unicode(path: Path, value: str, line: int | None, key: str) -> None:
+    """Refuse a lone surrogate (a ``\\ud800`` escape without its pair): no tokenizer or
+    Arrow table takes one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise _fail(
+            path,
+            f"lone surrogate {value[err.start]!r} at character {err.start} (a broken \\u "
+            "escape); expected valid Unicode text",
+            line=line,
+            field_name=key,
+        ) from None
+
+
 def _read_qrels(path: Path, query_ids: set[str], corpus_ids: set[str]) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise _fail(path, "file not found")
-    qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
-            raise _fail(
-                path,
-                f"expected the header 'query-id<TAB>corpus-id<TAB>score', got {header!r}",
-                line=1,
-            )
-        for lineno, cells in enumerate(reader, start=2):
-            if not cells or not any(c.strip() for c in cells):
-                continue
-            if len(cells) < 3:
-                raise _fail(
-                    path, f"expected 3 tab-separated columns, got {len(cells)}", line=lineno
-                )
-            qid, did, score = (c.strip() for c in cells[:3])
-            if qid not in query_ids:
-                raise _fail(
-                    path,
-                    f"unknown query id {qid!r} (not in queries.jsonl)",
-                    line=lineno,
-                    field_name="query-id",
-                )
-            if did not in corpus_ids:
-                raise _fail(
-                    path,
-                    f"unknown corpus id {did!r} (not in corpus.jsonl)",
-                    line=lineno,
-                    field_name="corpus-id",
-                )
-            try:
-                value = int(float(score))
-            except ValueError:
-                raise _fail(
-                    path,
-                    f"expected an integer relevance, got {score!r}",
-                    line=lineno,
-                    field_name="score",
-                ) from None
-            qrels.setdefault(qid, {})[did] = value
+    reader = csv.reader(io.StringIO(_decode(path, path.read_bytes()), newline=""), delimiter="\t")
+    try:
+        qrels = _qrels_rows(path, reader, query_ids, corpus_ids)
+    except csv.Error as err:  # e.g. a quoted field running past csv's size limit
+        raise _fail(path, f"unreadable TSV ({err})", line=reader.line_num) from None
     if not any(v > 0 for rels in qrels.values() for v in rels.values()):
         raise _fail(path, "no relevant (score > 0) pairs")
+    return qrels
+
+
+def _qrels_rows(
+    path: Path, reader: Any, query_ids: set[str], corpus_ids: set[str]
+) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    header = next(reader, None)
+    if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
+        raise _fail(
+            path,
+            f"expected the header 'query-id<TAB>corpus-id<TAB>score', got {_show(header)}",
+            line=1,
+        )
+    for lineno, cells in enumerate(reader, start=2):
+        if not cells or not any(c.strip() for c in cells):
+            continue
+        if len(cells) < 3:
+            raise _fail(path, f"expected 3 tab-separated columns, got {len(cells)}", line=lineno)
+        qid, did, score = (c.strip() for c in cells[:3])
+        if qid not in query_ids:
+            raise _fail(
+                path,
+                f"unknown query id {_show(qid)} (not in queries.jsonl)",
+                line=lineno,
+                field_name="query-id",
+            )
+        if did not in corpus_ids:
+            raise _fail(
+                path,
+                f"unknown corpus id {_show(did)} (not in corpus.jsonl)",
+                line=lineno,
+                field_name="corpus-id",
+            )
+        try:
+            value = int(float(score))
+        except (ValueError, OverflowError):  # not a number, nan, inf
+            raise _fail(
+                path,
+                f"expected an integer relevance, got {_show(score)}",
+                line=lineno,
+                field_name="score",
+            ) from None
+        qrels.setdefault(qid, {})[did] = value
     return qrels
 
 
@@ -316,7 +390,7 @@ def _unique_ids(path: Path, rows: JsonlRows) -> None:
     seen: set[str] = set()
     for row, line in zip(rows, rows.lines, strict=True):
         if row["_id"] in seen:
-            raise _fail(path, f"duplicate id {row['_id']!r}", line=line, field_name="_id")
+            raise _fail(path, f"duplicate id {_show(row['_id'])}", line=line, field_name="_id")
         seen.add(row["_id"])
 
 
@@ -637,6 +711,7 @@ def task_entry(spec: LocalTaskSpec) -> TaskEntry:
         source="local",
         fingerprint=spec.fingerprint(),
         factory=partial(make_mteb_task, spec),
+        spec=spec,
     )
 
 

@@ -57,7 +57,7 @@ class MtebEncoder(AbsEncoder):
         # (instruction, kind, text) -> unit-length row; encoders that ignore instructions
         # (``uses_instructions = False``) share rows across tasks with different ones
         self._cache: dict[tuple[str | None, str, str], np.ndarray] = {}
-        self._reads_instructions = reads_instructions(encoder)
+        self.reads_instructions = reads_instructions(encoder)
         name = getattr(encoder, "name", None) or type(encoder).__name__
         self.mteb_model_meta = ModelMeta.create_empty(
             overwrites={
@@ -100,24 +100,43 @@ class MtebEncoder(AbsEncoder):
             texts.extend(batch["text"])
         kind = "document" if prompt_type == PromptType.document else "query"
         instruction = self.task_instruction(task_metadata)
-        scope = instruction if self._reads_instructions else None
+        scope = instruction if self.reads_instructions else None
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        missing = [t for t in dict.fromkeys(texts) if (scope, kind, t) not in self._cache]
-        if missing:
-            vectors = self.model.encode(
-                missing,
-                instruction=instruction,
-                kind=kind,
-                batch_size=int(kwargs.get("batch_size") or 32),
-                normalize=True,
-                show_progress=self.show_progress,
-            )
-            vectors = np.asarray(vectors, dtype=np.float32)
-            if vectors.shape[0] != len(missing):
-                raise ValueError(
-                    f"{self.mteb_model_meta.name}: encode returned {vectors.shape[0]} rows "
-                    f"for {len(missing)} texts"
-                )
-            self._cache.update({(scope, kind, t): v for t, v in zip(missing, vectors, strict=True)})
+        self.prefetch(
+            texts, instruction=instruction, kind=kind, batch_size=kwargs.get("batch_size")
+        )
         return np.stack([self._cache[(scope, kind, t)] for t in texts])
+
+    def prefetch(
+        self,
+        texts: list[str],
+        *,
+        instruction: str | None,
+        kind: str,
+        batch_size: int | None = None,
+    ) -> int:
+        """Encode the texts not yet cached in one call (length-sorted batches inside
+        ``encode``), so tasks that share texts, or all of a suite's tasks read ahead of
+        time, encode each distinct (text, instruction, kind) once. Returns how many were
+        encoded."""
+        scope = instruction if self.reads_instructions else None
+        missing = [t for t in dict.fromkeys(texts) if (scope, kind, t) not in self._cache]
+        if not missing:
+            return 0
+        vectors = self.model.encode(
+            missing,
+            instruction=instruction,
+            kind=kind,
+            batch_size=int(batch_size or 32),
+            normalize=True,
+            show_progress=self.show_progress,
+        )
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape[0] != len(missing):
+            raise ValueError(
+                f"{self.mteb_model_meta.name}: encode returned {vectors.shape[0]} rows "
+                f"for {len(missing)} texts"
+            )
+        self._cache.update({(scope, kind, t): v for t, v in zip(missing, vectors, strict=True)})
+        return len(missing)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from . import aggregation, statistics
 from .entry import TaskEntry
 from .languages import get_language, order_languages
 from .local_tasks import load_task_dirs, offline_suite_dirs, task_entry
+from .prefetch import prefetch_local_tasks
 from .suites import SUITES, build_crosslingual_suite, build_lusifer_suite
 
 logger = logging.getLogger(__name__)
@@ -189,8 +191,10 @@ def model_fingerprint(model: TextEncoder) -> str | None:
 
 
 def _load_finished(
-    path: Path, entry: TaskEntry, model_name: str, identity: str | None
+    path: Path, entry: TaskEntry, model_name: str | None, identity: str | None
 ) -> dict[str, Any] | None:
+    """A finished run of this task by this model (``model_name`` None: any name, as the
+    cache keys on the fingerprint), or None."""
     if not path.is_file():
         return None
     try:
@@ -200,11 +204,43 @@ def _load_finished(
     if (
         run.get("format") != RUN_FORMAT
         or run.get("fingerprint") != entry.fingerprint
-        or run.get("model") != model_name
+        or (model_name is not None and run.get("model") != model_name)
         or (identity is not None and run.get("model_fingerprint") != identity)
     ):
         return None  # another task definition or another model under the same name: redo
     return run
+
+
+# Bump when a change to the code changes a task's scores (mteb's version is keyed too).
+SCORING_VERSION = 1
+
+
+def result_cache_path(model: TextEncoder, identity: str | None, entry: TaskEntry) -> Path | None:
+    """Where the lusifer cache keeps this model's finished result on this task, keyed by
+    the model's fingerprint and backend, the task's data hash and the scoring code's
+    version (``$LUSIFER_EVAL_CACHE``, else ``<lusifer cache>/evaluation``); None for a
+    model without a fingerprint (it is never cached)."""
+    if identity is None:
+        return None
+    import hashlib
+
+    import mteb
+
+    from ..backbones.cache import cache_root
+
+    key = [
+        type(model).__name__,
+        str(getattr(model, "quantize", None)),
+        identity,
+        entry.key,
+        entry.fingerprint,
+        RUN_FORMAT,
+        SCORING_VERSION,
+        mteb.__version__,
+    ]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
+    root = os.environ.get("LUSIFER_EVAL_CACHE")
+    return (Path(root) if root else cache_root() / "evaluation") / f"{digest}.json"
 
 
 def _run_one(
@@ -250,6 +286,7 @@ def evaluate(
     bootstrap: int = 1000,
     seed: int = 0,
     show_progress: bool = True,
+    use_cache: bool = True,
 ) -> EvaluationReport:
     """Evaluate ``models`` on a suite and/or local task dirs; write results, tables and a chart.
 
@@ -266,6 +303,8 @@ def evaluate(
             several models, each later model is tested against the first.
         seed: seed of the bootstrap resamples.
         show_progress: show progress bars.
+        use_cache: reuse (and store) results of unchanged models on unchanged tasks in the
+            lusifer cache (:func:`result_cache_path`), e.g. the demo's baselines.
     """
     from .mteb_model import MtebEncoder, model_slug
     from .report import write_outputs
@@ -289,23 +328,44 @@ def evaluate(
     for model, name, slug in zip(models, names, slugs, strict=True):
         wrapper = MtebEncoder(model, instructions, show_progress=show_progress)
         identity = model_fingerprint(model)
+        pending = []
         for entry in entries:
-            progress.set_postfix_str(f"{name} | {entry.key}")
             path = output_dir / "runs" / slug / f"{_safe(entry.key)}.json"
             run = _load_finished(path, entry, name, identity)
+            cached = result_cache_path(model, identity, entry) if use_cache else None
+            if run is None and cached is not None:
+                run = _load_finished(cached, entry, None, identity)
+                if run is not None:
+                    run["model"] = name
+                    _write_json_atomic(path, run)
             if run is None:
+                pending.append(entry)
+            else:
+                runs[name][entry.key] = run
+                progress.update(1)
+        # every pending local task's texts, encoded once, in large length-sorted batches
+        prefetch_local_tasks(wrapper, pending, max(batch_size, 64))
+        for entry in pending:
+            progress.set_postfix_str(f"{name} | {entry.key}")
+            path = output_dir / "runs" / slug / f"{_safe(entry.key)}.json"
+            try:
+                run = _run_one(wrapper, entry, batch_size, show_progress)
+            except Exception as err:
+                if entry.source == "local":
+                    raise
+                logger.warning("%s on %s failed: %s", name, entry.key, err)
+                errors.setdefault(name, {})[entry.key] = f"{type(err).__name__}: {err}"
+                progress.update(1)
+                continue
+            run["model"] = name
+            run["model_fingerprint"] = identity
+            _write_json_atomic(path, run)
+            cached = result_cache_path(model, identity, entry) if use_cache else None
+            if cached is not None:
                 try:
-                    run = _run_one(wrapper, entry, batch_size, show_progress)
-                except Exception as err:
-                    if entry.source == "local":
-                        raise
-                    logger.warning("%s on %s failed: %s", name, entry.key, err)
-                    errors.setdefault(name, {})[entry.key] = f"{type(err).__name__}: {err}"
-                    progress.update(1)
-                    continue
-                run["model"] = name
-                run["model_fingerprint"] = identity
-                _write_json_atomic(path, run)
+                    _write_json_atomic(cached, run)
+                except OSError as err:  # a read-only or full cache only costs the reuse
+                    logger.warning("could not cache %s on %s: %s", name, entry.key, err)
             runs[name][entry.key] = run
             progress.update(1)
     progress.close()

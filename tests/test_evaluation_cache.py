@@ -1,0 +1,128 @@
+"""Evaluation encodes each distinct text once per run, and reuses results of unchanged
+models on unchanged tasks from the lusifer cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_evaluation import LookupEncoder, make_task_dirs
+
+from lusifer.evaluation import evaluate, runner
+
+
+class Fingerprinted(LookupEncoder):
+    """A test encoder with a fingerprint (cacheable) that reads no instructions."""
+
+    uses_instructions = False
+    version = "v1"
+
+    def fingerprint(self) -> str:
+        return self.version
+
+
+def _encoded_texts(model) -> int:
+    return sum(n for n, _, _ in model.calls)
+
+
+@pytest.fixture
+def tasks(tmp_path):
+    dirs, groups = make_task_dirs(tmp_path / "tasks")
+    return dirs, groups
+
+
+def _distinct(dirs) -> int:
+    """Distinct (kind, text) pairs over all the tasks, as prefetch reads them."""
+    from lusifer.evaluation.local_tasks import read_task_spec
+    from lusifer.evaluation.prefetch import task_texts
+
+    seen = set()
+    for d in dirs:
+        for kind, texts in task_texts(read_task_spec(d)).items():
+            seen.update((kind, t) for t in texts)
+    return len(seen)
+
+
+def test_each_distinct_text_is_encoded_once_in_one_call_per_kind(tasks, tmp_path):
+    dirs, groups = tasks
+    shared = dirs[0].parent / "TinyClusteringCopy"  # a second task on the same texts
+    shared.mkdir()
+    for f in ("task.json", "test.jsonl"):
+        text = (dirs[0].parent / "TinyClustering" / f).read_text()
+        (shared / f).write_text(text.replace('"TinyClustering"', '"TinyClusteringCopy"'))
+    model = Fingerprinted("model", groups)
+    evaluate(
+        [model],
+        task_dirs=[*dirs, shared],
+        output_dir=tmp_path / "a",
+        bootstrap=0,
+        show_progress=False,
+    )
+    assert _encoded_texts(model) == _distinct(dirs)  # the copy's texts cost nothing
+    assert sorted(kind for _, _, kind in model.calls) == ["document", "query"]
+
+
+def test_a_second_run_in_a_new_folder_reuses_cached_results(tasks, tmp_path, monkeypatch):
+    dirs, groups = tasks
+    model = Fingerprinted("model", groups)
+    first = evaluate(
+        [model], task_dirs=dirs, output_dir=tmp_path / "a", bootstrap=50, show_progress=False
+    )
+    encoded = _encoded_texts(model)
+    again = evaluate(
+        [model], task_dirs=dirs, output_dir=tmp_path / "b", bootstrap=50, show_progress=False
+    )
+    assert _encoded_texts(model) == encoded  # nothing encoded, nothing scored
+    for task in ("TinySTS", "TinyRetrieval", "TinyClustering"):
+        assert again.score("model", task) == first.score("model", task)
+        assert again.summaries["model"].tasks[task].ci == first.summaries["model"].tasks[task].ci
+    # under another name (the cache keys on the fingerprint), the same results
+    renamed = Fingerprinted("renamed", groups)
+    evaluate([renamed], task_dirs=dirs, output_dir=tmp_path / "c", bootstrap=0, show_progress=False)
+    assert renamed.calls == []
+    # --no-cache scores everything again
+    evaluate(
+        [model],
+        task_dirs=dirs,
+        output_dir=tmp_path / "d",
+        bootstrap=0,
+        show_progress=False,
+        use_cache=False,
+    )
+    assert _encoded_texts(model) == 2 * encoded
+
+
+def test_a_changed_model_sample_or_scoring_version_invalidates_the_cache(
+    tasks, tmp_path, monkeypatch
+):
+    dirs, groups = tasks
+    dirs = [d for d in dirs if d.name in ("TinySTS", "TinyClassification")]
+    model = Fingerprinted("model", groups)
+    run = dict(task_dirs=dirs, bootstrap=0, show_progress=False)
+    evaluate([model], output_dir=tmp_path / "a", **run)
+    calls = len(model.calls)
+    model.version = "v2"  # a retrained model
+    evaluate([model], output_dir=tmp_path / "b", **run)
+    assert len(model.calls) == 2 * calls
+    sts = next(d for d in dirs if d.name == "TinySTS")  # another sample of a task
+    rows = [json.loads(x) for x in (sts / "test.jsonl").read_text().splitlines()]
+    rows[0]["score"] = 4.5
+    (sts / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evaluate([model], output_dir=tmp_path / "c", **run)
+    assert len(model.calls) == 2 * calls + 1  # only the changed task
+    monkeypatch.setattr(runner, "SCORING_VERSION", runner.SCORING_VERSION + 1)
+    evaluate([model], output_dir=tmp_path / "d", **run)
+    assert len(model.calls) == 3 * calls + 1
+
+
+def test_models_without_a_fingerprint_are_never_cached(tasks, tmp_path):
+    dirs, groups = tasks
+    model = LookupEncoder("plain", groups)
+    evaluate(
+        [model], task_dirs=dirs[:1], output_dir=tmp_path / "a", bootstrap=0, show_progress=False
+    )
+    calls = len(model.calls)
+    evaluate(
+        [model], task_dirs=dirs[:1], output_dir=tmp_path / "b", bootstrap=0, show_progress=False
+    )
+    assert len(model.calls) == 2 * calls
