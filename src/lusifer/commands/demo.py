@@ -44,6 +44,13 @@ def demo_command(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Training config overrides, e.g. alignment.steps=100")
     ] = None,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse the baselines' cached results (they never change); --no-cache "
+            "scores them again."
+        ),
+    ] = True,
 ) -> None:
     """Train LUSIFER-mini on English only, offline, and show its zero-shot multilingual gain."""
     from ..backbones.cache import CacheError
@@ -54,7 +61,9 @@ def demo_command(
     if target not in ("minilm", "smollm2"):
         raise typer.BadParameter("must be minilm or smollm2", param_hint="--target")
     try:
-        result = run_demo(output, quick=quick, target=target, overrides=overrides or [])
+        result = run_demo(
+            output, quick=quick, target=target, overrides=overrides or [], use_cache=cache
+        )
     except (MissingBackbonePackageError, CacheError, ConfigError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -91,6 +100,16 @@ def demo_command(
     typer.echo(
         f"English average: target alone {_fmt(en['target'])}, LUSIFER-mini {_fmt(en['lusifer'])}."
     )
+    for key, label in (
+        ("english_in_domain", "in the training domain (software, dictionary)"),
+        ("english_out_of_domain", "out of the training domain (scripture, quotations)"),
+    ):
+        part = figures.get(key) or {}
+        if part.get("lusifer") is not None:
+            typer.echo(
+                f"English {label}: target alone {_fmt(part['target'])}, LUSIFER-mini "
+                f"{_fmt(part['lusifer'])}, encoder alone {_fmt(part['encoder'])}."
+            )
     timings = ", ".join(f"{k} {v / 60:.1f} min" for k, v in result.timings.items())
     typer.echo(f"Time: {timings}.")
     typer.echo(

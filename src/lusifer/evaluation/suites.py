@@ -14,9 +14,10 @@ split is the first of test, test.full, test_expert, validation, dev, train.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .entry import MTEB_TYPE_TO_TYPE, TaskEntry
 from .instructions import instruction_for
@@ -135,6 +136,39 @@ CROSSLINGUAL_TASKS: tuple[str, ...] = (
 )  # fmt: skip
 
 SUITES: tuple[str, ...] = ("lusifer", "lusifer-v2", "crosslingual", "offline")
+
+#: The ``domain`` (task.json) of the bundled English tasks whose domain the bundled English
+#: training data does not cover (``scripts/build_english_ood.py``): scripture, commentary
+#: and quotations, where the training data is software and dictionary text. The demo and
+#: the ablation script report them apart from the in-domain English tasks.
+ENGLISH_OOD_DOMAIN = "english-out-of-domain"
+
+
+def task_domain(task_dir: str | Path) -> str | None:
+    """The ``domain`` field of a local task directory's task.json (None when absent)."""
+    from .local_tasks import read_task_spec
+
+    return read_task_spec(task_dir).domain
+
+
+def split_english_ood(task_dirs: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """``task_dirs`` split into (in-domain tasks, English out-of-domain tasks), in order."""
+    inside, outside = [], []
+    for d in map(Path, task_dirs):
+        (outside if task_domain(d) == ENGLISH_OOD_DOMAIN else inside).append(d)
+    return inside, outside
+
+
+def english_by_domain(summary: Any, ood_names: Iterable[str]) -> dict[str, float | None]:
+    """One model's mean score on its English-only tasks inside the training domain and on
+    the English out-of-domain tasks named in ``ood_names`` (None where there are none).
+    ``summary`` is a :class:`~lusifer.evaluation.runner.ModelSummary`."""
+    ood = set(ood_names)
+    groups: dict[str, list[float]] = {"in_domain": [], "out_of_domain": []}
+    for task in summary.tasks.values():
+        if task.languages == ["en"] and not task.crosslingual:
+            groups["out_of_domain" if task.name in ood else "in_domain"].append(task.score)
+    return {k: sum(v) / len(v) if v else None for k, v in groups.items()}
 
 
 def latest_version(name: str) -> str:
