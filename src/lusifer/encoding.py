@@ -39,6 +39,30 @@ def validate_texts(texts: str | Sequence[str]) -> list[str]:
     return clean
 
 
+def validate_options(
+    instruction: object = None, kind: object = "query", max_length: object = None
+) -> str | None:
+    """Check ``encode``'s options before any text is tokenized; returns the instruction
+    (lone surrogates replaced, as in :func:`validate_texts`).
+
+    A non-string instruction is a ``TypeError``; a ``kind`` other than query/document or a
+    ``max_length`` that is not a positive integer is a ``ValueError`` (a tokenizer would
+    fail on them with its own error, or silently)."""
+    if instruction is not None:
+        if not isinstance(instruction, str):
+            raise TypeError(
+                f"instruction must be a string or None, got {type(instruction).__name__}"
+            )
+        instruction = instruction.encode("utf-8", "replace").decode("utf-8")
+    if not isinstance(kind, str) or kind not in ("query", "document"):
+        raise ValueError(f"kind must be 'query' or 'document', got {kind!r:.40}")
+    if max_length is not None and (
+        isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+    ):
+        raise ValueError(f"max_length must be a positive integer or None, got {max_length!r:.40}")
+    return instruction
+
+
 def clip_text(text: str, max_length: int) -> str:
     """Cut a text that is certainly longer than ``max_length`` tokens."""
     limit = max_length * CHARS_PER_TOKEN_BOUND

@@ -42,7 +42,9 @@ def train_command(
     from ..config import ConfigError
     from ..data.language_guard import NonEnglishDataError
     from ..data.readers import DataFormatError
+    from ..model.lusifer import CheckpointError
     from ..training import load_train_config, run_training
+    from ..training.engine import CheckpointWriteError
 
     extra = {}
     if output is not None:
@@ -65,6 +67,9 @@ def train_command(
     except (ConfigError, NonEnglishDataError, DataFormatError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    except (CheckpointError, CheckpointWriteError) as err:  # a refused or unwritable checkpoint
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
     if result is None:
         typer.echo(f"Interrupted; continue with: lusifer train {config} --resume", err=True)
         raise typer.Exit(130)

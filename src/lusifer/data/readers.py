@@ -48,7 +48,8 @@ class DataFormatError(ValueError):
     def __init__(self, where: str, line: int | None, field: str | None, problem: str):
         self.where, self.line, self.field, self.problem = where, line, field, problem
         loc = where + (f", line {line}" if line is not None else "")
-        what = f"field {field!r}: " if field else ""
+        shown = repr(field if field is None or len(field) <= 80 else field[:80] + "...")
+        what = f"field {shown}: " if field else ""  # a huge key is cut short
         super().__init__(f"{loc}: {what}{problem}")
 
 
@@ -429,6 +430,8 @@ def _load_hf(name_or_path: str | Path, split: str, **load_kwargs: Any):
             (".csv", "csv"),
         ):
             if name.endswith(suffix):
+                if builder == "json":
+                    _refuse_deep_json(path)
                 try:
                     return datasets.load_dataset(
                         builder, data_files=str(path), split="train", **load_kwargs
@@ -443,6 +446,35 @@ def _load_hf(name_or_path: str | Path, split: str, **load_kwargs: Any):
         )
     # A local directory of data files, or a hub id (needs internet).
     return datasets.load_dataset(str(name_or_path), split=split, **load_kwargs)
+
+
+# A line (or .json file) with more brackets than this is parsed here first: pyarrow's
+# JSON reader (under ``datasets``) overflows the C stack on JSON nested a few thousand
+# levels deep and kills the whole process, where Python's parser stops at ~1000 levels.
+_BRACKETS_WORTH_CHECKING = 256
+
+
+def _refuse_deep_json(path: Path) -> None:
+    """Raise :class:`DataFormatError` (file and line) for JSON nested too deeply to read,
+    before ``datasets`` hands the file to pyarrow."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    per_line = ".jsonl" in path.name.lower()
+    try:
+        with opener(path, "rb") as fh:
+            chunks = enumerate(fh, start=1) if per_line else [(None, fh.read())]
+            for line, raw in chunks:
+                if raw.count(b"[") + raw.count(b"{") <= _BRACKETS_WORTH_CHECKING:
+                    continue
+                try:
+                    json.loads(raw)
+                except RecursionError:
+                    raise DataFormatError(
+                        str(path), line, None, "bad JSON (nested too deeply)"
+                    ) from None
+                except ValueError:  # other faults: the reader below names them
+                    continue
+    except (OSError, EOFError, zlib.error):  # unreadable or bad gzip: the reader says so
+        return
 
 
 def _reason(err: BaseException) -> str:

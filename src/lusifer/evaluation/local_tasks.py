@@ -160,7 +160,7 @@ def _fail(
     path: Path, message: str, line: int | None = None, field_name: str | None = None
 ) -> TaskDirError:
     where = str(path) + (f", line {line}" if line is not None else "")
-    what = f"field {field_name!r}: " if field_name else ""
+    what = f"field {_show(field_name)}: " if field_name else ""  # a huge key is cut short
     return TaskDirError(f"{where}: {what}{message}")
 
 

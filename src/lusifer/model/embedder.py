@@ -15,7 +15,7 @@ from torch import nn
 from transformers import BatchEncoding
 
 from ..backbones import Backbone, load_backbone
-from ..encoding import clip_text, encode_in_batches
+from ..encoding import clip_text, encode_in_batches, validate_options
 from ..types import TextKind
 from .pooling import pool
 from .target import TargetModel
@@ -129,9 +129,8 @@ class PlainEmbedder(nn.Module):
         convert_to: str = "numpy",
     ) -> np.ndarray | torch.Tensor:
         """Embed texts with this backbone alone (``instruction`` is ignored)."""
+        validate_options(instruction, kind, max_length)
         del instruction
-        if kind not in self.prefixes:
-            raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
         if device is not None:
             self.to(device)
         run_device = next(self.parameters()).device

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..encoding import encode_in_batches
+from ..encoding import encode_in_batches, validate_options
 from ..model.embedder import PlainEmbedder
 from ..model.lusifer import LusiferModel
 from ..types import TextKind
@@ -161,6 +161,7 @@ class OnnxLusifer:
     ) -> np.ndarray | torch.Tensor:
         """Embed texts (float32 rows in input order). ``device``/``dtype`` exist for
         signature parity: only CPU float32 graphs are run."""
+        instruction = validate_options(instruction, kind, max_length)
         _check_cpu(device)
         if use_head is not None and use_head != self.use_head:
             raise ValueError(
@@ -240,6 +241,7 @@ class OnnxPlainEmbedder:
         convert_to: str = "numpy",
     ) -> np.ndarray | torch.Tensor:
         """Embed texts with the backbone alone (``instruction`` is ignored)."""
+        validate_options(instruction, kind, max_length)
         del instruction
         _check_cpu(device)
 

@@ -70,7 +70,7 @@ def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
     out = str(parts[0])
     for p in parts[1:]:
         out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
+    return out if len(out) <= 80 else out[:77] + "..."  # e.g. a huge unknown key, cut short
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
@@ -181,7 +181,14 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         # Unknown paths and methods, in the same error shape as everything else.
-        error = ApiError(exc.status_code, str(exc.detail), headers=exc.headers)
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            # FastAPI's words when its JSON parser fails with other than a syntax error
+            message = (
+                "the request body could not be read as JSON (invalid UTF-8, nesting too "
+                "deep or a number with too many digits)"
+            )
+        error = ApiError(exc.status_code, message, headers=exc.headers)
         return error.response()
 
     @app.exception_handler(Exception)

@@ -299,6 +299,29 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose refusal of a scalar it parsed but cannot build (a date that
+    does not exist, an integer beyond Python's 4300 digits, ``!!float x``) is a YAML error
+    marking the value's line and column, not a bare ``ValueError``."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as err:
+            value = str(node.value if isinstance(node, yaml.ScalarNode) else node.tag)
+            shown = repr(value if len(value) <= 60 else value[:60] + "...")
+            reason = str(err).split(";")[0][:120]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read the value {shown} ({reason})", node.start_mark
+            ) from None
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` (plain values only, no Python objects) whose every refusal is a
+    ``yaml.YAMLError`` (or a ``RecursionError`` for nesting too deep)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     """``["alignment.steps=200", "run.output_dir=out"]`` -> parsed (key, YAML value) pairs."""
     parsed = []
@@ -309,7 +332,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
                 f"override {item!r} must look like key=value (e.g. alignment.steps=200)"
             )
         try:
-            value = yaml.safe_load(raw)
+            value = safe_load_yaml(raw)
         except (yaml.YAMLError, RecursionError) as err:
             raise ConfigError(f"override {key.strip()}: {_yaml_problem(err)}") from None
         parsed.append((key.strip(), value))
@@ -339,7 +362,7 @@ def _read_yaml(path: Path) -> Any:
             "expected a UTF-8 encoded YAML file"
         ) from None
     try:
-        return yaml.safe_load(text)
+        return safe_load_yaml(text)
     except (yaml.YAMLError, RecursionError) as err:
         raise ConfigError(f"{path}: {_yaml_problem(err)}") from None
 

@@ -185,25 +185,36 @@ def _torch_bytes(obj: Any) -> bytes:
 
 def load_safely(path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``: tensors and plain values only. A file
-    holding other Python objects (which could run code while loading) is refused."""
+    holding other Python objects (which could run code while loading) is refused, and
+    a damaged one (truncated, overwritten) is a :class:`CheckpointError` too."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = next(
-            (ln.strip() for ln in str(err).splitlines() if "Unsupported global" in ln), ""
-        )
-        raise CheckpointError(
-            f"{path} holds Python objects other than tensors and plain values"
-            f"{f' ({detail})' if detail else ''}; it is not loaded, because loading it could "
-            "run code on this machine. lusifer's checkpoints never hold such objects: resume "
-            "only from checkpoints you trust, or delete this checkpoint folder to resume from "
-            "an earlier one."
-        ) from None
-    except (OSError, RuntimeError, EOFError) as err:
-        raise CheckpointError(
-            f"{path} cannot be read ({err}); delete its checkpoint folder to resume from an "
-            "earlier one"
-        ) from None
+        lines = [ln.strip() for ln in str(err).splitlines()]
+        detail = next((ln for ln in lines if "Unsupported global" in ln), "")
+        if detail:
+            raise CheckpointError(
+                f"{path} holds Python objects other than tensors and plain values "
+                f"({detail}); it is not loaded, because loading it could run code on this "
+                "machine. lusifer's checkpoints never hold such objects: resume only from "
+                "checkpoints you trust, or delete this checkpoint folder to resume from an "
+                "earlier one."
+            ) from None
+        marks = [i for i, ln in enumerate(lines) if "WeightsUnpickler error" in ln]
+        after = [ln for ln in lines[marks[0] + 1 :] if ln] if marks else []
+        raise CheckpointError(_unreadable(path, after[0] if after else str(err))) from None
+    except Exception as err:  # a damaged file fails in many ways (EOF, zip, index errors)
+        raise CheckpointError(_unreadable(path, f"{type(err).__name__}: {err}")) from None
+
+
+def _unreadable(path: Path, why: str) -> str:
+    """The message for a checkpoint file that is damaged (truncated, overwritten)."""
+    why = why.strip().splitlines()[0].split(". ")[0][:200] if why.strip() else ""
+    why = why if why and not why.endswith(":") else "empty or truncated"
+    return (
+        f"{path} cannot be read ({why}): it is damaged or not a checkpoint file; delete its "
+        "checkpoint folder to resume from an earlier one"
+    )
 
 
 def _rng_state() -> dict[str, Any]:
