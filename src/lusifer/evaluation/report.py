@@ -6,13 +6,11 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..files import atomic_write
 from .aggregation import AGGREGATION_RULE
-
-if TYPE_CHECKING:
-    from .runner import EvaluationReport
+from .results import EvaluationReport
 
 
 def _fmt(value: float | None) -> str:

@@ -12,7 +12,6 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -22,111 +21,18 @@ from tqdm.auto import tqdm
 
 from ..files import atomic_write
 from ..types import TextEncoder
-from . import aggregation, statistics
+from . import aggregation, significance
 from .entry import TaskEntry
 from .languages import get_language, order_languages
 from .local_tasks import load_task_dirs, offline_suite_dirs, task_entry
 from .prefetch import prefetch_local_tasks
+from .report import write_outputs
+from .results import EvaluationReport, ModelSummary, TaskScore  # also re-exported from here
 from .suites import SUITES, build_crosslingual_suite, build_lusifer_suite
 
 logger = logging.getLogger(__name__)
 
 RUN_FORMAT = 1
-
-
-@dataclass
-class TaskScore:
-    """One model's result on one task (scores 0-100)."""
-
-    key: str
-    name: str
-    type: str
-    metric: str
-    split: str
-    languages: list[str]
-    crosslingual: bool
-    score: float  # mean over the evaluated subsets (cross-lingual mteb task: Table-2 rule)
-    language_scores: dict[str, float]
-    subset_scores: dict[str, float]
-    ci: list[float] | None = None
-    evaluation_time: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "type": self.type,
-            "metric": self.metric,
-            "split": self.split,
-            "languages": self.languages,
-            "crosslingual": self.crosslingual,
-            "score": round(self.score, 4),
-            "ci": self.ci,
-            "language_scores": {k: round(v, 4) for k, v in self.language_scores.items()},
-            "subset_scores": {k: round(v, 4) for k, v in self.subset_scores.items()},
-            "evaluation_time": self.evaluation_time,
-        }
-
-
-@dataclass
-class ModelSummary:
-    tasks: dict[str, TaskScore]
-    languages: dict[str, float]
-    language_ci: dict[str, list[float] | None]
-    average: float | None
-    task_types: dict[str, float]
-    crosslingual: dict[str, float]
-    crosslingual_average: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        r = lambda v: None if v is None else round(v, 4)  # noqa: E731
-        return {
-            "tasks": {k: t.to_dict() for k, t in self.tasks.items()},
-            "languages": {k: r(v) for k, v in self.languages.items()},
-            "language_ci": self.language_ci,
-            "average": r(self.average),
-            "task_types": {k: r(v) for k, v in self.task_types.items()},
-            "crosslingual": {k: r(v) for k, v in self.crosslingual.items()},
-            "crosslingual_average": r(self.crosslingual_average),
-        }
-
-
-@dataclass
-class EvaluationReport:
-    """What :func:`evaluate` returns and writes to ``results.json``."""
-
-    suite: str | None
-    models: list[str]
-    languages: list[str]
-    summaries: dict[str, ModelSummary]
-    paired_tests: list[dict[str, Any]]
-    bootstrap: int
-    seed: int
-    output_dir: Path
-    errors: dict[str, dict[str, str]] = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)
-
-    def score(self, model: str, task: str) -> float:
-        return self.summaries[model].tasks[task].score
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "suite": self.suite,
-            "models": self.models,
-            "languages": self.languages,
-            "aggregation": aggregation.AGGREGATION_RULE,
-            "statistics": {
-                "bootstrap_replicates": self.bootstrap,
-                "seed": self.seed,
-                "confidence": statistics.CONFIDENCE,
-                "method": (
-                    "percentile bootstrap over test examples; paired tests share resamples, "
-                    "p = min(1, 2 * share of resampled differences on the far side of 0)"
-                ),
-            },
-            "results": {m: s.to_dict() for m, s in self.summaries.items()},
-            "paired_tests": self.paired_tests,
-            "errors": self.errors,
-        }
 
 
 # --------------------------------------------------------------------------- task selection
@@ -199,10 +105,11 @@ def _load_finished(
         return None
     try:
         run = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # cut short anywhere, even inside a UTF-8 character
         return None
     if (
-        run.get("format") != RUN_FORMAT
+        not isinstance(run, dict)
+        or run.get("format") != RUN_FORMAT
         or run.get("fingerprint") != entry.fingerprint
         or (model_name is not None and run.get("model") != model_name)
         or (identity is not None and run.get("model_fingerprint") != identity)
@@ -307,7 +214,6 @@ def evaluate(
             lusifer cache (:func:`result_cache_path`), e.g. the demo's baselines.
     """
     from .mteb_model import MtebEncoder, model_slug
-    from .report import write_outputs
 
     if not models:
         raise ValueError("give at least one model")
@@ -401,7 +307,7 @@ def summarise(
     seed: int,
     output_dir: Path,
 ) -> EvaluationReport:
-    """Aggregate per-task runs into the paper's tables plus bootstrap statistics."""
+    """Aggregate per-task runs into the paper's tables plus bootstrap significance."""
     by_key = {e.key: e for e in entries}
     summaries: dict[str, ModelSummary] = {}
     replicates: dict[str, dict[str, np.ndarray]] = {}
@@ -430,13 +336,17 @@ def summarise(
             )
             per_example = run.get("per_example")
             if bootstrap > 0 and per_example and len(subset_scores) == 1:
-                n = statistics.example_count(entry.type, per_example)
-                idx = statistics.resample_indices(n, bootstrap, seed, key)
-                reps = statistics.replicate_scores(entry.type, entry.main_metric, per_example, idx)
-                center = statistics.replicate_center(
+                n = significance.example_count(entry.type, per_example)
+                idx = significance.resample_indices(n, bootstrap, seed, key)
+                reps = significance.replicate_scores(
+                    entry.type, entry.main_metric, per_example, idx
+                )
+                center = significance.replicate_center(
                     entry.type, entry.main_metric, per_example, reps
                 )
-                interval = statistics.percentile_interval(reps, estimate=score.score, center=center)
+                interval = significance.percentile_interval(
+                    reps, estimate=score.score, center=center
+                )
                 score.ci = interval.to_list() if interval else None
                 replicates[model][key] = reps
                 identity[model][key] = center
@@ -447,8 +357,8 @@ def summarise(
         for lang in lang_avgs:
             keys = [k for k, t in tasks.items() if lang in t.language_scores]
             if keys and all(k in replicates[model] for k in keys):
-                interval = statistics.percentile_interval(
-                    statistics.mean_replicates([replicates[model][k] for k in keys]),
+                interval = significance.percentile_interval(
+                    significance.mean_replicates([replicates[model][k] for k in keys]),
                     estimate=lang_avgs[lang],
                     center=fmean(identity[model][k] for k in keys),
                 )
@@ -499,7 +409,7 @@ def _paired(
         ra, rb = replicates[a].get(key), replicates[b].get(key)
         if ra is None or rb is None or ra.shape != rb.shape:
             continue
-        test = statistics.paired_test(
+        test = significance.paired_test(
             summaries[a].tasks[key].score - summaries[b].tasks[key].score,
             ra - rb,
             center=identity[a][key] - identity[b][key],
@@ -510,8 +420,8 @@ def _paired(
         keys = [k for k in common if lang in summaries[a].tasks[k].language_scores]
         if not keys or not all(k in tasks_out for k in keys):
             continue
-        diffs = statistics.mean_replicates([replicates[a][k] - replicates[b][k] for k in keys])
+        diffs = significance.mean_replicates([replicates[a][k] - replicates[b][k] for k in keys])
         center = fmean(identity[a][k] - identity[b][k] for k in keys)
         observed = summaries[a].languages[lang] - summaries[b].languages.get(lang, float("nan"))
-        languages_out[lang] = statistics.paired_test(observed, diffs, center=center).to_dict()
+        languages_out[lang] = significance.paired_test(observed, diffs, center=center).to_dict()
     return {"model_a": a, "model_b": b, "tasks": tasks_out, "languages": languages_out}

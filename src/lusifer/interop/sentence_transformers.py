@@ -18,7 +18,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import InputModule
 from sentence_transformers.sentence_transformer.modules import Normalize
 
-from ..model.lusifer import LusiferModel, is_lusifer_checkpoint
+from ..model.loading import is_lusifer_checkpoint
+from ..model.lusifer import LusiferModel
 
 LUSIFER_SUBFOLDER = "lusifer"
 MODULES_FILE = "modules.json"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .embedder import PlainEmbedder
-from .lusifer import CheckpointError, LusiferModel, is_lusifer_checkpoint
+from .loading import CheckpointError, is_lusifer_checkpoint
+from .lusifer import LusiferModel
 
 __all__ = [
     "CheckpointError",

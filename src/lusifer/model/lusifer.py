@@ -10,36 +10,40 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import BatchEncoding
 
 from ..backbones import Backbone, load_backbone
 from ..config import ConfigError, LusiferConfig, from_dict
-from ..encoding import clip_text, encode_in_batches
+from ..encoding import clip_text, encode_in_batches, validate_options
 from ..files import atomic_folder
 from ..types import TextKind
 from .connector import Connector
 from .head import ProjectionHead
+from .loading import (
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    WEIGHTS_NAME,
+    CheckpointError,
+    backbone_signature,
+    is_lusifer_checkpoint,
+    load_checkpoint,
+)
 from .lora import add_lora, load_lora_state_dict, lora_state_dict, merge_lora
 from .pooling import pool, pooling_mask
 from .prompts import format_prompt
 from .target import TargetModel, unwrap
 
-CONFIG_NAME = "lusifer_config.json"
-WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A saved model does not fit: another backbone, missing or extra tensors."""
-
-
-def backbone_signature(model: nn.Module) -> dict[str, Any]:
-    """Facts about a backbone that a checkpoint trained on it depends on."""
-    config = unwrap(model).config
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")
-    return {k: getattr(config, k, None) for k in keys}
+__all__ = [
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "WEIGHTS_NAME",
+    "CheckpointError",
+    "LusiferModel",
+    "backbone_signature",
+    "is_lusifer_checkpoint",
+]
 
 
 class LusiferModel(nn.Module):
@@ -157,7 +161,11 @@ class LusiferModel(nn.Module):
 
         ``instruction`` and ``kind`` are one for all texts, or lists with one per text;
         a model built with ``use_instructions=False`` ignores ``instruction``."""
-        max_length = max_length or self.config.max_length
+        # never more tokens than the encoder has positions for (its tokenizer knows)
+        max_length = min(
+            max_length or self.config.max_length,
+            getattr(self.tokenizer, "model_max_length", None) or self.config.max_length,
+        )
         instructions = instruction if isinstance(instruction, list) else [instruction] * len(texts)
         if not self.config.use_instructions:
             instructions = [None] * len(texts)
@@ -260,6 +268,7 @@ class LusiferModel(nn.Module):
         use_head: bool = False,
     ) -> np.ndarray | torch.Tensor:
         """Embed texts: float32 rows in input order (pre-head vectors unless ``use_head``)."""
+        instruction = validate_options(instruction, kind, max_length)
         if device is not None:
             self.to(device)
         run_device = self.device
@@ -355,7 +364,7 @@ class LusiferModel(nn.Module):
                 save_file(self.trained_state_dict(), str(tmp / WEIGHTS_NAME))
             import transformers
 
-            from .. import __version__
+            from .._version import __version__
 
             meta = {
                 "format": "lusifer",
@@ -391,65 +400,6 @@ class LusiferModel(nn.Module):
     def from_pretrained(
         cls, directory: str | Path, *, device: str | torch.device | None = None
     ) -> LusiferModel:
-        """Reload a model saved by :meth:`save_pretrained` (a folder or a hub repo id)."""
-        directory = _local_checkpoint(directory)
-        if not (directory / CONFIG_NAME).is_file():  # the reference code's published layout
-            from .reference import load_reference_checkpoint
-
-            return load_reference_checkpoint(directory, device=device)
-        meta = json.loads((directory / CONFIG_NAME).read_text())
-        if meta.get("format") != "lusifer":
-            raise CheckpointError(f"{directory / CONFIG_NAME} is not a LUSIFER config")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise CheckpointError(
-                f"{directory} was saved by a newer lusifer (format {meta['format_version']}); upgrade"
-            )
-        raw = dict(meta["config"])
-        for key in ("encoder", "target"):  # merged saves point inside the folder
-            if isinstance(raw.get(key), str) and raw[key].startswith("./"):
-                raw[key] = str(directory / raw[key][2:])
-        config = from_dict(LusiferConfig, raw)
-        model = cls(config, load_backbone(config.encoder), load_backbone(config.target))
-        for part, module in (("encoder", model.encoder), ("target", model.target.model)):
-            saved = getattr(config, f"{part}_signature")
-            found = backbone_signature(module)
-            if saved and saved != found:
-                raise CheckpointError(
-                    f"{directory} was trained on a different {part} backbone: saved {saved}, "
-                    f"but {getattr(config, part)!r} resolves to {found}"
-                )
-        state = load_file(str(directory / WEIGHTS_NAME))
-        model.load_trained_state_dict(state, source=str(directory))
-        model.freeze(connector=False, head=False, encoder_lora=False, target_lora=False)
-        if device is not None:
-            model.to(device)
-        return model.eval()
-
-
-def is_lusifer_checkpoint(path: str | Path) -> bool:
-    """A folder saved by ``save_pretrained``, or in the reference code's published layout."""
-    from .reference import is_reference_checkpoint
-
-    return (Path(path) / CONFIG_NAME).is_file() or is_reference_checkpoint(Path(path))
-
-
-def _local_checkpoint(reference: str | Path) -> Path:
-    path = Path(reference).expanduser()
-    if path.is_dir():
-        if not (path / CONFIG_NAME).is_file():
-            from .reference import is_reference_checkpoint
-
-            if is_reference_checkpoint(path):
-                return path
-            raise CheckpointError(
-                f"{path} has no {CONFIG_NAME}: not a LUSIFER model folder "
-                "(use lusifer.load_text_encoder for plain embedders)"
-            )
-        return path
-    if isinstance(reference, str) and reference.count("/") == 1 and not reference.startswith("."):
-        from huggingface_hub import snapshot_download
-
-        return Path(
-            snapshot_download(reference, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "config.json"])
-        )
-    raise CheckpointError(f"no LUSIFER model at {reference!r}")
+        """Reload a model saved by :meth:`save_pretrained` (a folder or a hub repo id), or a
+        folder in the reference code's published layout (:mod:`lusifer.model.loading`)."""
+        return load_checkpoint(cls, directory, device=device)
