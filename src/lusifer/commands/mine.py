@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..files import atomic_write
+from ..files import atomic_file, atomic_write
 from .options import (
     BackendOption,
     ModelArgument,
@@ -155,14 +154,8 @@ def _differences(old: dict, new: dict) -> list[str]:
 def _save_corpus_cache(path: Path, vectors) -> None:
     import numpy as np
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, vectors)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, vectors)
 
 
 def _load_corpus_cache(path: Path, size: int):

@@ -8,12 +8,11 @@ others as distractors.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import uuid
 from pathlib import Path
 
+from ..files import atomic_folder
 from .local_tasks import read_jsonl, read_task_spec
 
 
@@ -36,9 +35,7 @@ def sample_task_dir(source: Path, destination: Path, limit: int, *, seed: int = 
     pairs, test rows; classification also keeps at most ``limit`` training rows)."""
     spec = read_task_spec(source)
     rng = random.Random(f"{seed}-{spec.name}")
-    tmp = destination.with_name(f".{destination.name}.tmp-{uuid.uuid4().hex}")
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(destination) as tmp:  # an existing copy is replaced whole
         shutil.copy(source / "task.json", tmp / "task.json")
         if spec.type == "retrieval":
             queries = _sample(read_jsonl(source / "queries.jsonl", {}), limit, rng)
@@ -58,12 +55,6 @@ def sample_task_dir(source: Path, destination: Path, limit: int, *, seed: int = 
             for name in ("train.jsonl", "test.jsonl"):
                 if (source / name).is_file():
                     _write_jsonl(tmp / name, _sample(read_jsonl(source / name, {}), limit, rng))
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(tmp, destination)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return destination
 
 

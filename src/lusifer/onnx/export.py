@@ -3,18 +3,17 @@ and written atomically."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import uuid
 import warnings
 from pathlib import Path
 
 import torch
 
+from ..files import atomic_file
 from ..model.embedder import PlainEmbedder, sampled_digest
 from ..model.lusifer import LusiferModel
 from .graph import CONNECTOR_SCOPE, TARGET_SCOPE, EncoderStates, ExportableLusifer
@@ -81,10 +80,12 @@ def _trace_to_file(
     ``path``, atomically. The output's dynamic axes are ``output_axes`` (the batch only,
     unless given)."""
     axes = {name: {0: "batch", 1: "length"} for name in names}
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     try:  # a read-only or full disk ends here too, as an OnnxExportError
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with torch.no_grad(), warnings.catch_warnings():
+        with (
+            atomic_file(path, suffix=".onnx") as tmp,
+            torch.no_grad(),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore")  # tracer warnings about Python-side branches
             torch.onnx.export(
                 module,
@@ -97,12 +98,8 @@ def _trace_to_file(
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
-        os.replace(tmp, path)
     except Exception as err:
         raise OnnxExportError(f"exporting {what} to ONNX failed: {err}") from err
-    finally:
-        with contextlib.suppress(OSError):  # nothing to remove where the folder failed
-            tmp.unlink(missing_ok=True)
     return path
 
 
@@ -230,25 +227,23 @@ def quantize_int8(source: str | Path, path: str | Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}.onnx")
     quiet = logging.getLogger()
     level = quiet.level
     try:
         quiet.setLevel(logging.ERROR)  # onnxruntime's "consider pre-processing" notice
-        quantize_dynamic(
-            str(source),
-            str(tmp),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=int8_excluded_nodes(source),
-        )
-        os.replace(tmp, path)
+        with atomic_file(path, suffix=".onnx") as tmp:
+            quantize_dynamic(
+                str(source),
+                str(tmp),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=int8_excluded_nodes(source),
+            )
     except Exception as err:
         raise OnnxExportError(f"int8 quantisation of {source} failed: {err}") from err
     finally:
         quiet.setLevel(level)
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -63,7 +63,30 @@ def _check_cpu(device: str | None) -> None:
         raise ValueError(f"the ONNX backend runs on CPU only, got device={device!r}")
 
 
-class OnnxLusifer:
+class _OnnxGraph:
+    """What both ONNX runners keep of the torch model or embedder they were exported from:
+    its fingerprint, tokenizer, width and name, and a CPU session of the graph."""
+
+    def _open(
+        self,
+        onnx_path: str | Path,
+        source: LusiferModel | PlainEmbedder,
+        threads: int | None,
+        tag: str = "onnx",
+    ) -> None:
+        self.onnx_path = Path(onnx_path)
+        self._fingerprint = source.fingerprint()
+        self.tokenizer = source.tokenizer
+        self.embedding_size = source.embedding_size
+        self.name = f"{source.name} ({tag})"
+        self.session = cpu_session(self.onnx_path, threads)
+
+    def fingerprint(self) -> str:
+        """The torch model's fingerprint: both give the same embeddings."""
+        return self._fingerprint
+
+
+class OnnxLusifer(_OnnxGraph):
     """Same ``encode`` contract as :class:`LusiferModel`, run through onnxruntime.
 
     Build with :meth:`from_model` (a loaded model) or :meth:`from_pretrained` (a folder);
@@ -78,14 +101,10 @@ class OnnxLusifer:
         threads: int | None = None,
         use_head: bool = False,
     ) -> None:
-        self.onnx_path = Path(onnx_path)
-        self._fingerprint = model.fingerprint()
+        int8 = ".int8" in Path(onnx_path).name
+        self._open(onnx_path, model, threads, "onnx, int8" if int8 else "onnx")
         self.config = model.config
-        self.tokenizer = model.tokenizer
         self.use_head = use_head
-        self.embedding_size = model.embedding_size
-        self.name = f"{model.name} (onnx{', int8' if '.int8' in self.onnx_path.name else ''})"
-        self.session = cpu_session(self.onnx_path, threads)
 
     @classmethod
     def from_model(
@@ -129,10 +148,6 @@ class OnnxLusifer:
             export_dir=export_dir,
             source=directory,
         )
-
-    def fingerprint(self) -> str:
-        """The torch model's fingerprint: both give the same embeddings."""
-        return self._fingerprint
 
     # The torch model's prompt formatting and tokenisation, reused as is.
     tokenize = LusiferModel.tokenize
@@ -188,7 +203,7 @@ class OnnxLusifer:
         )
 
 
-class OnnxPlainEmbedder:
+class OnnxPlainEmbedder(_OnnxGraph):
     """Same ``encode`` contract as :class:`PlainEmbedder` (a baseline backbone alone, e.g.
     the target or the encoder), run through onnxruntime; encoder backbones only."""
 
@@ -197,15 +212,10 @@ class OnnxPlainEmbedder:
     def __init__(
         self, onnx_path: str | Path, embedder: PlainEmbedder, *, threads: int | None = None
     ) -> None:
-        self.onnx_path = Path(onnx_path)
-        self._fingerprint = embedder.fingerprint()
-        self.tokenizer = embedder.tokenizer
+        self._open(onnx_path, embedder, threads)
         self.prefixes = embedder.prefixes
         self.max_length = embedder.max_length
         self.reference = embedder.reference
-        self.embedding_size = embedder.embedding_size
-        self.name = f"{embedder.name} (onnx)"
-        self.session = cpu_session(self.onnx_path, threads)
 
     @classmethod
     def from_embedder(
@@ -219,10 +229,6 @@ class OnnxPlainEmbedder:
         raises ``OnnxExportError`` for a decoder backbone."""
         path = ensure_plain_exported(embedder, export_dir=export_dir)
         return cls(path, embedder, threads=threads)
-
-    def fingerprint(self) -> str:
-        """The torch embedder's fingerprint: both give the same embeddings."""
-        return self._fingerprint
 
     # The torch embedder's prefixes and tokenisation, reused as is.
     tokenize = PlainEmbedder.tokenize

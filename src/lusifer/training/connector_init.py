@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model import LusiferModel
-from .losses import real_offsets, token_alignment
+from .losses import aligned_target_tokens
 
 
 @torch.no_grad()
@@ -32,20 +32,7 @@ def token_pairs(
     ):
         batch = texts[start : start + batch_size]
         enc = model.tokenize(batch, max_length=max_length, return_offsets=True)
-        tgt = model.target.tokenizer(
-            batch,
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_offsets_mapping=True,
-            return_tensors="pt",
-        )
-        weights = token_alignment(
-            real_offsets(enc),
-            real_offsets(tgt),
-            enc["input_ids"].shape[1],
-            tgt["input_ids"].shape[1],
-        )
+        tgt, weights = aligned_target_tokens(enc, model.target.tokenizer, batch, max_length)
         ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
         states = model.connector_inputs(ids, mask).float().cpu()
         wanted = weights @ table.cpu()[tgt["input_ids"]]

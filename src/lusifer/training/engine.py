@@ -53,13 +53,12 @@ from .data import (
 )
 from .gradcache import gradcache_backward
 from .losses import (
+    aligned_target_tokens,
     contrastive_loss,
     distillation_loss,
     lm_alignment_loss,
-    real_offsets,
     relational_distillation,
     target_own_embedding,
-    token_alignment,
     token_distillation_loss,
 )
 
@@ -451,19 +450,8 @@ class Trainer:
         if obj.distill_token > 0:
             texts = [e.distill_text for e in examples]
             enc_o = self.model.tokenize(texts, max_length=self.run.max_length, return_offsets=True)
-            tok = self.model.target.tokenizer(
-                texts,
-                padding=True,
-                truncation=True,
-                max_length=obj.max_target_length,
-                return_offsets_mapping=True,
-                return_tensors="pt",
-            )
-            alignment = token_alignment(
-                real_offsets(enc_o),
-                real_offsets(tok),
-                enc_o["input_ids"].shape[1],
-                tok["input_ids"].shape[1],
+            tok, alignment = aligned_target_tokens(
+                enc_o, self.model.target.tokenizer, texts, obj.max_target_length
             )
             losses["distill_token"] = self.module(
                 "distill_token",

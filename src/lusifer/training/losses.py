@@ -164,6 +164,21 @@ def _pair_loss(
     return (torch.logaddexp(pos, neg_lse[anchor]) - pos).mean()
 
 
+def _owned_candidates(
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    positive_owner: torch.Tensor | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``positive_owner`` (positive j belongs to query j unless given) and ``negatives``
+    (an empty batch as a 0-row matrix of the positives' width)."""
+    if positive_owner is None:
+        positive_owner = torch.arange(positives.shape[0], device=device)
+    if not negatives.numel():
+        negatives = positives.new_zeros(0, positives.shape[-1])
+    return positive_owner, negatives
+
+
 def info_nce(
     queries: torch.Tensor,
     positives: torch.Tensor,
@@ -186,10 +201,7 @@ def info_nce(
     ``symmetric`` adds the positive -> query direction.
     """
     batch, device = queries.shape[0], queries.device
-    if positive_owner is None:
-        positive_owner = torch.arange(positives.shape[0], device=device)
-    if not negatives.numel():
-        negatives = positives.new_zeros(0, positives.shape[-1])
+    positive_owner, negatives = _owned_candidates(positives, negatives, positive_owner, device)
     docs = torch.cat([positives, negatives])
     owner = torch.cat([positive_owner, negative_owner.to(device)])
     is_positive = torch.zeros(docs.shape[0], dtype=torch.bool, device=device)
@@ -226,10 +238,7 @@ def nt_xent(
     those of its own (query, positives, negatives) row. Symmetric by construction."""
     device = queries.device
     batch = queries.shape[0]
-    if positive_owner is None:
-        positive_owner = torch.arange(positives.shape[0], device=device)
-    if not negatives.numel():
-        negatives = positives.new_zeros(0, positives.shape[-1])
+    positive_owner, negatives = _owned_candidates(positives, negatives, positive_owner, device)
     embeddings = torch.cat([queries, positives, negatives])
     row = torch.cat(
         [torch.arange(batch, device=device), positive_owner.to(device), negative_owner.to(device)]
@@ -303,6 +312,27 @@ def token_alignment(
         if enc and tgt and enc[-1][1] <= enc[-1][0] and tgt[-1][1] <= tgt[-1][0]:
             weights[b, len(enc) - 1, len(tgt) - 1] = 1.0  # </s> / [SEP]
     return weights / weights.sum(-1, keepdim=True).clamp(min=1.0)
+
+
+def aligned_target_tokens(encoded, target_tokenizer, texts: list[str], max_length: int):
+    """``texts`` through the target's tokenizer (with offsets) and the
+    :func:`token_alignment` of ``encoded`` (the encoder's tokenization of the same texts,
+    with offsets) to it: (target tokens, [B, Le, Lt] weights)."""
+    target = target_tokenizer(
+        texts,
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_offsets_mapping=True,
+        return_tensors="pt",
+    )
+    weights = token_alignment(
+        real_offsets(encoded),
+        real_offsets(target),
+        encoded["input_ids"].shape[1],
+        target["input_ids"].shape[1],
+    )
+    return target, weights
 
 
 def token_distillation_loss(
