@@ -34,7 +34,6 @@ after it. Needs apt (the Debian mirror) and, to read the SWORD modules,
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import random
@@ -42,7 +41,7 @@ import re
 import shutil
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -57,6 +56,8 @@ from build_offline_suite import (  # noqa: E402 - the suite builder's helpers
     stable_hash,
     task_json,
     text_key,
+    training_strings,
+    wordnet_strings,
     write_jsonl,
     write_retrieval,
 )
@@ -99,38 +100,6 @@ def words(text: str) -> list[str]:
 def ngrams(text: str, n: int = NGRAM) -> set[str]:
     w = words(text)
     return {" ".join(w[i : i + n]) for i in range(len(w) - n + 1)}
-
-
-def training_strings(path: Path) -> Iterator[str]:
-    """Every string field of the bundled training data (the fields a model may read)."""
-
-    def walk(value) -> Iterator[str]:
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, dict):
-            for v in value.values():
-                yield from walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                yield from walk(v)
-
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            yield from walk(json.loads(line))
-
-
-def wordnet_strings(root: Path) -> Iterator[str]:
-    """Lemmas, definitions and example sentences of WordNet (the training data's source)."""
-    for part in ("noun", "verb", "adj", "adv"):
-        path = root / "usr/share/wordnet" / f"data.{part}"
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("  "):  # licence header
-                continue
-            fields, _, gloss = line.partition(" | ")
-            cols = fields.split()
-            n_words = int(cols[3], 16)
-            yield from (w.replace("_", " ") for w in cols[4 : 4 + 2 * n_words : 2])
-            yield from (g.strip().strip('"') for g in gloss.split(";") if g.strip())
 
 
 class Screen:

@@ -36,6 +36,7 @@ import sys
 import time
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -201,34 +202,31 @@ def text_key(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def load_training_texts(path: Path) -> set[str]:
-    """Every string field (20+ characters) of the bundled training data, normalised."""
-    out: set[str] = set()
+def training_strings(path: Path) -> Iterator[str]:
+    """Every string field of the bundled training data (the fields a model may read)."""
 
-    def walk(value) -> None:
+    def walk(value) -> Iterator[str]:
         if isinstance(value, str):
-            if len(value) >= 20:
-                out.add(text_key(value))
+            yield value
         elif isinstance(value, dict):
             for v in value.values():
-                walk(v)
+                yield from walk(v)
         elif isinstance(value, list):
             for v in value:
-                walk(v)
+                yield from walk(v)
 
     with gzip.open(path, "rt", encoding="utf-8") as f:
         for line in f:
-            walk(json.loads(line))
-    return out
+            yield from walk(json.loads(line))
 
 
-def wordnet_texts(root: Path) -> set[str]:
-    """Lemmas, definitions and example sentences of WordNet (the other training source).
+def load_training_texts(path: Path) -> set[str]:
+    """Every string field (20+ characters) of the bundled training data, normalised."""
+    return {text_key(value) for value in training_strings(path) if len(value) >= 20}
 
-    Excluded wholesale so that a later, larger training sample cannot collide with the
-    suite (country names in iso-codes catalogs are also WordNet lemmas, for instance).
-    """
-    out: set[str] = set()
+
+def wordnet_strings(root: Path) -> Iterator[str]:
+    """Lemmas, definitions and example sentences of WordNet (the training data's source)."""
     for part in ("noun", "verb", "adj", "adv"):
         path = root / "usr/share/wordnet" / f"data.{part}"
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -237,9 +235,17 @@ def wordnet_texts(root: Path) -> set[str]:
             fields, _, gloss = line.partition(" | ")
             cols = fields.split()
             n_words = int(cols[3], 16)
-            out.update(text_key(w.replace("_", " ")) for w in cols[4 : 4 + 2 * n_words : 2])
-            out.update(text_key(g.strip().strip('"')) for g in gloss.split(";") if g.strip())
-    return {t for t in out if len(t) >= 10}
+            yield from (w.replace("_", " ") for w in cols[4 : 4 + 2 * n_words : 2])
+            yield from (g.strip().strip('"') for g in gloss.split(";") if g.strip())
+
+
+def wordnet_texts(root: Path) -> set[str]:
+    """Lemmas, definitions and example sentences of WordNet (the other training source).
+
+    Excluded wholesale so that a later, larger training sample cannot collide with the
+    suite (country names in iso-codes catalogs are also WordNet lemmas, for instance).
+    """
+    return {t for t in map(text_key, wordnet_strings(root)) if len(t) >= 10}
 
 
 def excluded(*texts: str) -> bool:
