@@ -23,6 +23,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from test_training import ENGLISH
 
 from lusifer.files import TMP_MARK
 
@@ -36,14 +37,7 @@ ENV = {
     "MKL_NUM_THREADS": "1",
     "PYTHONWARNINGS": "ignore",
 }
-ROWS = [
-    ("how do I install the package", "Run the installer and follow the steps on the screen."),
-    ("what does the tool do", "It converts images between many common file formats."),
-    ("which editor is small", "A small text editor for the terminal with syntax colours."),
-    ("where are the fonts", "The fonts are stored in the shared data folder of the system."),
-    ("a game about trains", "Build railway networks and deliver goods between the cities."),
-    ("library for parsing", "This library parses configuration files and reports errors."),
-]
+ROWS = ENGLISH[:6]  # the training tests' English pairs
 Trigger = Callable[[Path], bool]
 
 
