@@ -239,24 +239,16 @@ def run_demo(
 
     lus, tgt = report.summaries[LUSIFER_NAME], report.summaries[target_name]
     ood = [read_task_spec(d).name for d in split_english_ood(tasks)[1]]
-    english = {
-        name: english_by_domain(report.summaries[name], ood)
-        for name in (LUSIFER_NAME, target_name, encoder_name)
-    }
+    roles = {"lusifer": LUSIFER_NAME, "target": target_name, "encoder": encoder_name}
+    english = {role: english_by_domain(report.summaries[m], ood) for role, m in roles.items()}
     figures = {
         "crosslingual": crosslingual_gap_closed(report, LUSIFER_NAME, target_name, encoder_name),
         "english": {"lusifer": lus.languages.get("en"), "target": tgt.languages.get("en")},
         # English-only tasks from the training data's domain (software, dictionary) and
         # from domains it does not cover (scripture, quotations): the goal holds for both
-        "english_in_domain": {
-            "lusifer": english[LUSIFER_NAME]["in_domain"],
-            "target": english[target_name]["in_domain"],
-            "encoder": english[encoder_name]["in_domain"],
-        },
-        "english_out_of_domain": {
-            "lusifer": english[LUSIFER_NAME]["out_of_domain"],
-            "target": english[target_name]["out_of_domain"],
-            "encoder": english[encoder_name]["out_of_domain"],
+        **{
+            f"english_{part}": {role: english[role][part] for role in roles}
+            for part in ("in_domain", "out_of_domain")
         },
         "language_gain": {
             lang: lus.languages[lang] - tgt.languages[lang]
