@@ -1,8 +1,11 @@
-"""``lusifer encode``: embed a file of texts into a .npy matrix."""
+"""``lusifer encode``: embed a file of texts into a .npy matrix, or a corpus (a file or a
+folder of files, streamed) into resumable shards, across processes under torchrun or
+accelerate launch."""
 
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -22,9 +25,21 @@ from .options import (
 def encode_command(
     model: ModelArgument,
     input: Annotated[
-        Path, typer.Argument(help=".txt (one text a line) or .jsonl (a 'text' field).")
+        Path,
+        typer.Argument(
+            help=".txt (one text a line), .jsonl (a 'text' field, optional 'id'), .parquet "
+            "('text' and optional 'id' columns), or a folder of them (read in sorted order)."
+        ),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .npy matrix.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="A .npy file (one matrix, rows in input order), or a folder to write "
+            "shards and manifest.json to (streamed, resumable, multi-process).",
+        ),
+    ],
     instruction: Annotated[
         str | None, typer.Option(help="One-line English task instruction.")
     ] = None,
@@ -39,23 +54,91 @@ def encode_command(
     backend: BackendOption = "torch",
     quantize: QuantizeOption = None,
     threads: ThreadsOption = None,
+    format: Annotated[
+        str, typer.Option("--format", help="Shards: npy (+ .ids.jsonl) or parquet.")
+    ] = "npy",
+    dtype: Annotated[str, typer.Option(help="float32 or float16 (stored values).")] = "float32",
+    shard_size: Annotated[int, typer.Option(min=1, help="Rows per shard.")] = 10_000,
+    store_text: Annotated[
+        bool, typer.Option(help="Shards: store each row's text beside its id (for search).")
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Shards: delete the folder's shards and manifest first and start over "
+            "(to reuse a folder made with other settings)."
+        ),
+    ] = False,
 ) -> None:
-    """Embed every text of INPUT with MODEL and save the matrix (rows in input order)."""
-    import numpy as np
-
-    from ..inputs import InputFileError, read_texts
-
+    """Embed every text of INPUT with MODEL: into one .npy matrix (rows in input order), or,
+    when -o is a folder, into shards with a manifest (see docs/corpus-encoding.md)."""
     if kind not in ("query", "document"):
         raise typer.BadParameter("must be 'query' or 'document'", param_hint="--kind")
-    if output.suffix != ".npy":
-        raise typer.BadParameter("the output must end in .npy", param_hint="--output")
+    if dtype not in ("float32", "float16"):
+        raise typer.BadParameter("must be 'float32' or 'float16'", param_hint="--dtype")
+    if format not in ("npy", "parquet"):
+        raise typer.BadParameter("must be 'npy' or 'parquet'", param_hint="--format")
+    if output.suffix == ".npy":
+        if format != "npy" or store_text:
+            raise typer.BadParameter(
+                "--format parquet and --store-text write shards: give a folder, not a .npy",
+                param_hint="--output",
+            )
+        _encode_to_npy(
+            model, input, output, instruction, kind, batch_size, max_length, normalize,
+            device, skip_bad_lines, backend, quantize, threads, dtype,
+        )  # fmt: skip
+        return
+    if output.suffix and not output.is_dir():
+        raise typer.BadParameter(
+            f"{output} is neither a .npy file nor a folder: name a new folder without an "
+            "extension (or an existing folder) to write shards to",
+            param_hint="--output",
+        )
+    _encode_to_shards(
+        model, input, output, instruction, kind, batch_size, max_length, normalize, device,
+        skip_bad_lines, backend, quantize, threads, dtype, format, shard_size, store_text,
+        overwrite,
+    )  # fmt: skip
+
+
+def _encode_to_npy(
+    model, input, output, instruction, kind, batch_size, max_length, normalize, device,
+    skip_bad_lines, backend, quantize, threads, dtype,
+) -> None:  # fmt: skip
+    """One process, one matrix in memory: ``lusifer encode MODEL in.txt -o out.npy``."""
+    import numpy as np
+
+    from ..corpus import CorpusInputError, stream_records
+    from ..inputs import InputFileError, read_texts
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        typer.echo(
+            "error: a .npy output is written by one process; under torchrun or accelerate "
+            "launch give -o a folder to write shards",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
-        data = read_texts(input, skip_bad_lines=skip_bad_lines)
-    except (InputFileError, FileNotFoundError) as err:
+        if input.is_file() and input.suffix.lower() in (".txt", ".jsonl", ".ndjson"):
+            data = read_texts(input, skip_bad_lines=skip_bad_lines)
+            texts = data.texts
+            skipped = [f"{input}:{line}: {why}" for line, why in data.skipped]
+        else:
+            skipped = []
+            texts = [
+                r.text
+                for r in stream_records(
+                    input,
+                    skip_bad_lines=skip_bad_lines,
+                    on_bad_line=lambda bad: skipped.append(str(bad)),
+                )
+            ]
+    except (InputFileError, CorpusInputError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    for line, why in data.skipped:
-        typer.echo(f"skipped {input}:{line}: {why}", err=True)
+    for line in skipped:
+        typer.echo(f"skipped {line}", err=True)
     encoder = load_encoder_or_exit(model, backend, quantize, threads)
     if instruction and not reads_instructions(encoder):
         typer.echo(
@@ -64,7 +147,7 @@ def encode_command(
         )
     kind_value: TextKind = kind  # type: ignore[assignment]
     vectors = encoder.encode(
-        data.texts,
+        texts,
         instruction=instruction,
         kind=kind_value,
         batch_size=batch_size,
@@ -73,10 +156,105 @@ def encode_command(
         device=device,
         show_progress=True,
     )
+    if dtype == "float16":
+        vectors = vectors.astype(np.float16)
     buffer = io.BytesIO()
     np.save(buffer, vectors)
     atomic_write(output, buffer.getvalue())
     typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {output}")
+
+
+def process_state(device: str | None):
+    """accelerate's ``PartialState`` for this process (rank, world size, local rank,
+    device; gloo on CPU, one GPU per local rank on CUDA). A single process is rank 0 of 1."""
+    import torch
+    from accelerate import PartialState
+
+    cpu = not torch.cuda.is_available() or (device is not None and device.startswith("cpu"))
+    return PartialState(cpu=cpu)
+
+
+def _encode_to_shards(
+    model, input, output, instruction, kind, batch_size, max_length, normalize, device,
+    skip_bad_lines, backend, quantize, threads, dtype, format, shard_size, store_text,
+    overwrite,
+) -> None:  # fmt: skip
+    """Streamed, sharded, resumable; every process of a torchrun/accelerate launch runs it."""
+    from ..corpus import CorpusError, CorpusInputError, encode_corpus, scan_input
+    from ..corpus.streaming import bad_lines_error
+    from ..onnx.runtime import THREADS_ENV, default_threads
+
+    try:  # fail before loading a model (and in every process alike) on a bad input
+        summary = scan_input(input)
+    except CorpusInputError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    if summary.bad and not skip_bad_lines:
+        typer.echo(f"error: {bad_lines_error(summary.problems, summary.bad)}", err=True)
+        raise typer.Exit(2)
+    state = process_state(device)
+    rank, world = state.process_index, state.num_processes
+    if world > 1:
+        if state.device.type == "cuda" and (device is None or device == "cuda"):
+            device = str(state.device)  # one GPU per local rank
+        if threads is None and not os.environ.get(THREADS_ENV) and state.device.type == "cpu":
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+            threads = max(1, default_threads() // max(1, local))
+    encoder = load_encoder_or_exit(model, backend, quantize, threads)
+    if rank == 0 and instruction and not reads_instructions(encoder):
+        typer.echo(
+            f"note: {model} reads bare text (no instructions); --instruction is not used",
+            err=True,
+        )
+    try:
+        report = encode_corpus(
+            encoder,
+            input,
+            output,
+            model_reference=model,
+            instruction=instruction,
+            kind=kind,
+            dtype=dtype,
+            format=format,
+            shard_size=shard_size,
+            batch_size=batch_size,
+            max_length=max_length,
+            normalize=normalize,
+            device=device,
+            skip_bad_lines=skip_bad_lines,
+            store_text=store_text,
+            overwrite=overwrite,
+            quantize=quantize,
+            summary=summary,
+            backend=backend,
+            rank=rank,
+            world_size=world,
+            barrier=state.wait_for_everyone if world > 1 else None,
+            show_progress=True,
+            log=lambda message: typer.echo(message, err=True),
+        )
+    except (CorpusInputError, CorpusError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        if world > 1:
+            _close_process_group()
+    who = f"rank {rank}/{world}: " if world > 1 else ""
+    done = f"{len(report.encoded)} shard(s) encoded, {len(report.skipped)} already done"
+    if report.manifest is not None:
+        typer.echo(
+            f"{who}wrote {report.rows} embeddings in {report.shards} shard(s) to {output} "
+            f"({done}); manifest: {report.manifest}"
+        )
+    else:
+        typer.echo(f"{who}{done}; the last process to finish writes {output}/manifest.json")
+
+
+def _close_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,83 @@
+"""``lusifer search``: exact top-k search over a folder ``lusifer encode`` wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .options import BackendOption, ThreadsOption, load_encoder_or_exit
+
+
+def search_command(
+    corpus: Annotated[
+        Path, typer.Argument(help="A folder of shards and manifest.json (lusifer encode -o DIR).")
+    ],
+    queries: Annotated[list[str], typer.Argument(help="One or more queries.")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Hits per query.")] = 10,
+    model: Annotated[
+        str | None,
+        typer.Option(help="The query model (default: the model the manifest names)."),
+    ] = None,
+    instruction: Annotated[
+        str | None, typer.Option(help="Query instruction (default: the corpus's).")
+    ] = None,
+    texts: Annotated[
+        Path | None,
+        typer.Option(help="The encoded input (file or folder), to print the hits' texts."),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="auto (faiss when installed, else numpy), numpy or faiss.")
+    ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps ...")] = None,
+    backend: BackendOption = "torch",
+    threads: ThreadsOption = None,
+) -> None:
+    """Find the K rows of CORPUS nearest to each query (exact inner product; cosine for a
+    normalised corpus), streamed shard by shard."""
+    import numpy as np
+
+    from ..corpus import CorpusError, CorpusInputError, load_manifest
+    from ..corpus.search import ENGINES, fingerprint_warning, resolve_hits, search_vectors
+
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"must be one of {', '.join(ENGINES)}", param_hint="--engine")
+    try:
+        manifest = load_manifest(corpus)
+    except CorpusError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    encoder = load_encoder_or_exit(model or manifest["model"]["reference"], backend, None, threads)
+    warning = fingerprint_warning(encoder, manifest)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    vectors = encoder.encode(
+        list(queries),
+        instruction=instruction if instruction is not None else manifest.get("instruction"),
+        kind="query",
+        max_length=manifest.get("max_length"),
+        normalize=bool(manifest.get("normalized", True)),
+        device=device,
+    )
+    try:
+        results = search_vectors(corpus, np.asarray(vectors), k, engine=engine, manifest=manifest)
+        hits = resolve_hits(corpus, manifest, results, texts=texts)
+    except (CorpusError, CorpusInputError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    for query, found in zip(queries, hits, strict=True):
+        if as_json:
+            rows = [{"id": h.id, "score": h.score, "text": h.text} for h in found]
+            typer.echo(json.dumps({"query": query, "hits": rows}, ensure_ascii=False))
+            continue
+        typer.echo(f"query: {query}")
+        for rank, hit in enumerate(found, start=1):
+            text = "" if hit.text is None else "  " + " ".join(hit.text.split())[:120]
+            typer.echo(f"{rank:>4}  {hit.score:.4f}  {hit.id}{text}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search_command)

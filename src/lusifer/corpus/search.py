@@ -1,0 +1,227 @@
+"""Exact top-k search over an encoded corpus folder (see :mod:`lusifer.corpus.shards`).
+
+Shards are read one at a time (npy shards memory-mapped, in blocks of rows), scored
+against the queries with numpy (or a FAISS flat inner-product index per shard when
+``faiss`` is importable and asked for), and the per-shard top-k merged, so memory does
+not grow with the corpus. Scores are inner products: cosines for a normalised corpus.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .shards import CorpusError, load_manifest, shard_rows, shard_vectors
+
+BLOCK_ROWS = 16_384
+ENGINES = ("auto", "numpy", "faiss")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: the row's ``id``, its ``score``, its ``text`` when known, and where
+    it is stored (``shard``, ``row``)."""
+
+    id: str
+    score: float
+    text: str | None
+    shard: int
+    row: int
+
+
+def _faiss():
+    try:
+        return importlib.import_module("faiss")
+    except ImportError:
+        return None
+
+
+def _top(scores: np.ndarray, locs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best (score desc, then shard, row asc) of ``scores`` [n] / ``locs`` [n, 2]."""
+    order = np.lexsort((locs[:, 1], locs[:, 0], -scores))[:k]
+    return scores[order], locs[order]
+
+
+def search_vectors(
+    outdir: str | Path,
+    queries: np.ndarray,
+    k: int = 10,
+    *,
+    engine: str = "auto",
+    manifest: dict | None = None,
+) -> list[list[tuple[float, int, int]]]:
+    """Exact top-``k`` of ``queries`` [q, dim] over every shard of ``outdir``: per query,
+    ``(score, shard, row)`` best first."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    faiss = _faiss() if engine in ("auto", "faiss") else None
+    if engine == "faiss" and faiss is None:
+        raise CorpusError("engine 'faiss' needs faiss: pip install faiss-cpu (or use numpy)")
+    manifest = manifest or load_manifest(outdir)
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    if queries.shape[1] != manifest["dimension"]:
+        raise CorpusError(
+            f"the queries have {queries.shape[1]} dimensions, the corpus {manifest['dimension']}: "
+            "encode them with the model that encoded the corpus"
+        )
+    n_q = queries.shape[0]
+    best_scores = [np.empty(0, np.float32) for _ in range(n_q)]
+    best_locs = [np.empty((0, 2), np.int64) for _ in range(n_q)]
+    for entry in manifest["shards"]:
+        index = entry["index"]
+        vectors = shard_vectors(outdir, manifest, index)
+        if vectors.shape[0] != entry["rows"]:
+            raise CorpusError(
+                f"shard {index} of {outdir} holds {vectors.shape[0]} rows, its manifest says "
+                f"{entry['rows']}; rerun the `lusifer encode` command that made it"
+            )
+        for start in range(0, vectors.shape[0], BLOCK_ROWS):
+            block = np.ascontiguousarray(vectors[start : start + BLOCK_ROWS], dtype=np.float32)
+            kk = min(k, block.shape[0])
+            if faiss is not None:
+                flat = faiss.IndexFlatIP(block.shape[1])
+                flat.add(block)
+                top_scores, top_rows = flat.search(queries, kk)
+            else:
+                scores = queries @ block.T  # [q, rows]
+                if kk < block.shape[0]:
+                    top_rows = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+                else:
+                    top_rows = np.broadcast_to(np.arange(block.shape[0]), (n_q, block.shape[0]))
+                top_scores = np.take_along_axis(scores, top_rows, axis=1)
+            for q in range(n_q):
+                keep = top_rows[q] >= 0
+                rows = top_rows[q][keep].astype(np.int64) + start
+                locs = np.stack([np.full(rows.shape, index, np.int64), rows], axis=1)
+                best_scores[q], best_locs[q] = _top(
+                    np.concatenate([best_scores[q], top_scores[q][keep].astype(np.float32)]),
+                    np.concatenate([best_locs[q], locs]),
+                    k,
+                )
+        del vectors
+    return [
+        [
+            (float(s), int(loc[0]), int(loc[1]))
+            for s, loc in zip(best_scores[q], best_locs[q], strict=True)
+        ]
+        for q in range(n_q)
+    ]
+
+
+def _texts_for(path: str | Path, wanted: set[str]) -> dict[str, str]:
+    from .streaming import stream_records
+
+    found: dict[str, str] = {}
+    for record in stream_records(path, skip_bad_lines=True):
+        if record.id in wanted and record.id not in found:
+            found[record.id] = record.text
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def resolve_hits(
+    outdir: str | Path,
+    manifest: dict,
+    results: list[list[tuple[float, int, int]]],
+    *,
+    texts: str | Path | None = None,
+) -> list[list[Hit]]:
+    """Turn ``(score, shard, row)`` into :class:`Hit` (reading only the shards hit), with
+    texts from the shards (``store_text``) or from ``texts``, the encoded input."""
+    needed: dict[int, set[int]] = {}
+    for hits in results:
+        for _, shard, row in hits:
+            needed.setdefault(shard, set()).add(row)
+    rows: dict[tuple[int, int], dict] = {}
+    for shard, wanted in needed.items():
+        for row, data in enumerate(shard_rows(outdir, manifest, shard)):
+            if row in wanted:
+                rows[(shard, row)] = data
+    extra: dict[str, str] = {}
+    if texts is not None:
+        extra = _texts_for(texts, {str(data["id"]) for data in rows.values()})
+    out = []
+    for hits in results:
+        out.append(
+            [
+                Hit(
+                    id=str(rows[(shard, row)]["id"]),
+                    score=score,
+                    text=rows[(shard, row)].get("text") or extra.get(str(rows[(shard, row)]["id"])),
+                    shard=shard,
+                    row=row,
+                )
+                for score, shard, row in hits
+            ]
+        )
+    return out
+
+
+def search(
+    outdir: str | Path,
+    queries: str | Sequence[str],
+    k: int = 10,
+    *,
+    model=None,
+    instruction: str | None = None,
+    texts: str | Path | None = None,
+    engine: str = "auto",
+    backend: str = "torch",
+    batch_size: int = 32,
+    device: str | None = None,
+) -> list[Hit] | list[list[Hit]]:
+    """Search the encoded corpus in ``outdir`` for ``queries`` (a string gives one list
+    of hits, a list one list per query), best first.
+
+    ``model`` is an encoder object or a reference (as ``lusifer encode`` takes it);
+    default: the model the manifest names. Queries are encoded as ``kind="query"`` with
+    ``instruction`` (default: the corpus's instruction) and the corpus's normalisation.
+    ``texts`` is the encoded input file or folder, read to show the hits' texts when the
+    shards do not store them."""
+    manifest = load_manifest(outdir)
+    single = isinstance(queries, str)
+    query_list = [queries] if single else list(queries)
+    encoder = model
+    if encoder is None or isinstance(encoder, str | Path):
+        from ..onnx import load_encoder
+
+        reference = str(encoder) if encoder is not None else manifest["model"]["reference"]
+        encoder = load_encoder(reference, backend=backend)
+    warning = fingerprint_warning(encoder, manifest)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    if instruction is None:
+        instruction = manifest.get("instruction")
+    vectors = encoder.encode(
+        query_list,
+        instruction=instruction,
+        kind="query",
+        batch_size=batch_size,
+        max_length=manifest.get("max_length"),
+        normalize=bool(manifest.get("normalized", True)),
+        device=device,
+    )
+    results = search_vectors(outdir, np.asarray(vectors), k, engine=engine, manifest=manifest)
+    hits = resolve_hits(outdir, manifest, results, texts=texts)
+    return hits[0] if single else hits
+
+
+def fingerprint_warning(encoder, manifest: dict) -> str | None:
+    """A warning when ``encoder`` is not the model that encoded the corpus."""
+    expected = manifest.get("model", {}).get("fingerprint")
+    got = encoder.fingerprint() if hasattr(encoder, "fingerprint") else None
+    if expected and got and expected != got:
+        return (
+            f"the query model ({getattr(encoder, 'name', '?')}) is not the model that encoded "
+            f"the corpus ({manifest['model']['reference']}, fingerprint {expected}); scores "
+            "compare vectors from different spaces"
+        )
+    return None
