@@ -162,8 +162,13 @@ def test_save_load_round_trip(tmp_path, tiny_model_factory, target):
     )
     model.save_pretrained(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "1_Normalize",  # sentence-transformers' Normalize module (lusifer.model.card)
+        "README.md",  # the model card
+        "config_sentence_transformers.json",
         "lusifer_config.json",
+        "lusifer_module.json",
         "model.safetensors",
+        "modules.json",
     ]
     loaded = LusiferModel.from_pretrained(tmp_path / "m")
     for use_head in (False, True):

@@ -31,6 +31,8 @@ COMMAND_MODULES = [
     "lusifer.commands.serve",
     "lusifer.commands.demo",
     "lusifer.commands.mine",
+    "lusifer.commands.publish",
+    "lusifer.commands.search",
 ]
 
 for _module in COMMAND_MODULES:

@@ -54,8 +54,18 @@ def evaluate_command(
             "lusifer cache; --no-cache scores everything afresh."
         ),
     ] = True,
+    mteb_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mteb-name",
+            help="The name (org/name[@revision]) a model's results carry in the mteb layout "
+            "under OUTPUT/mteb, one per MODEL in order (default lusifer/<model>).",
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate MODELS; writes results.json, table.md, table.csv and chart.png to --output."""
+    """Evaluate MODELS; writes results.json, table.md, table.csv, chart.png and mteb's
+    results layout (mteb/results/...) to --output. Under torchrun or accelerate launch the
+    (model, task) pairs are split across the processes and rank 0 writes the report."""
     from ..evaluation.local_tasks import TaskDirError
     from ..evaluation.runner import evaluate
     from ..evaluation.suites import SUITES
@@ -66,6 +76,11 @@ def evaluate_command(
     if suite is None and not task_dir:
         raise typer.BadParameter("give --suite and/or --task-dir", param_hint="--suite")
     wanted = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
+    if mteb_name and len(mteb_name) != len(models):
+        raise typer.BadParameter(
+            f"give one --mteb-name per model ({len(models)}), got {len(mteb_name)}",
+            param_hint="--mteb-name",
+        )
 
     encoders = [load_encoder_or_exit(ref, backend, None, threads) for ref in models]
     try:
@@ -79,10 +94,13 @@ def evaluate_command(
             bootstrap=bootstrap,
             seed=seed,
             use_cache=cache,
+            mteb_names=mteb_name,
         )
     except (TaskDirError, ValueError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    if not report.files:  # another process of a multi-process run writes the report
+        return
     typer.echo(report.files["markdown"].read_text(encoding="utf-8"))
     for name, path in report.files.items():
         typer.echo(f"wrote {name}: {path}")

@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 
 from ..files import atomic_write
 from ..types import TextEncoder
-from . import aggregation, significance
+from . import aggregation, distributed, significance
 from .entry import TaskEntry
 from .languages import get_language, order_languages
 from .local_tasks import load_task_dirs, offline_suite_dirs, task_entry
+from .mteb_results import serialise_task_result, write_mteb_results
 from .prefetch import prefetch_local_tasks
 from .report import write_outputs
 from .results import EvaluationReport, ModelSummary, TaskScore  # also re-exported from here
@@ -179,6 +180,7 @@ def _run_one(
         "per_example": getattr(task, "per_example", None) or None,
         "evaluation_time": round(time.monotonic() - started, 3),
         "mteb_version": mteb.__version__,
+        "mteb_result": serialise_task_result(task_result),  # for the mteb layout
     }
 
 
@@ -194,6 +196,7 @@ def evaluate(
     seed: int = 0,
     show_progress: bool = True,
     use_cache: bool = True,
+    mteb_names: Sequence[str | None] | None = None,
 ) -> EvaluationReport:
     """Evaluate ``models`` on a suite and/or local task dirs; write results, tables and a chart.
 
@@ -212,6 +215,11 @@ def evaluate(
         show_progress: show progress bars.
         use_cache: reuse (and store) results of unchanged models on unchanged tasks in the
             lusifer cache (:func:`result_cache_path`), e.g. the demo's baselines.
+        mteb_names: per model, the name (``org/name[@revision]``) its results carry in
+            the mteb layout written to ``output_dir/mteb`` (default ``lusifer/<model>``).
+
+    Under ``torchrun``/``accelerate launch`` the (model, task) pairs are split across the
+    processes and rank 0 writes the report (:mod:`lusifer.evaluation.distributed`).
     """
     from .mteb_model import MtebEncoder, model_slug
 
@@ -228,14 +236,23 @@ def evaluate(
 
     runs: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
     errors: dict[str, dict[str, str]] = {}
+    shard = distributed.current_shard()
+    others: dict[str, list[TaskEntry]] = {name: [] for name in names}  # other ranks' pairs
     progress = tqdm(
-        total=len(models) * len(entries), desc="Evaluating", disable=not show_progress, unit="task"
+        total=len(models) * len(entries),
+        desc="Evaluating",
+        disable=not (show_progress and shard.is_main),
+        unit="task",
     )
-    for model, name, slug in zip(models, names, slugs, strict=True):
+    for model_index, (model, name, slug) in enumerate(zip(models, names, slugs, strict=True)):
         wrapper = MtebEncoder(model, instructions, show_progress=show_progress)
         identity = model_fingerprint(model)
         pending = []
-        for entry in entries:
+        for entry_index, entry in enumerate(entries):
+            if not shard.owns(model_index * len(entries) + entry_index):
+                others[name].append(entry)
+                progress.update(1)
+                continue
             path = output_dir / "runs" / slug / f"{_safe(entry.key)}.json"
             run = _load_finished(path, entry, name, identity)
             cached = result_cache_path(model, identity, entry) if use_cache else None
@@ -275,12 +292,32 @@ def evaluate(
             runs[name][entry.key] = run
             progress.update(1)
     progress.close()
+    if shard.distributed:
+        identities = {name: model_fingerprint(m) for m, name in zip(models, names, strict=True)}
+        slug_of = dict(zip(names, slugs, strict=True))
+        distributed.merge_runs(
+            shard,
+            runs,
+            errors,
+            others,
+            lambda name, entry: _load_finished(
+                output_dir / "runs" / slug_of[name] / f"{_safe(entry.key)}.json",
+                entry,
+                name,
+                identities[name],
+            ),
+        )
+        runs = {n: {e.key: r[e.key] for e in entries if e.key in r} for n, r in runs.items()}
 
     report = summarise(
         entries, names, runs, suite=suite, bootstrap=bootstrap, seed=seed, output_dir=output_dir
     )
     report.errors = errors
-    report.files = write_outputs(report)
+    if shard.is_main:
+        report.files = write_outputs(report)
+        report.files["mteb"] = write_mteb_results(
+            output_dir, models, names, entries, runs, mteb_names=mteb_names, batch_size=batch_size
+        )
     return report
 
 

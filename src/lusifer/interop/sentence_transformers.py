@@ -76,14 +76,26 @@ class LusiferModule(InputModule):
         return self.model.embedding_size
 
     def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:
-        self.model.save_pretrained(Path(output_path) / LUSIFER_SUBFOLDER)
+        self.model.save_pretrained(Path(output_path) / LUSIFER_SUBFOLDER, card=False)
         self.save_config(output_path)
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> LusiferModule:
+        """From a folder :func:`save_sentence_transformers` wrote (the model under
+        ``lusifer/``), or from a LUSIFER folder or hub repo that ``save_pretrained`` or
+        ``push_to_hub`` wrote (the model at the top, beside ``modules.json``)."""
         folder = Path(model_name_or_path) / subfolder
-        config = cls.load_config(str(model_name_or_path), subfolder=subfolder)
-        model = LusiferModel.from_pretrained(folder / LUSIFER_SUBFOLDER)
+        config = cls.load_config(
+            str(model_name_or_path),
+            subfolder=subfolder,
+            **{k: kwargs[k] for k in ("token", "cache_folder", "revision") if k in kwargs},
+        )
+        if (folder / LUSIFER_SUBFOLDER).is_dir():
+            model = LusiferModel.from_pretrained(folder / LUSIFER_SUBFOLDER)
+        elif folder.is_dir() or subfolder:
+            model = LusiferModel.from_pretrained(folder)
+        else:  # a hub repo id
+            model = LusiferModel.from_pretrained(model_name_or_path)
         return cls(model, **config)
 
 

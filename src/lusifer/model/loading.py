@@ -164,7 +164,11 @@ def resolve_checkpoint(reference: str | Path) -> Path:
         from huggingface_hub import snapshot_download
 
         return Path(
-            snapshot_download(reference, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "config.json"])
+            snapshot_download(
+                reference,
+                # merged saves keep both backbones under encoder/ and target/
+                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "config.json", "encoder/*", "target/*"],
+            )
         )
     raise CheckpointError(f"no LUSIFER model at {reference!r}")
 

@@ -349,11 +349,28 @@ class LusiferModel(nn.Module):
         if "target_lora" in parts:
             load_lora_state_dict(self.target.model, parts["target_lora"])
 
-    def save_pretrained(self, directory: str | Path, *, merge: bool = False) -> Path:
-        """Write ``lusifer_config.json`` + ``model.safetensors`` atomically.
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        *,
+        merge: bool = False,
+        card: bool = True,
+        evaluation: Any = None,
+        training: Any = None,
+        license: str | None = None,
+        model_id: str | None = None,
+    ) -> Path:
+        """Write ``lusifer_config.json`` + ``model.safetensors`` atomically, with a model
+        card (``README.md``) and the files that let sentence-transformers load the folder
+        (:mod:`lusifer.model.card`).
 
         With ``merge=True`` LoRA is folded into full copies of both backbones saved under
-        ``encoder/`` and ``target/``, so the folder stands alone.
+        ``encoder/`` and ``target/``, so the folder stands alone. ``evaluation`` (an
+        ``EvaluationReport`` or the ``results.json``/folder ``lusifer evaluate`` wrote) adds
+        a ``model-index`` block to the card; ``training`` (the ``TrainConfig`` or its
+        ``train_config.yaml``) its data sets and recipe; ``license`` its license;
+        ``model_id`` is what its usage snippets load (default: ``directory``).
+        ``card=False`` writes the model files only.
         """
         directory = Path(directory)
         with atomic_folder(directory) as tmp:  # an existing folder is replaced whole
@@ -374,7 +391,59 @@ class LusiferModel(nn.Module):
                 "config": config,
             }
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+            if card:
+                from .card import (
+                    build_model_card,
+                    write_model_card,
+                    write_sentence_transformers_files,
+                )
+
+                write_sentence_transformers_files(tmp, max_seq_length=self.config.max_length)
+                write_model_card(
+                    tmp,
+                    build_model_card(
+                        self.config,
+                        model_id=model_id or str(directory),
+                        embedding_size=self.embedding_size,
+                        evaluation=evaluation,
+                        training=training,
+                        license=license,
+                    ),
+                )
         return directory
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+        merge: bool = False,
+        evaluation: Any = None,
+        training: Any = None,
+        license: str | None = None,
+    ) -> Any:
+        """Save this model (as :meth:`save_pretrained`, the card's snippets loading
+        ``repo_id``) and upload it to the Hugging Face hub repo ``repo_id``, created if
+        missing (:func:`lusifer.model.hub.push_to_hub`). Returns the upload's commit info."""
+        from .hub import push_to_hub
+
+        return push_to_hub(
+            self,
+            repo_id,
+            token=token,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+            merge=merge,
+            evaluation=evaluation,
+            training=training,
+            license=license,
+        )
 
     def _save_merged_backbones(self, folder: Path) -> dict[str, Any]:
         import copy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from accelerate import Accelerator
@@ -87,9 +88,9 @@ def _remove_partial_saves(out: Path, names: list[str]) -> None:
                 tqdm.write(f"removed {tmp}, a save that did not finish")
 
 
-def _save_model(model: LusiferModel, folder: Path, kept: str) -> None:
+def _save_model(model: LusiferModel, folder: Path, kept: str, training: Any = None) -> None:
     try:
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, training=training)  # the card names the recipe
     except Exception as err:
         raise CheckpointWriteError(folder, kept, err) from err
 
@@ -171,7 +172,7 @@ def run_training(
         accelerator.wait_for_everyone()
         ran_previous = True
     if accelerator.is_main_process:
-        _save_model(model, out / "model", "every stage's final model is intact")
+        _save_model(model, out / "model", "every stage's final model is intact", config)
         _report_skipped(out, [name for name, _, _ in plan])
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -1,0 +1,135 @@
+"""Publishing to the Hugging Face hub: ``LusiferModel.push_to_hub`` and ``lusifer push``.
+
+Both save (or copy) the model folder into a temporary folder, write its model card with
+the hub repo id in the usage snippets, then call ``huggingface_hub.HfApi.create_repo``
+(``exist_ok=True``) and ``HfApi.upload_folder``. A pushed repo loads back with
+``LusiferModel.from_pretrained(repo_id)`` and, with ``trust_remote_code=True``, with
+``SentenceTransformer(repo_id)``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .lusifer import LusiferModel
+
+
+def _api(token: str | None) -> Any:
+    from huggingface_hub import HfApi
+
+    return HfApi(token=token)
+
+
+def upload(
+    folder: Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+) -> Any:
+    """Create the model repo if needed and upload ``folder`` to it; the commit info."""
+    api = _api(token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        repo_type="model",
+        revision=revision,
+        commit_message=commit_message or "Upload LUSIFER model",
+        create_pr=create_pr,
+    )
+
+
+def push_to_hub(
+    model: LusiferModel,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    merge: bool = False,
+    evaluation: Any = None,
+    training: Any = None,
+    license: str | None = None,
+) -> Any:
+    """Save ``model`` with a card for ``repo_id`` and upload it (see :func:`upload`)."""
+    with tempfile.TemporaryDirectory(prefix="lusifer-push-") as tmp:
+        folder = model.save_pretrained(
+            Path(tmp) / "model",
+            merge=merge,
+            evaluation=evaluation,
+            training=training,
+            license=license,
+            model_id=repo_id,
+        )
+        return upload(
+            folder,
+            repo_id,
+            token=token,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    evaluation: Any = None,
+    evaluation_model: str | None = None,
+    training: Any = None,
+    license: str | None = None,
+) -> Any:
+    """Upload a saved LUSIFER folder as it is (no model is loaded), with its card and
+    sentence-transformers files written afresh for ``repo_id`` in a temporary copy."""
+    from .card import card_for_folder, write_model_card, write_sentence_transformers_files
+    from .loading import CONFIG_NAME, checkpoint_layout
+
+    folder = Path(folder)
+    if checkpoint_layout(folder) != "lusifer":
+        raise ValueError(
+            f"{folder} is not a LUSIFER folder saved by save_pretrained (no {CONFIG_NAME})"
+        )
+    card = card_for_folder(
+        folder,
+        model_id=repo_id,
+        evaluation=evaluation,
+        evaluation_model=evaluation_model,
+        training=training,
+        license=license,
+    )
+    import json
+
+    max_length = json.loads((folder / CONFIG_NAME).read_text())["config"].get("max_length", 512)
+    with tempfile.TemporaryDirectory(prefix="lusifer-push-") as tmp:
+        copy = Path(tmp) / "model"
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".*", "__pycache__", "onnx"))
+        write_sentence_transformers_files(copy, max_seq_length=int(max_length))
+        write_model_card(copy, card)
+        return upload(
+            copy,
+            repo_id,
+            token=token,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )
