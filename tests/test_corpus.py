@@ -582,3 +582,108 @@ def test_an_english_query_finds_its_french_and_hindi_documents(tmp_path):
     assert {h.id for h in hits[0]} == {"fr-cat", "hi-cat"}, hits[0]
     assert {h.id for h in hits[1]} == {"fr-rain", "hi-rain"}, hits[1]
     assert hits[0][0].text in (docs["fr-cat"], docs["hi-cat"])
+
+
+# ---------------------------------------------------------------- concurrent ONNX export
+# One process of `lusifer encode --backend onnx` under torchrun: load the model, wait for
+# the other (a "go" file), export the graph into the shared folder (fp32, then int8, both
+# processes at once), encode.
+EXPORT_WORKER = """
+import json, sys, time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import lusifer.onnx.export as export
+from lusifer import LusiferModel
+from lusifer.onnx import OnnxLusifer
+
+folder, export_dir, go, out = sys.argv[1:5]
+texts = json.loads(sys.argv[5])
+model = LusiferModel.from_pretrained(folder)
+calls = []
+for name in ("export_onnx", "quantize_int8"):  # count the exports this process really ran
+    real = getattr(export, name)
+    def counted(*args, _real=real, _name=name, **kwargs):
+        calls.append(_name)
+        return _real(*args, **kwargs)
+    setattr(export, name, counted)
+# a bigger model's shape inference takes seconds: widen onnxruntime's window likewise
+infer = onnx.shape_inference.infer_shapes_path
+def slow_infer(*args, **kwargs):
+    infer(*args, **kwargs)
+    time.sleep(1.0)
+onnx.shape_inference.infer_shapes_path = slow_infer
+print("ready", flush=True)
+while not Path(go).exists():
+    time.sleep(0.01)
+for quantize in (None, "int8"):
+    fast = OnnxLusifer.from_model(model, quantize=quantize, threads=1, export_dir=export_dir)
+    np.save(f"{out}-{quantize or 'fp32'}.npy", fast.encode(texts, kind="document"))
+    if quantize is None:  # wait for the other process: both quantise at the same time
+        Path(f"{out}.fp32-done").touch()
+        while len(list(Path(out).parent.glob("*.fp32-done"))) < 2:
+            time.sleep(0.01)
+print("calls", json.dumps(calls), flush=True)
+"""
+
+
+def test_concurrent_onnx_exports_into_one_folder_are_safe(tmp_path, tiny_folder, tiny):
+    """Two processes export the same model's graphs (fp32 and int8) into one folder at the
+    same time, as `lusifer encode --backend onnx` does under torchrun on first use: both
+    run the export (the race is real), both get a graph that loads and gives equal
+    vectors, and no temporary is left behind. Exports are written to a unique temporary
+    name (pid + uuid) and renamed into place (`lusifer.files.atomic_file`), so the last
+    rename wins with a complete file and a reader opens either whole file."""
+    from lusifer.onnx import OnnxLusifer, ensure_exported
+
+    export_dir, go = tmp_path / "onnx", tmp_path / "go"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                EXPORT_WORKER,
+                str(tiny_folder),
+                str(export_dir),
+                str(go),
+                str(tmp_path / f"rank{rank}"),
+                json.dumps(PHRASES),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for rank in range(2)
+    ]
+    try:
+        for proc in procs:  # both loaded: start them together
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-3000:]
+        go.touch()
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    calls = [json.loads(out.split("calls ", 1)[1]) for out, _ in outputs]
+    # both processes found no graph and exported (and quantised) it themselves
+    assert calls == [["export_onnx", "quantize_int8"]] * 2, calls
+
+    assert not [p.name for p in export_dir.iterdir() if ".tmp-" in p.name]  # temporaries
+    fp32 = ensure_exported(tiny, export_dir=export_dir)
+    int8 = ensure_exported(tiny, quantize="int8", export_dir=export_dir)
+    assert sorted(p.name for p in export_dir.iterdir()) == sorted([fp32.name, int8.name])
+    want = tiny.encode(PHRASES, kind="document")
+    for quantize, path in ((None, fp32), ("int8", int8)):
+        tag = quantize or "fp32"
+        final = OnnxLusifer(path, tiny, threads=1).encode(PHRASES, kind="document")
+        for rank in range(2):
+            got = np.load(tmp_path / f"rank{rank}-{tag}.npy")
+            np.testing.assert_allclose(got, final, atol=1e-6, err_msg=f"rank {rank} {tag}")
+        limit = 0.99999 if quantize is None else 0.9
+        assert cosines(final, want).min() > limit, tag

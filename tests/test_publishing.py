@@ -236,3 +236,111 @@ def test_card_and_push_commands(model, fake_hub, tmp_path):
     assert pushed.data.eval_results is None or pushed.data.eval_results == []  # baseline: no tasks
     bad = runner.invoke(app, ["push", str(tmp_path / "eval"), REPO])
     assert bad.exit_code == 2 and "not a LUSIFER folder" in bad.output
+
+
+# ------------------------------------------------------- a pushed repo used by its repo id
+PLAIN_REPO = "someone/plain-tiny"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An offline Hugging Face cache under ``tmp_path`` (the ``HF_HUB_CACHE`` layout:
+    ``models--owner--name/refs/main`` naming a ``snapshots/<commit>/`` folder): the real
+    ``hf_hub_download``/``snapshot_download`` and transformers answer from it, nothing
+    else. Call it with ``{repo_id: folder}`` to put folders in it."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def put(repos: dict[str, Path]) -> Path:
+        for repo_id, folder in repos.items():
+            root = cache / f"models--{repo_id.replace('/', '--')}"
+            shutil.copytree(folder, root / "snapshots" / COMMIT)
+            (root / "refs").mkdir()
+            (root / "refs" / "main").write_text(COMMIT)
+        return cache
+
+    return put
+
+
+def test_a_hub_repo_id_holding_a_lusifer_model_loads_as_lusifer(model, hub_cache, tmp_path):
+    """``load_text_encoder(repo_id)`` (what ``lusifer encode/evaluate/serve MODEL`` call)
+    gives a LusiferModel with the saved folder's vectors when the repo holds
+    ``lusifer_config.json``; a plain backbone's repo id still gives a PlainEmbedder."""
+    from lusifer import LusiferModel, PlainEmbedder, load_text_encoder
+    from lusifer.backbones import resolve_backbone
+    from lusifer.model import is_lusifer_checkpoint
+    from lusifer.model.loading import hub_checkpoint_layout
+
+    folder = model.save_pretrained(tmp_path / "saved", model_id=REPO)
+    plain = Path(resolve_backbone("tiny:xlmr"))  # a Hugging Face folder (config.json)
+    reference = tmp_path / "reference-layout"  # the reference code's published config
+    reference.mkdir()
+    (reference / "config.json").write_text(
+        json.dumps({"universal_learner_name_or_path": "tiny:xlmr"})
+    )
+    hub_cache({REPO: folder, PLAIN_REPO: plain, "someone/reference": reference})
+
+    assert hub_checkpoint_layout(REPO) == "lusifer"
+    assert hub_checkpoint_layout("someone/reference") == "reference"
+    assert hub_checkpoint_layout(PLAIN_REPO) is None
+    assert hub_checkpoint_layout("someone/not-cached") is None  # offline, not in the cache
+    assert is_lusifer_checkpoint(REPO) and not is_lusifer_checkpoint(PLAIN_REPO)
+
+    loaded = load_text_encoder(REPO)
+    assert isinstance(loaded, LusiferModel)
+    want = LusiferModel.from_pretrained(folder)
+    for kind in ("query", "document"):
+        np.testing.assert_allclose(
+            loaded.encode(TEXTS, kind=kind, instruction="Find it"),
+            want.encode(TEXTS, kind=kind, instruction="Find it"),
+            atol=1e-6,
+        )
+    np.testing.assert_allclose(loaded.encode(TEXTS), model.encode(TEXTS), atol=1e-6)
+    assert loaded.fingerprint() == want.fingerprint()
+
+    backbone = load_text_encoder(PLAIN_REPO)
+    assert type(backbone) is PlainEmbedder and backbone.reference == PLAIN_REPO
+    np.testing.assert_allclose(
+        backbone.encode(TEXTS), PlainEmbedder.load(str(plain)).encode(TEXTS), atol=1e-6
+    )
+
+
+def test_lusifer_commands_take_a_hub_repo_id(model, hub_cache, tmp_path, monkeypatch):
+    """``lusifer encode REPO_ID`` writes the same matrix as the folder; ``--backend onnx``
+    on a repo id runs the LUSIFER graph (exported into the lusifer cache, the snapshot
+    being read-only by rights)."""
+    from typer.testing import CliRunner
+
+    from lusifer.cli import app
+    from lusifer.onnx import OnnxLusifer, load_encoder
+
+    folder = model.save_pretrained(tmp_path / "saved", card=False)
+    hub_cache({REPO: folder})
+    texts = tmp_path / "in.txt"
+    texts.write_text("".join(t + "\n" for t in TEXTS), encoding="utf-8")
+    runner = CliRunner()
+    for name, ref in (("folder", str(folder)), ("repo", REPO)):
+        args = [
+            "encode",
+            ref,
+            str(texts),
+            "-o",
+            str(tmp_path / f"{name}.npy"),
+            "--kind",
+            "document",
+        ]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.load(tmp_path / "repo.npy"), np.load(tmp_path / "folder.npy"))
+
+    monkeypatch.setenv("LUSIFER_CACHE", str(tmp_path / "lusifer-cache"))
+    fast = load_encoder(REPO, backend="onnx", threads=1)
+    assert isinstance(fast, OnnxLusifer)
+    assert fast.onnx_path.parent == tmp_path / "lusifer-cache" / "onnx"
+    got, want = fast.encode(TEXTS), model.encode(TEXTS)
+    assert (got * want).sum(1).min() > 0.99999  # unit vectors: cosines

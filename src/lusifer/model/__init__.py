@@ -18,8 +18,10 @@ __all__ = [
 
 
 def load_text_encoder(reference: str | Path) -> LusiferModel | PlainEmbedder:
-    """A LUSIFER model folder -> ``LusiferModel``; anything else (a bundled offline
-    backbone name, a local Hugging Face folder, a hub id) -> ``PlainEmbedder``."""
+    """A LUSIFER model folder, or a hub repo id holding one (its ``lusifer_config.json``,
+    or the reference code's ``config.json``, marks it) -> ``LusiferModel``; anything else
+    (a bundled offline backbone name, a local Hugging Face folder, a backbone's hub id)
+    -> ``PlainEmbedder``."""
     if is_lusifer_checkpoint(reference):
         return LusiferModel.from_pretrained(reference)
     return PlainEmbedder.load(str(reference))

@@ -73,7 +73,10 @@ def backbone_signature(model: nn.Module) -> dict[str, Any]:
 def is_reference_checkpoint(path: str | Path) -> bool:
     """True for a folder in the reference code's layout (its ``config.json`` names a
     ``universal_learner_name_or_path``)."""
-    config = Path(path) / REFERENCE_CONFIG
+    return _is_reference_config(Path(path) / REFERENCE_CONFIG)
+
+
+def _is_reference_config(config: Path) -> bool:
     if not config.is_file():
         return False
     try:
@@ -94,8 +97,52 @@ def checkpoint_layout(path: str | Path) -> Layout | None:
 
 
 def is_lusifer_checkpoint(path: str | Path) -> bool:
-    """A folder saved by ``save_pretrained``, or in the reference code's published layout."""
-    return checkpoint_layout(path) is not None
+    """A folder saved by ``save_pretrained``, or in the reference code's published layout;
+    or a hub repo id holding either (:func:`hub_checkpoint_layout`)."""
+    if checkpoint_layout(path) is not None:
+        return True
+    return looks_like_repo_id(path) and hub_checkpoint_layout(str(path)) is not None
+
+
+def looks_like_repo_id(reference: str | Path) -> bool:
+    """``owner/name`` given as a string that is not an existing local path: what
+    :func:`resolve_checkpoint` looks up on the hub."""
+    return (
+        isinstance(reference, str)
+        and reference.count("/") == 1
+        and not reference.startswith((".", "/", "~"))
+        and not Path(reference).exists()
+    )
+
+
+def hub_checkpoint_layout(repo_id: str) -> Layout | None:
+    """The layout of a hub repo: ``"lusifer"`` when it holds ``lusifer_config.json`` (what
+    ``save_pretrained``/``push_to_hub`` write), ``"reference"`` when its ``config.json``
+    names a ``universal_learner_name_or_path``, None otherwise (a plain backbone, or a repo
+    that cannot be found or reached: it is then loaded as a backbone, as before).
+
+    Only the config files are fetched, through ``hf_hub_download``, so the local Hugging
+    Face cache answers first and ``HF_HUB_OFFLINE=1`` is respected (a repo not in the
+    cache then reads as None)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    for name in (CONFIG_NAME, REFERENCE_CONFIG):
+        try:
+            path = Path(hf_hub_download(repo_id, name))
+        except (RepositoryNotFoundError, RevisionNotFoundError):
+            return None  # no such repo (or no access): nothing else to ask
+        except (EntryNotFoundError, OSError, ValueError):  # no such file, offline, bad id
+            continue
+        if name == CONFIG_NAME:
+            return "lusifer"
+        if _is_reference_config(path):
+            return "reference"
+    return None
 
 
 def load_checkpoint(
@@ -160,7 +207,7 @@ def resolve_checkpoint(reference: str | Path) -> Path:
                 "(use lusifer.load_text_encoder for plain embedders)"
             )
         return path
-    if isinstance(reference, str) and reference.count("/") == 1 and not reference.startswith("."):
+    if looks_like_repo_id(reference):
         from huggingface_hub import snapshot_download
 
         return Path(

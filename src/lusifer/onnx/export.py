@@ -8,12 +8,13 @@ import json
 import logging
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 
 import torch
 
-from ..files import atomic_file
+from ..files import atomic_file, temporary_path
 from ..model.embedder import PlainEmbedder, sampled_digest
 from ..model.lusifer import LusiferModel
 from .graph import CONNECTOR_SCOPE, TARGET_SCOPE, EncoderStates, ExportableLusifer
@@ -223,17 +224,31 @@ def int8_excluded_nodes(model_path: str | Path) -> list[str]:
 
 def quantize_int8(source: str | Path, path: str | Path) -> Path:
     """Dynamic int8 quantisation (per-channel weights; activations quantised on the fly),
-    atomically; see ``INT8_POLICY`` for what stays float32."""
+    atomically; see ``INT8_POLICY`` for what stays float32.
+
+    onnxruntime writes a shape-inferred copy of its input beside it under a fixed name
+    (``<stem>-inferred.onnx``) and deletes it afterwards, so two processes quantising the
+    same graph in a shared folder (``lusifer encode --backend onnx`` under torchrun) would
+    delete or read each other's copy. It is given a link to ``source`` in a private
+    temporary folder instead (a hidden ``.<name>.tmp-<pid>-...`` beside ``path``, removed
+    afterwards), so that copy lands there."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     path = Path(path)
     quiet = logging.getLogger()
     level = quiet.level
+    private = temporary_path(path)
     try:
         quiet.setLevel(logging.ERROR)  # onnxruntime's "consider pre-processing" notice
+        private.mkdir(parents=True)
+        own = private / Path(source).name
+        try:
+            os.symlink(Path(source).resolve(), own)
+        except OSError:  # no symlinks here (e.g. Windows without the privilege)
+            shutil.copyfile(source, own)
         with atomic_file(path, suffix=".onnx") as tmp:
             quantize_dynamic(
-                str(source),
+                str(own),
                 str(tmp),
                 weight_type=QuantType.QInt8,
                 per_channel=True,
@@ -244,6 +259,7 @@ def quantize_int8(source: str | Path, path: str | Path) -> Path:
         raise OnnxExportError(f"int8 quantisation of {source} failed: {err}") from err
     finally:
         quiet.setLevel(level)
+        shutil.rmtree(private, ignore_errors=True)
     return path
 
 
