@@ -18,7 +18,6 @@ from __future__ import annotations
 import filecmp
 import json
 import time
-import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -88,52 +87,33 @@ def _holds_same_model(folder: Path, trained: Path) -> bool:
 
 
 def _fast_encoder(model: Any, model_dir: Path) -> Any:
-    """The trained model through the ONNX fp32 backend (about twice torch's speed on a
-    CPU, same embeddings to cosine 0.9999998), exported into ``model_dir/onnx`` where
-    ``lusifer encode/serve --backend onnx`` find it; torch without the ``onnx`` extra or
-    when the export fails."""
-    from .onnx import OnnxLusifer
+    """The trained model on the faster backend for this machine (``auto``: torch or
+    onnxruntime fp32, same embeddings to cosine 0.9999998); an ONNX export goes into
+    ``model_dir/onnx``, where ``lusifer encode/serve --backend onnx`` find it."""
+    from .onnx.backends import fastest_backend
 
-    return _or_torch(model, lambda: OnnxLusifer.from_model(model, source=model_dir))
+    return fastest_backend(model, source=model_dir)
 
 
 def _baselines(
     references: dict[str, str], max_length: int
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """The baselines by display name, each through ONNX when it can (decoders stay on
-    torch), and the seconds spent exporting graphs not yet in the lusifer cache (a
+    """The baselines by display name, each on the faster backend for this machine, and
+    the seconds spent exporting and calibrating graphs not yet in the lusifer cache (a
     first-run cost, like the backbone conversion)."""
     from .model import PlainEmbedder
-    from .onnx import OnnxPlainEmbedder
+    from .onnx.backends import fastest_backend
     from .onnx.export import plain_export_path
 
     encoders, spent = {}, {}
     for name, reference in references.items():
         embedder = _named(PlainEmbedder.load(reference, max_length=max_length), name)
-        if embedder.model.is_decoder:
-            encoders[name] = embedder
-            continue
         cached = plain_export_path(embedder).is_file()
         tic = time.perf_counter()
-        fast = _or_torch(embedder, lambda e=embedder: OnnxPlainEmbedder.from_embedder(e))
-        encoders[name] = _named(fast, name)
-        if not cached:
+        encoders[name] = _named(fastest_backend(embedder), name)
+        if not cached and not embedder.model.is_decoder:
             spent[f"onnx export {reference}"] = time.perf_counter() - tic
     return encoders, spent
-
-
-def _or_torch(model: Any, build: Any) -> Any:
-    """``build()``, or ``model`` itself (on torch) when the ONNX backend is unavailable."""
-    from .onnx import OnnxExportError
-
-    try:
-        return build()
-    except (ImportError, OnnxExportError) as err:
-        warnings.warn(
-            f"evaluating {model.name} with torch (the ONNX backend is unavailable: {err})",
-            stacklevel=3,
-        )
-        return model
 
 
 def crosslingual_gap_closed(report: Any, lusifer: str, target: str, encoder: str) -> dict[str, Any]:

@@ -182,7 +182,6 @@ def _encode_to_shards(
     """Streamed, sharded, resumable; every process of a torchrun/accelerate launch runs it."""
     from ..corpus import CorpusError, CorpusInputError, encode_corpus, scan_input
     from ..corpus.streaming import bad_lines_error
-    from ..onnx.runtime import THREADS_ENV, default_threads
 
     try:  # fail before loading a model (and in every process alike) on a bad input
         summary = scan_input(input)
@@ -197,9 +196,7 @@ def _encode_to_shards(
     if world > 1:
         if state.device.type == "cuda" and (device is None or device == "cuda"):
             device = str(state.device)  # one GPU per local rank
-        if threads is None and not os.environ.get(THREADS_ENV) and state.device.type == "cpu":
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-            threads = max(1, default_threads() // max(1, local))
+        # on CPU each process takes its share of the cores (lusifer.threads.cpu_threads)
     encoder = load_encoder_or_exit(model, backend, quantize, threads)
     if rank == 0 and instruction and not reads_instructions(encoder):
         typer.echo(

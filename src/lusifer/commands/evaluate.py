@@ -42,8 +42,9 @@ def evaluate_command(
     backend: Annotated[
         str,
         typer.Option(
-            help="torch, or onnx: LUSIFER models and encoder backbones through onnxruntime "
-            "(CPU, about twice as fast, same scores); decoder backbones alone stay on torch."
+            help="torch; onnx: LUSIFER models and encoder backbones through onnxruntime "
+            "(CPU, same scores; decoder backbones alone stay on torch); or auto: whichever "
+            "is faster on this machine (measured once per model, cached)."
         ),
     ] = "torch",
     threads: ThreadsOption = None,

@@ -14,7 +14,13 @@ ModelArgument = Annotated[
         "all-MiniLM-L6-v2, SmolLM2-135M-Instruct), a local Hugging Face folder or a hub id."
     ),
 ]
-BackendOption = Annotated[str, typer.Option(help="torch, or onnx (LUSIFER models, CPU).")]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        help="torch; onnx (onnxruntime, CPU); or auto: the faster of the two on this machine "
+        "(measured once per model, cached)."
+    ),
+]
 QuantizeOption = Annotated[
     str | None, typer.Option(help="int8: dynamic int8 quantisation (onnx backend).")
 ]

@@ -69,7 +69,9 @@ def serve_command(
         max_length=max_length,
         api_key=api_key,
     )
-    backend_name = backend + (f"+{quantize}" if quantize else "")
+    from ..onnx.backends import backend_of
+
+    backend_name = backend_of(encoder) + (f"+{quantize}" if quantize else "")
     app = create_app(
         encoder, model_name=model_name or model, backend=backend_name, settings=settings
     )

@@ -3,6 +3,8 @@ onnxruntime, optionally with int8 dynamic quantisation; plain encoder backbones 
 baselines) export too, and so does a frozen encoder alone, which CPU training reads
 through onnxruntime."""
 
+from ..threads import THREADS_ENV
+from ..threads import cpu_threads as default_threads
 from .backends import BACKENDS, load_encoder
 from .export import (
     OnnxExportError,
@@ -13,13 +15,7 @@ from .export import (
     fingerprint,
     quantize_int8,
 )
-from .runtime import (
-    THREADS_ENV,
-    OnnxEncoderStates,
-    OnnxLusifer,
-    OnnxPlainEmbedder,
-    default_threads,
-)
+from .runtime import OnnxEncoderStates, OnnxLusifer, OnnxPlainEmbedder
 
 __all__ = [
     "BACKENDS",

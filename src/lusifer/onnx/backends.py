@@ -1,5 +1,6 @@
-"""Pick a backend for a model reference: torch (any model) or onnx (LUSIFER models and
-encoder backbones used alone)."""
+"""Pick a backend for a model reference: torch (any model), onnx (LUSIFER models and
+encoder backbones used alone), or auto (the faster of the two on this machine, measured
+once and cached; see :mod:`lusifer.onnx.calibration`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "auto")
 
 
 def load_encoder(
@@ -21,20 +22,25 @@ def load_encoder(
     """A ``TextEncoder`` for ``reference`` (as ``lusifer encode`` takes it) on ``backend``.
 
     ``threads`` (default ``$LUSIFER_NUM_THREADS``, else every core) sets torch's and
-    onnxruntime's intra-op threads. ``quantize="int8"`` needs the onnx backend and a
-    LUSIFER model. On onnx, a decoder backbone used alone stays on torch (with a warning).
+    onnxruntime's intra-op threads (:mod:`lusifer.threads`). ``quantize="int8"`` needs the
+    onnx backend and a LUSIFER model. On onnx, a decoder backbone used alone stays on torch
+    (with a warning). ``auto`` is torch where a GPU is present or onnxruntime is missing,
+    else whichever encodes faster here (:func:`lusifer.onnx.calibration.fastest`).
     """
     from ..model import is_lusifer_checkpoint, load_text_encoder
-    from .runtime import default_threads
+    from ..threads import thread_policy
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
-    if backend == "torch" and quantize is not None:
+    if backend != "onnx" and quantize is not None:
         raise ValueError("--quantize int8 needs --backend onnx")
-    n_threads = default_threads(threads)
-    torch.set_num_threads(n_threads)  # also for a backbone that stays on torch below
+    policy = thread_policy(threads)
+    policy.apply_to_torch()  # also for a backbone that stays on torch below
+    n_threads = policy.threads
+    if backend == "auto":
+        return fastest_backend(load_text_encoder(reference), source=reference, threads=n_threads)
     if backend == "torch":
         return load_text_encoder(reference)  # LUSIFER folders (either layout) or backbones
     if is_lusifer_checkpoint(reference):  # also the reference code's layout
@@ -56,3 +62,45 @@ def load_encoder(
     except OnnxExportError as err:
         warnings.warn(f"{err}; using torch", stacklevel=2)
         return embedder
+
+
+def fastest_backend(
+    encoder,
+    *,
+    source: str | Path | None = None,
+    threads: int | None = None,
+    use_cache: bool = True,
+):
+    """``encoder`` (a torch ``LusiferModel`` or ``PlainEmbedder``) or its onnxruntime fp32
+    graph, whichever encodes faster on this machine (measured once, cached). Torch where
+    a GPU is present, onnxruntime is not installed, the backbone is a decoder, or the
+    export fails. ``source`` is the folder a LUSIFER model came from (its export goes
+    there)."""
+    import importlib.util
+
+    from ..model import LusiferModel
+    from .calibration import fastest
+    from .export import OnnxExportError
+    from .runtime import OnnxLusifer, OnnxPlainEmbedder
+
+    if torch.cuda.is_available() or importlib.util.find_spec("onnxruntime") is None:
+        return encoder
+    if isinstance(encoder, LusiferModel):
+        build = lambda: OnnxLusifer.from_model(encoder, threads=threads, source=source)  # noqa: E731
+    elif encoder.model.is_decoder:
+        return encoder
+    else:
+        build = lambda: OnnxPlainEmbedder.from_embedder(encoder, threads=threads)  # noqa: E731
+    try:
+        chosen, _ = fastest(encoder, build, threads=threads, use_cache=use_cache)
+    except OnnxExportError as err:
+        warnings.warn(f"{err}; using torch", stacklevel=2)
+        return encoder
+    return chosen
+
+
+def backend_of(encoder) -> str:
+    """``onnx`` for an onnxruntime runner, else ``torch`` (what ``auto`` resolved to)."""
+    from .runtime import OnnxLusifer, OnnxPlainEmbedder
+
+    return "onnx" if isinstance(encoder, OnnxLusifer | OnnxPlainEmbedder) else "torch"

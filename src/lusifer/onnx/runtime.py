@@ -3,7 +3,6 @@ onnxruntime on CPU, with the torch model's tokenizer, prompts and batching loop.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from ..encoding import encode_in_batches, validate_options
 from ..model.embedder import PlainEmbedder
 from ..model.lusifer import LusiferModel
+from ..threads import thread_policy
 from ..types import TextKind
 from .export import (
     INPUT_NAMES,
@@ -23,38 +23,13 @@ from .export import (
     pool_mask,
 )
 
-THREADS_ENV = "LUSIFER_NUM_THREADS"
 
-
-def default_threads(threads: int | None = None) -> int:
-    """``threads``, else ``$LUSIFER_NUM_THREADS``, else every core this process may use."""
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        return threads
-    env = os.environ.get(THREADS_ENV)
-    if env:
-        try:
-            value = int(env)
-        except ValueError:
-            raise ValueError(f"${THREADS_ENV} must be a positive integer, got {env!r}") from None
-        if value < 1:
-            raise ValueError(f"${THREADS_ENV} must be a positive integer, got {env!r}")
-        return value
-    if hasattr(os, "sched_getaffinity"):  # the cores this process may use (containers, taskset)
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
-
-
-def cpu_session(onnx_path: Path, threads: int | None):
-    """An onnxruntime CPU session with every graph optimisation and ``threads`` intra-op
-    threads (see :func:`default_threads`)."""
+def cpu_session(onnx_path: Path, threads: int | None, *, alongside_torch: bool = False):
+    """An onnxruntime CPU session with every graph optimisation, under the process's
+    threading policy (:mod:`lusifer.threads`)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = default_threads(threads)
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = thread_policy(threads, alongside_torch=alongside_torch).session_options()
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
@@ -281,7 +256,8 @@ class OnnxEncoderStates:
         export_dir: str | Path | None = None,
     ) -> None:
         self.onnx_path = ensure_encoder_exported(model, export_dir=export_dir)
-        self.session = cpu_session(self.onnx_path, threads)
+        # torch computes the rest of each training step between this graph's runs
+        self.session = cpu_session(self.onnx_path, threads, alongside_torch=True)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         feeds = {

@@ -229,12 +229,23 @@ class RunConfig:
     # when it is installed (same states; the demo's stage 2 1.17x faster,
     # benchmarks/train_speed.py), else torch.
     frozen_encoder_backend: Literal["auto", "torch", "onnx"] = "auto"
+    # Stage 2 embeds each batch in length-sorted chunks of this many rows, each padded to
+    # its own longest text (same embeddings; the demo's batches were 53% padding). 0: the
+    # whole batch at once. With several processes or GradCache, only the teacher pass is
+    # chunked (DDP expects one forward per backward).
+    length_bucket_rows: int = 0
     save_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
     report_to: list[str] = field(default_factory=list)  # "tensorboard", "wandb"
     allow_non_english: bool = False  # override the English-only guard (not recommended)
     min_english_fraction: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.length_bucket_rows < 0:
+            raise ConfigError(
+                f"run.length_bucket_rows must be >= 0 (0: off), got {self.length_bucket_rows}"
+            )
 
 
 @dataclass

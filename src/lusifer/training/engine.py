@@ -41,6 +41,8 @@ from ..files import atomic_folder, atomic_write, discard, remove_partial
 from ..model import LusiferModel
 from ..model.lusifer import CheckpointError
 from ..model.prompts import format_prompt
+from ..threads import thread_policy
+from .bucketing import embed_by_length
 from .config import Objective, RunConfig, StageConfig
 from .data import (
     TASKS,
@@ -276,6 +278,8 @@ class Trainer:
         self.accelerator = accelerator
         self.world = accelerator.num_processes
         self.rank = accelerator.process_index
+        if accelerator.device.type == "cpu":  # this process's share of the cores
+            thread_policy().apply_to_torch()
         if config.batch_size % self.world:
             raise ValueError(
                 f"{stage}.batch_size={config.batch_size} must be divisible by the number of "
@@ -521,7 +525,11 @@ class Trainer:
             # the target's own embedding of each text, read without the instruction
             with torch.no_grad():
                 own = self._target_tokens(texts, self.run.max_length)
-                teacher = gather_with_grad(self.module("teacher", **own))
+                teach = lambda batch: self.module("teacher", **batch)  # noqa: E731
+                rows = self.run.length_bucket_rows
+                teacher = gather_with_grad(
+                    embed_by_length(teach, own, rows, "target_mask") if rows else teach(own)
+                )
         parts: dict[str, float] = {}
 
         def loss_fn(reps: torch.Tensor) -> torch.Tensor:
@@ -563,6 +571,9 @@ class Trainer:
                 backward=self.accelerator.backward,
                 no_sync=lambda: self.accelerator.no_sync(self.module),
             )
+        elif self.run.length_bucket_rows and self.world == 1:
+            loss = loss_fn(embed_by_length(embed, inputs, self.run.length_bucket_rows))
+            self.accelerator.backward(loss)
         else:
             loss = loss_fn(embed(inputs))
             self.accelerator.backward(loss)

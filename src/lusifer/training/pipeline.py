@@ -26,6 +26,7 @@ CONFIG_FILE = "train_config.yaml"
 BOOKKEEPING = {
     "run.output_dir",
     "run.frozen_encoder_backend",
+    "run.length_bucket_rows",
     "run.save_every",
     "run.keep_checkpoints",
     "run.log_every",

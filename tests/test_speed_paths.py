@@ -1,0 +1,203 @@
+"""The speed paths change no result: one threading policy, the ``auto`` backend's cached
+calibration, and stage 2's length-sorted chunks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lusifer.model import PlainEmbedder
+from lusifer.onnx import OnnxLusifer, OnnxPlainEmbedder, load_encoder
+from lusifer.onnx import calibration as calib
+from lusifer.onnx.backends import backend_of, fastest_backend
+from lusifer.threads import cpu_threads, thread_policy
+from lusifer.training.bucketing import embed_by_length, length_sorted_chunks
+
+TEXTS = ["a", "a somewhat longer text than the first", "mid size text", "", "x " * 30]
+
+
+# ----------------------------------------------------------------------- threads
+def test_processes_on_one_machine_share_its_cores(monkeypatch):
+    monkeypatch.delenv("LUSIFER_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cores = cpu_threads()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert cpu_threads() == max(1, cores // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * cores))
+    assert cpu_threads() == 1  # never 0
+    monkeypatch.setenv("LUSIFER_NUM_THREADS", "3")
+    assert cpu_threads() == 3  # an explicit setting wins
+    assert cpu_threads(5) == 5
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="threads"):
+            cpu_threads(bad)
+
+
+def test_onnxruntime_spins_only_without_torch_alongside():
+    alone, mixed = thread_policy(2), thread_policy(2, alongside_torch=True)
+    assert (alone.threads, alone.spinning, mixed.spinning) == (2, True, False)
+    entry = "session.intra_op.allow_spinning"
+    assert alone.session_options().get_session_config_entry(entry) == "1"
+    options = mixed.session_options()
+    assert options.get_session_config_entry(entry) == "0"
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+
+
+# ------------------------------------------------------------------ calibration
+class _Fake:
+    """An encoder whose speed is set by the test (sleep per text)."""
+
+    def __init__(self, name: str, per_text_s: float, fingerprint: str = "fp") -> None:
+        self.name, self.per_text_s, self._fp, self.calls = name, per_text_s, fingerprint, 0
+
+    def fingerprint(self) -> str:
+        return self._fp
+
+    def encode(self, texts, **_):
+        import time
+
+        self.calls += 1
+        time.sleep(self.per_text_s * len(texts))
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+
+@pytest.fixture
+def small_calibration(monkeypatch, tmp_path):
+    monkeypatch.setenv("LUSIFER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(calib, "CALIBRATION_TEXTS", calib.CALIBRATION_TEXTS[:8])
+    monkeypatch.setattr(
+        calib, "calibrate", _short(calib.calibrate, texts=calib.CALIBRATION_TEXTS[:8])
+    )
+    return tmp_path / "cache" / "calibration"
+
+
+def _short(fn, **fixed):
+    return lambda candidates, **kw: fn(candidates, **{"rounds": 2, "batch_size": 4, **fixed, **kw})
+
+
+@pytest.mark.parametrize("faster", ["torch", "onnx"])
+def test_auto_picks_the_measured_faster_backend_and_caches_the_choice(small_calibration, faster):
+    slow, quick = 0.004, 0.0005
+    torch_side = _Fake("torch", quick if faster == "torch" else slow, fingerprint=faster)
+    built = []
+
+    def build():
+        built.append(_Fake("onnx", quick if faster == "onnx" else slow))
+        return built[-1]
+
+    chosen, result = calib.fastest(torch_side, build, threads=1)
+    assert result.choice == faster and not result.cached
+    assert (chosen is torch_side) == (faster == "torch")
+    assert result.texts_per_s[faster] > result.texts_per_s["torch" if faster == "onnx" else "onnx"]
+    (record,) = small_calibration.glob("*.json")
+    assert json.loads(record.read_text())["choice"] == faster
+    assert json.loads(record.read_text())["machine"]["threads"] == 1
+
+    # a second process reads the choice: no measuring, the other backend never built
+    torch_side.calls, n_built = 0, len(built)
+    chosen, again = calib.fastest(torch_side, build, threads=1)
+    assert again.cached and again.choice == faster and torch_side.calls == 0
+    assert len(built) == n_built + (1 if faster == "onnx" else 0)
+    # another thread count is another measurement
+    _, other = calib.fastest(torch_side, build, threads=2)
+    assert not other.cached
+    # a damaged record is measured again, not trusted
+    record.write_text("{not json")
+    _, redone = calib.fastest(torch_side, build, threads=1)
+    assert not redone.cached and redone.choice == faster
+
+
+def test_auto_backend_on_a_real_tiny_model(small_calibration, tiny_model_factory, tmp_path):
+    model = tiny_model_factory("bert")
+    chosen = fastest_backend(model, source=None, threads=1)
+    assert isinstance(chosen, type(model) | OnnxLusifer)
+    want = model.encode(TEXTS, max_length=32)
+    got = chosen.encode(TEXTS, max_length=32)
+    assert np.abs(got - want).max() < 1e-4  # either backend: the same embeddings
+    assert len(list(small_calibration.glob("*.json"))) == 1
+    assert backend_of(chosen) in ("torch", "onnx")
+
+    plain = load_encoder("tiny:bert", backend="auto", threads=1)
+    assert isinstance(plain, PlainEmbedder | OnnxPlainEmbedder)
+    assert len(list(small_calibration.glob("*.json"))) == 2
+    with pytest.raises(ValueError, match="--backend onnx"):
+        load_encoder("tiny:bert", backend="auto", quantize="int8")
+
+
+def test_auto_stays_on_torch_for_a_decoder_backbone(small_calibration):
+    decoder = PlainEmbedder.load("tiny:llama", max_length=32)
+    assert fastest_backend(decoder) is decoder
+    assert not small_calibration.exists()  # nothing measured
+
+
+# ---------------------------------------------------------------------- buckets
+def test_length_sorted_chunks_trim_padding_and_keep_every_row():
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0]])
+    ids = torch.arange(20).reshape(4, 5) * mask
+    chunks, order = length_sorted_chunks({"input_ids": ids, "attention_mask": mask}, rows=2)
+    assert order.tolist() == [1, 3, 0, 2]  # longest first
+    assert [c["attention_mask"].shape for c in chunks] == [(2, 5), (2, 2)]
+    # every token survives, in its row
+    rebuilt = torch.zeros_like(ids)
+    start = 0
+    for chunk in chunks:
+        n, width = chunk["input_ids"].shape
+        rebuilt[order[start : start + n], :width] = chunk["input_ids"]
+        start += n
+    assert torch.equal(rebuilt, ids)
+    with pytest.raises(ValueError, match="rows"):
+        length_sorted_chunks({"attention_mask": mask}, rows=0)
+
+
+@pytest.mark.parametrize("target", ["bert", "llama"])
+def test_chunked_embeddings_and_gradients_equal_the_whole_batch(tiny_model_factory, target):
+    model = tiny_model_factory(target)
+    model.eval()  # no dropout: the two ways must agree row by row
+    texts = [t * (1 + i % 3) for i, t in enumerate(TEXTS * 3)]
+    enc = model.tokenize(texts, max_length=32)
+    inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "pool_mask") if k in enc}
+
+    def embed(batch):
+        return model(batch["input_ids"], batch["attention_mask"], batch.get("pool_mask"))
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    whole = embed(inputs)
+    grads_whole = torch.autograd.grad(whole.square().sum(), params)
+    chunked = embed_by_length(embed, inputs, rows=4)
+    grads_chunked = torch.autograd.grad(chunked.square().sum(), params)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+    for a, b in zip(grads_whole, grads_chunked, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_stage_two_with_length_buckets_trains_like_the_whole_batch(tmp_path, monkeypatch):
+    """Same data, same steps: with chunks of 2 rows (the teacher pass too) the trained
+    tensors and losses equal the whole-batch run's up to rounding (no dropout here)."""
+    from safetensors.torch import load_file
+    from test_training import tiny_config, write_config
+
+    from lusifer.training import engine, load_train_config, run_training
+
+    calls = []
+    monkeypatch.setattr(
+        engine, "embed_by_length", lambda *a, **k: calls.append(1) or embed_by_length(*a, **k)
+    )
+    weights, losses = {}, {}
+    for rows in (0, 2):
+        folder = tmp_path / f"rows{rows}"
+        folder.mkdir()
+        config = tiny_config(
+            folder, target="bert", alignment={"steps": 1}, representation={"target_distill": 1.0}
+        )
+        config["run"]["length_bucket_rows"] = rows
+        out = run_training(load_train_config(write_config(folder, config)))
+        weights[rows] = load_file(str(out / "model.safetensors"))
+        log = (folder / "out" / "representation" / "log.jsonl").read_text().splitlines()
+        losses[rows] = [json.loads(line)["loss"] for line in log]
+    assert len(losses[0]) == 6 and len(calls) == 12  # student and teacher, each step
+    assert np.allclose(losses[0], losses[2], atol=1e-4)
+    drift = max(float((weights[0][k] - weights[2][k]).abs().max()) for k in weights[0])
+    assert drift < 1e-4
