@@ -25,7 +25,7 @@ import math
 import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -515,10 +515,56 @@ def load_task_data(spec: LocalTaskSpec) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- mteb classes
+#
+# mteb (pinned to one minor version in pyproject.toml) has no public way to hand back the
+# per-example results the bootstrap needs, so each class overrides the mteb method that
+# holds them, calls mteb's own and records its inputs. ``load_data`` and
+# ``task_specific_scores`` are mteb's documented extension points; ``_calculate_scores``,
+# ``_run_experiment``, ``_evaluate_subset`` and ``_compute_metrics`` are private to mteb.
+# tests/test_mteb_contract.py fails, naming the method, when mteb renames, removes or
+# re-signs any of them, or changes the k-means settings :func:`_mteb_kmeans` copies.
 
 
-def _make_task_classes() -> dict[str, type]:
-    """The mteb subclasses, built lazily so that importing this module does not import mteb."""
+def _mteb_kmeans(n_clusters: int, batch_size: int, seed: int) -> Any:
+    """The k-means mteb's ``AbsTaskClustering`` fits in each clustering experiment (its
+    settings live in the private ``mteb.abstasks.clustering._evaluate_clustering_bootstrapped``,
+    which only clusters resamples drawn with replacement; mteb's public-facing
+    ``ClusteringEvaluator`` uses other settings). Fitted once on every item for the bootstrap."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    return MiniBatchKMeans(
+        n_clusters=n_clusters,
+        batch_size=batch_size,
+        init="k-means++",
+        n_init=1,
+        random_state=seed,
+    )
+
+
+class _Recorder:
+    """An mteb ``EncoderProtocol`` that delegates to the evaluated model and keeps what it
+    returned (clustering needs the vectors)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.mteb_model_meta = inner.mteb_model_meta
+        self.outputs: list[Any] = []
+
+    def encode(self, inputs, **kwargs):  # noqa: ANN001
+        out = self.inner.encode(inputs, **kwargs)
+        self.outputs.append(out)
+        return out
+
+    def similarity(self, a, b):  # noqa: ANN001
+        return self.inner.similarity(a, b)
+
+    def similarity_pairwise(self, a, b):  # noqa: ANN001
+        return self.inner.similarity_pairwise(a, b)
+
+
+@cache
+def _task_classes() -> dict[str, type]:
+    """The mteb subclasses, built on first use so that importing this module does not import mteb."""
     from mteb.abstasks import (
         AbsTaskBitextMining,
         AbsTaskClassification,
@@ -526,22 +572,22 @@ def _make_task_classes() -> dict[str, type]:
         AbsTaskRetrieval,
         AbsTaskSTS,
     )
-    from mteb.models.abs_encoder import AbsEncoder
-    from sklearn.cluster import MiniBatchKMeans
 
     class _LocalMixin:
         spec: LocalTaskSpec
 
-        def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        def load_data(
+            self, num_proc: int | None = None, *, timer: Any = None, **kwargs: Any
+        ) -> None:
             if self.data_loaded:
                 return
             self.dataset = load_task_data(self.spec)
             self.per_example = {}
-            self._prepare()
+            self._after_load_data()
             self.data_loaded = True
 
-        def _prepare(self) -> None:
-            pass
+        def _after_load_data(self) -> None:
+            """Ours, not mteb's: set what depends on the loaded data."""
 
     class LocalRetrievalTask(_LocalMixin, AbsTaskRetrieval):
         """Retrieval/reranking on local files; keeps per-query values of the main score."""
@@ -557,7 +603,7 @@ def _make_task_classes() -> dict[str, type]:
     class LocalSTSTask(_LocalMixin, AbsTaskSTS):
         """STS on local files; keeps gold scores and cosine similarities per pair."""
 
-        def _prepare(self) -> None:
+        def _after_load_data(self) -> None:
             scores = self.dataset["test"]["score"]
             self.min_score, self.max_score = min(scores), max(scores)
 
@@ -582,25 +628,6 @@ def _make_task_classes() -> dict[str, type]:
             self.per_example["labels"] = [int(y) for y in eval_split[self.label_column_name]]
             return scores, predictions
 
-    class _Recorder(AbsEncoder):
-        """Delegates to the evaluated model and keeps what it returned (clustering needs the vectors)."""
-
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-            self.mteb_model_meta = inner.mteb_model_meta
-            self.outputs: list[Any] = []
-
-        def encode(self, inputs, **kwargs):  # noqa: ANN001
-            out = self.inner.encode(inputs, **kwargs)
-            self.outputs.append(out)
-            return out
-
-        def similarity(self, a, b):  # noqa: ANN001
-            return self.inner.similarity(a, b)
-
-        def similarity_pairwise(self, a, b):  # noqa: ANN001
-            return self.inner.similarity_pairwise(a, b)
-
     class LocalClusteringTask(_LocalMixin, AbsTaskClustering):
         """Clustering on local files: every item is embedded and each of mteb's experiments clusters a
         resample of the full set. Also keeps one k-means assignment of all items (mteb's k-means
@@ -608,21 +635,37 @@ def _make_task_classes() -> dict[str, type]:
 
         max_fraction_of_documents_to_embed = None
 
-        def _prepare(self) -> None:
+        def _after_load_data(self) -> None:
             self.max_documents_per_cluster = len(self.dataset["test"])
 
-        def _evaluate_subset(self, model, data_split, **kwargs):  # noqa: ANN001
+        def _evaluate_subset(
+            self,
+            model,
+            data_split,
+            *,
+            encode_kwargs,
+            hf_split,
+            hf_subset,
+            prediction_folder=None,
+            num_proc=None,
+            timer,
+            **kwargs,
+        ):
             recorder = _Recorder(model)
-            result = super()._evaluate_subset(recorder, data_split, **kwargs)
+            result = super()._evaluate_subset(
+                recorder,
+                data_split,
+                encode_kwargs=encode_kwargs,
+                hf_split=hf_split,
+                hf_subset=hf_subset,
+                prediction_folder=prediction_folder,
+                num_proc=num_proc,
+                timer=timer,
+                **kwargs,
+            )
             embeddings = np.asarray(recorder.outputs[-1], dtype=np.float32)
             labels = np.asarray(data_split[self.label_column_name])
-            kmeans = MiniBatchKMeans(
-                n_clusters=np.unique(labels).size,
-                batch_size=self.k_mean_batch_size,
-                init="k-means++",
-                n_init=1,
-                random_state=self.seed,
-            )
+            kmeans = _mteb_kmeans(np.unique(labels).size, self.k_mean_batch_size, self.seed)
             self.per_example = {
                 "labels": labels.tolist(),
                 "assignment": kmeans.fit_predict(embeddings).tolist(),
@@ -649,9 +692,6 @@ def _make_task_classes() -> dict[str, type]:
     }
 
 
-_TASK_CLASSES: dict[str, type] | None = None
-
-
 def _pytrec_key(main_score: str) -> str:
     """mteb's ``ndcg_at_10`` is pytrec_eval's per-query ``ndcg_cut_10`` (and so on)."""
     metric, _, k = main_score.partition("_at_")
@@ -668,12 +708,14 @@ def _mteb_languages(spec: LocalTaskSpec) -> list[str]:
 
 
 def make_mteb_task(spec: LocalTaskSpec) -> Any:
-    """A fresh mteb task object for a local task (a new subclass carrying its metadata)."""
-    global _TASK_CLASSES
-    from mteb.abstasks.task_metadata import TaskMetadata
+    """A fresh mteb task object for a local task.
 
-    if _TASK_CLASSES is None:
-        _TASK_CLASSES = _make_task_classes()
+    mteb describes a task by a class whose ``metadata`` attribute is a ``TaskMetadata``
+    (``AbsTask.__init__`` reads it, and ``unload_data()`` drops an instance's own
+    ``metadata``), so each local task is a new subclass carrying its metadata and spec.
+    """
+    from mteb import TaskMetadata
+
     metadata = TaskMetadata(
         name=spec.name,
         description=spec.description,
@@ -686,8 +728,7 @@ def make_mteb_task(spec: LocalTaskSpec) -> Any:
         main_score=spec.main_score,
         prompt=spec.instruction,
     )
-    base = _TASK_CLASSES[spec.type]
-    # metadata must live on the class: mteb's unload_data() drops instance attributes named metadata
+    base = _task_classes()[spec.type]
     cls = type(
         f"Local_{spec.type}_{abs(hash(spec.path))}", (base,), {"metadata": metadata, "spec": spec}
     )
