@@ -146,7 +146,7 @@ def test_plain_backbone_onnx_matches_torch_and_is_cached(tmp_path):
     embedder.max_length = 16
     assert ensure_plain_exported(embedder, export_dir=tmp_path) == path
     # ... and other weights give another graph
-    first = next(iter(embedder.model.parameters()))
+    first = next(iter(embedder.backbone.parameters()))
     with torch.no_grad():
         first.add_(0.5)
     assert ensure_plain_exported(embedder, export_dir=tmp_path) != path
@@ -267,3 +267,94 @@ def test_onnx_pools_over_the_text_only_like_torch(tiny_model_factory, tmp_path, 
     finally:
         model.config.pool_instruction = False
     assert cosines(got, everything).max() < 0.9999
+
+
+# Every model variant the graph has a branch for: encoder and decoder targets, connector
+# centering, learned tokens, head, instructions (pooled, left out of pooling, ignored) and
+# each pooling; each feature appears on and off, on encoder and decoder targets.
+PARITY_VARIANTS = {
+    "bert": ("bert", {}),
+    "bert-learned-centered-head-textpool": (
+        "bert",
+        {
+            "num_learned_tokens": 2,
+            "connector_centering": 0.5,
+            "projection_head": True,
+            "pool_instruction": False,
+        },
+    ),
+    "bert-cls-noinstructions": ("bert", {"pooling": "cls", "use_instructions": False}),
+    "mistral-learned": ("mistral", {"num_learned_tokens": 2}),
+    "mistral-centered-head-textpool": (
+        "mistral",
+        {"connector_centering": 0.5, "projection_head": True, "pool_instruction": False},
+    ),
+    "qwen2-last-head-noinstructions": (
+        "qwen2",
+        {"pooling": "last", "projection_head": True, "use_instructions": False},
+    ),
+    "llama-learned-centered-textpool": (
+        "llama",
+        {"num_learned_tokens": 3, "connector_centering": 1.0, "pool_instruction": False},
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(PARITY_VARIANTS))
+def test_onnx_runner_encodes_every_variant_like_torch(tiny_model_factory, tmp_path, variant):
+    """The graph is the torch model's own forward (LusiferModel.embed_states after the
+    encoder): torch ``encode`` and the ONNX runner's ``encode`` agree to 1e-4 everywhere."""
+    target, options = PARITY_VARIANTS[variant]
+    model = tiny_model_factory(target, **options)
+    heads = (False, True) if model.head is not None else (False,)
+    for use_head in heads:
+        fast = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1, use_head=use_head)
+        for kwargs in (
+            {},
+            {"instruction": "Retrieve the translation", "kind": "query"},
+            {"instruction": "Retrieve the translation", "kind": "document"},
+        ):
+            for normalize in (True, False):
+                want = model.encode(
+                    SENTENCES, batch_size=3, use_head=use_head, normalize=normalize, **kwargs
+                )
+                got = fast.encode(SENTENCES, batch_size=3, normalize=normalize, **kwargs)
+                assert got.shape == want.shape, (variant, use_head, kwargs)
+                diff = float(np.abs(got - want).max())
+                assert diff < 1e-4, (variant, use_head, kwargs, normalize, diff)
+
+
+def _boolean_index_placement(embeds, attention_mask, learned_tokens):
+    """The connector's placement as first written (boolean indexing; not traceable)."""
+    batch, length, dim = embeds.shape
+    n = learned_tokens.shape[0]
+    lengths = attention_mask.sum(dim=1)
+    out = embeds.new_zeros(batch, length + n, dim)
+    positions = torch.arange(length + n).unsqueeze(0)
+    real = positions < lengths.unsqueeze(1)
+    learned = (positions >= lengths.unsqueeze(1)) & (positions < (lengths + n).unsqueeze(1))
+    out[real] = embeds[attention_mask.bool()]
+    out[learned] = learned_tokens.to(embeds.dtype).repeat(batch, 1)
+    return out, (real | learned).to(attention_mask.dtype)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_place_learned_tokens_equals_boolean_indexing(padding_side):
+    from lusifer.model.connector import place_learned_tokens
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([5, 1, 7, 3])
+    mask = (torch.arange(7).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    if padding_side == "left":
+        mask = mask.flip(1)
+    for n in (1, 3):
+        embeds = torch.randn(4, 7, 6, generator=gen, requires_grad=True)
+        tokens = torch.randn(n, 6, generator=gen, requires_grad=True)
+        got, got_mask = place_learned_tokens(embeds, mask, tokens)
+        want, want_mask = _boolean_index_placement(embeds, mask, tokens)
+        assert torch.equal(got, want) and torch.equal(got_mask, want_mask)
+        weights = torch.randn(got.shape, generator=gen)
+        grads = torch.autograd.grad((got * weights).sum(), (embeds, tokens))
+        want_grads = torch.autograd.grad((want * weights).sum(), (embeds, tokens))
+        for g, w in zip(grads, want_grads, strict=True):
+            torch.testing.assert_close(g, w)

@@ -79,14 +79,31 @@ class Connector(nn.Module):
         embeds = self.ff(self.prepare(states, attention_mask))
         if self.learned_tokens is None:
             return embeds, attention_mask
-        batch, length, dim = embeds.shape
-        n = self.num_learned_tokens
-        lengths = attention_mask.sum(dim=1)  # [B]
-        out = embeds.new_zeros(batch, length + n, dim)
-        positions = torch.arange(length + n, device=embeds.device).unsqueeze(0)
-        real = positions < lengths.unsqueeze(1)
-        learned = (positions >= lengths.unsqueeze(1)) & (positions < (lengths + n).unsqueeze(1))
-        out[real] = embeds[attention_mask.bool()]
-        out[learned] = self.learned_tokens.to(embeds.dtype).repeat(batch, 1)
-        mask = (real | learned).to(attention_mask.dtype)
-        return out, mask
+        return place_learned_tokens(embeds, attention_mask, self.learned_tokens)
+
+
+def place_learned_tokens(
+    embeds: torch.Tensor, attention_mask: torch.Tensor, learned_tokens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``embeds`` [B, L, D] and the N ``learned_tokens`` [N, D] -> [B, L + N, D] and its
+    mask: each row's real tokens (those ``attention_mask`` keeps, in order), then the learned
+    tokens, then zeros for padding.
+
+    Written with ``gather``/``where`` and no boolean indexing, so that a traced ONNX graph
+    keeps a dynamic batch and length (the torch model and its export run this same code)."""
+    length, dim = embeds.shape[1], embeds.shape[2]
+    n = learned_tokens.shape[0]
+    lengths = attention_mask.sum(dim=1, keepdim=True)  # [B, 1]
+    positions = torch.arange(length + n, device=embeds.device).unsqueeze(0)  # [1, L + N]
+    real = positions < lengths
+    learned = (positions >= lengths) & (positions < lengths + n)
+    # output position p < lengths takes the (p+1)-th real token: the number of tokens
+    # before it counts the real ones before it (p) and any left padding
+    seen = attention_mask.cumsum(dim=1)  # [B, L]
+    source = (seen.unsqueeze(1) <= positions.unsqueeze(-1)).sum(dim=-1)  # [B, L + N]
+    source = source.clamp(max=length - 1)
+    kept = embeds.gather(1, source.unsqueeze(-1).expand(-1, -1, dim))
+    tokens = learned_tokens.to(embeds.dtype)[(positions - lengths).clamp(0, n - 1)]
+    out = torch.where(real.unsqueeze(-1), kept, torch.zeros_like(kept))
+    out = torch.where(learned.unsqueeze(-1), tokens, out)
+    return out, (real | learned).to(attention_mask.dtype)

@@ -226,9 +226,14 @@ class LusiferModel(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states mapped by the connector into the target's input space."""
-        embeds, mask = self.connector(
-            self.encoder_states(input_ids, attention_mask), attention_mask
-        )
+        return self.connect(self.encoder_states(input_ids, attention_mask), attention_mask)
+
+    def connect(
+        self, states: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder token states [B, L, d_enc] -> soft tokens [B, L + N, d_target] in the
+        target's dtype, and their mask (learned tokens after each row's text)."""
+        embeds, mask = self.connector(states, attention_mask)
         return embeds.to(self.target.input_embeddings().weight.dtype), mask
 
     def forward(
@@ -242,7 +247,20 @@ class LusiferModel(nn.Module):
         """Pooled embedding [B, D] (after the head when ``use_head`` and a head exists).
 
         ``pool_mask`` (from :meth:`tokenize`) leaves instruction tokens out of pooling."""
-        embeds, mask = self.soft_tokens(input_ids, attention_mask)
+        states = self.encoder_states(input_ids, attention_mask)
+        return self.embed_states(states, attention_mask, pool_mask, use_head=use_head)
+
+    def embed_states(
+        self,
+        states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pool_mask: torch.Tensor | None = None,
+        *,
+        use_head: bool = False,
+    ) -> torch.Tensor:
+        """:meth:`forward` from the encoder's token states on: connector, target, pooling
+        and head (the ONNX graph runs this after the torch encoder)."""
+        embeds, mask = self.connect(states, attention_mask)
         hidden = self.target.hidden_states(embeds, mask, causal=False)
         if pool_mask is not None:
             n = self.connector.num_learned_tokens

@@ -23,7 +23,7 @@ OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask", "pool_mask"]
 PLAIN_INPUT_NAMES = ["input_ids", "attention_mask"]
 # Bumped whenever the graph's inputs or outputs change, so cached exports are redone.
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 PLAIN_GRAPH_VERSION = 1
 ENCODER_GRAPH_VERSION = 1
 OUTPUT_NAME = "embedding"
@@ -99,9 +99,30 @@ def _trace_to_file(
                 opset_version=OPSET,
                 do_constant_folding=True,
             )
+            _keep_unused_inputs(tmp, inputs, names)
     except Exception as err:
         raise OnnxExportError(f"exporting {what} to ONNX failed: {err}") from err
     return path
+
+
+def _keep_unused_inputs(path: Path, inputs: tuple[torch.Tensor, ...], names: list[str]) -> None:
+    """Declare again the inputs the exporter dropped because the graph never reads them
+    (``pool_mask`` of a ``cls``-pooled model), so every graph takes the same feeds."""
+    import onnx
+
+    # weights in an external data file stay there: only the graph is read and rewritten
+    model = onnx.load(str(path), load_external_data=False)
+    declared = {i.name for i in model.graph.input}
+    missing = [i for i, name in enumerate(names) if name not in declared]
+    if not missing:
+        return
+    elem = {torch.int64: onnx.TensorProto.INT64, torch.int32: onnx.TensorProto.INT32}
+    for i in missing:
+        info = onnx.helper.make_tensor_value_info(
+            names[i], elem[inputs[i].dtype], ["batch", "length"]
+        )
+        model.graph.input.insert(min(i, len(model.graph.input)), info)
+    onnx.save(model, str(path))
 
 
 def export_onnx(model: LusiferModel, path: str | Path, *, use_head: bool = False) -> Path:
@@ -136,7 +157,7 @@ def ensure_plain_exported(embedder: PlainEmbedder, *, export_dir: str | Path | N
     """The cached fp32 graph ``input_ids, attention_mask -> embedding`` of a plain
     (encoder-only) backbone, in ``<lusifer cache>/onnx`` unless ``export_dir`` is given.
     Decoder backbones used alone are not exported (they stay on torch)."""
-    if embedder.model.is_decoder:
+    if embedder.backbone.is_decoder:
         raise OnnxExportError(
             f"{embedder.reference} is a decoder; decoders used alone run on torch only"
         )
