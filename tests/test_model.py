@@ -328,6 +328,21 @@ def test_plain_embedder_cuts_texts_at_max_length():
     assert np.abs(a - b).max() > 1e-3
 
 
+def test_plain_embedder_backbone_and_its_deprecated_model_alias():
+    from lusifer.model import PlainEmbedder
+    from lusifer.model.target import TargetModel
+
+    for reference, is_decoder in (("tiny:bert", False), ("tiny:llama", True)):
+        embedder = PlainEmbedder.load(reference)
+        assert isinstance(embedder.backbone, TargetModel)
+        assert embedder.backbone.is_decoder is is_decoder
+        assert embedder.embedding_size == embedder.backbone.hidden_size
+        with pytest.warns(DeprecationWarning, match="PlainEmbedder.backbone"):
+            assert embedder.model is embedder.backbone
+        # the registered submodule is the backbone; no second copy under the old name
+        assert [name for name, _ in embedder.named_children()] == ["backbone"]
+
+
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     import os
 

@@ -111,7 +111,7 @@ def _baselines(
         cached = plain_export_path(embedder).is_file()
         tic = time.perf_counter()
         encoders[name] = _named(fastest_backend(embedder), name)
-        if not cached and not embedder.model.is_decoder:
+        if not cached and not embedder.backbone.is_decoder:
             spent[f"onnx export {reference}"] = time.perf_counter() - tic
     return encoders, spent
 

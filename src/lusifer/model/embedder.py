@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import torch
@@ -54,7 +55,9 @@ class PlainEmbedder(nn.Module):
         max_length: int = 512,
     ) -> None:
         super().__init__()
-        self.model = TargetModel(backbone)
+        # the backbone (an encoder or a decoder) behind the wrapper LUSIFER uses for its
+        # target: the same input embeddings, bidirectional or causal forward
+        self.backbone = TargetModel(backbone)
         self.tokenizer = backbone.tokenizer
         self.pooling = pooling
         self.prefixes = {"query": query_prefix, "document": document_prefix}
@@ -81,7 +84,7 @@ class PlainEmbedder(nn.Module):
 
     def weights_digest(self) -> str:
         """The backbone's :func:`sampled_digest`."""
-        return sampled_digest(self.model)
+        return sampled_digest(self.backbone)
 
     def fingerprint(self) -> str:
         """The backbone reference, how it is read and its (sampled) weights."""
@@ -106,13 +109,25 @@ class PlainEmbedder(nn.Module):
         )
 
     @property
+    def model(self) -> TargetModel:
+        """Deprecated: the backbone, now :attr:`backbone` (it may be an encoder, so it was
+        never the target model its type names)."""
+        warnings.warn(
+            "PlainEmbedder.model is deprecated; use PlainEmbedder.backbone",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.backbone
+
+    @property
     def embedding_size(self) -> int:
-        return self.model.hidden_size
+        return self.backbone.hidden_size
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        embeds = self.model.input_embeddings()(input_ids)
+        embeds = self.backbone.input_embeddings()(input_ids)
         # A decoder used alone stays causal: that is how it was trained.
-        hidden = self.model.hidden_states(embeds, attention_mask, causal=self.model.is_decoder)
+        causal = self.backbone.is_decoder
+        hidden = self.backbone.hidden_states(embeds, attention_mask, causal=causal)
         return pool(hidden, attention_mask, self.pooling)
 
     def encode(

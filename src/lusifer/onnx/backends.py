@@ -87,7 +87,7 @@ def fastest_backend(
         return encoder
     if isinstance(encoder, LusiferModel):
         build = lambda: OnnxLusifer.from_model(encoder, threads=threads, source=source)  # noqa: E731
-    elif encoder.model.is_decoder:
+    elif encoder.backbone.is_decoder:
         return encoder
     else:
         build = lambda: OnnxPlainEmbedder.from_embedder(encoder, threads=threads)  # noqa: E731
