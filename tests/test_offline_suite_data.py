@@ -303,3 +303,21 @@ def test_dedupe_keeps_one_pair_per_side() -> None:
         ("Open a file now please", "Ouvre un fichier"),
         ("Open the file now please", "Ouvrir un fichier"),
     ]
+
+
+def test_excluded_texts_are_handed_to_the_builders() -> None:
+    # no module-level set filled by main(): each filter takes the excluded texts it checks
+    b = builder()
+    from offline_suite.common import ExcludedTexts
+
+    assert not hasattr(b, "EXCLUDED")
+    en, tr = (
+        "Saves the current document under a new name.",
+        "Enregistre le document sous un nouveau nom.",
+    )
+    assert b.keep_pair(en, tr, "fr")
+    excluded = ExcludedTexts(
+        frozenset({b.text_key("  saves the CURRENT document under a new name. ")})
+    )
+    assert len(excluded) == 1 and excluded.any_of(en)
+    assert not b.keep_pair(en, tr, "fr", excluded=excluded)
