@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from lusifer import LusiferModel
 from lusifer.training import load_train_config
-from lusifer.training.engine import Trainer
+from lusifer.training.engine import StageTrainer
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
@@ -24,7 +24,9 @@ if __name__ == "__main__":
     model = LusiferModel.build(config.model).to(accelerator.device)
     name, objective, stage = config.stage_list()[0]
     out = Path(config.run.output_dir)
-    trainer = Trainer(model, name, stage, config.run, out / name, accelerator, objective=objective)
+    trainer = StageTrainer(
+        model, name, stage, config.run, out / name, accelerator, objective=objective
+    )
     trainer._setup()
     metrics = trainer._representation_step(1)
     grads = {

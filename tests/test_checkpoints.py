@@ -23,7 +23,7 @@ from lusifer import LusiferModel
 from lusifer.files import TMP_MARK, atomic_folder, atomic_write
 from lusifer.model.lusifer import CheckpointError
 from lusifer.training import load_train_config, run_training
-from lusifer.training.engine import CheckpointWriteError, Trainer
+from lusifer.training.engine import CheckpointWriteError, StageTrainer
 
 
 def small_config(tmp_path: Path, steps: int = 2):
@@ -34,12 +34,12 @@ def small_config(tmp_path: Path, steps: int = 2):
     return load_train_config(write_config(tmp_path, config))
 
 
-def make_trainer(tmp_path: Path) -> Trainer:
+def make_trainer(tmp_path: Path) -> StageTrainer:
     """A stage-1 trainer on tiny backbones, set up and one step into training."""
     cfg = small_config(tmp_path)
     name, objective, stage = cfg.stage_list()[0]
     model = LusiferModel.build(cfg.model)
-    trainer = Trainer(
+    trainer = StageTrainer(
         model, name, stage, cfg.run, tmp_path / "out" / name, Accelerator(cpu=True), objective
     )
     trainer._setup()

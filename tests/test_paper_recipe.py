@@ -111,7 +111,7 @@ def test_the_encoder_reads_the_instruction_and_the_lm_writes_the_prompted_text(
         stages=[_stage("align", "alignment", [{"path": str(texts), "format": "texts"}], steps=1)],
     )
     seen = {}
-    original = engine.Trainer._lm_target
+    original = engine.StageTrainer._lm_target
 
     def spy(self, example):
         target = original(self, example)
@@ -119,7 +119,7 @@ def test_the_encoder_reads_the_instruction_and_the_lm_writes_the_prompted_text(
         seen["text"] = example.text
         return target
 
-    monkeypatch.setattr(engine.Trainer, "_lm_target", spy)
+    monkeypatch.setattr(engine.StageTrainer, "_lm_target", spy)
     tokenize = engine.LusiferModel.tokenize
 
     def spy_tokenize(self, texts, **kwargs):

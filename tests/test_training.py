@@ -790,9 +790,9 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
     import os
     import signal
 
-    from lusifer.training.engine import Trainer
+    from lusifer.training.engine import StageTrainer
 
-    original = Trainer._alignment_step
+    original = StageTrainer._alignment_step
 
     def step_then_interrupt(self, step):
         metrics = original(self, step)
@@ -800,13 +800,13 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C mid-step
         return metrics
 
-    monkeypatch.setattr(Trainer, "_alignment_step", step_then_interrupt)
+    monkeypatch.setattr(StageTrainer, "_alignment_step", step_then_interrupt)
     cfg = load_train_config(write_config(tmp_path, tiny_config(tmp_path, target="bert")))
     assert run_training(cfg) is None  # stopped cleanly, no exception
     root = tmp_path / "out/alignment/checkpoints"
     assert [p.name for p in root.iterdir()] == ["step-00000002"]
     assert not (tmp_path / "out/alignment/final").exists()
-    monkeypatch.setattr(Trainer, "_alignment_step", original)
+    monkeypatch.setattr(StageTrainer, "_alignment_step", original)
     assert run_training(cfg, resume=True) == tmp_path / "out/model"
 
 

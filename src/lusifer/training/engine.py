@@ -251,8 +251,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class Trainer:
-    """Trains one stage of a :class:`LusiferModel`; checkpoints, resumes, logs.
+class StageTrainer:
+    """Trains one stage of a :class:`LusiferModel`; checkpoints, resumes, logs. (Ours,
+    not transformers' ``Trainer``: :func:`lusifer.training.run_training` runs one per
+    stage of a run file.)
 
     ``stage`` is the stage's name (its folder), ``objective`` what it trains:
     ``alignment`` (stage 1) or ``representation`` (stage 2)."""

@@ -18,7 +18,7 @@ from ..files import atomic_write, remove_partial
 from ..model import LusiferModel
 from ..model.lusifer import CONFIG_NAME, WEIGHTS_NAME
 from .config import TrainConfig, load_train_config
-from .engine import SUMMARY_NAME, CheckpointWriteError, Trainer
+from .engine import SUMMARY_NAME, CheckpointWriteError, StageTrainer
 
 CONFIG_FILE = "train_config.yaml"
 # run settings that do not change what is trained (the guard's settings only decide
@@ -162,7 +162,7 @@ def run_training(
             previous = out / plan[index - 1][0] / "final"
             if (previous / CONFIG_NAME).is_file():
                 _load_trained(model, previous)
-        trainer = Trainer(
+        trainer = StageTrainer(
             model, name, stage_config, config.run, stage_dir, accelerator, objective=objective
         )
         if not trainer.train(resume=resume, stop_after=stop_after):
