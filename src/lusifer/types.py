@@ -1,8 +1,9 @@
-"""Protocols shared across the package: what an embedding model must provide."""
+"""Types shared across the package: what an embedding model must provide, and the hub
+upload options."""
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
@@ -40,3 +41,14 @@ def reads_instructions(encoder: object) -> bool:
     """Whether ``encoder`` uses the ``instruction`` it is given (``uses_instructions``;
     an encoder that does not say is taken to read them)."""
     return bool(getattr(encoder, "uses_instructions", True))
+
+
+class UploadOptions(TypedDict, total=False):
+    """How ``upload`` commits: the hub token (default: the logged-in one), whether a new
+    repo is private, a branch, the commit message, and whether to open a pull request."""
+
+    token: str | None
+    private: bool | None
+    revision: str | None
+    commit_message: str | None
+    create_pr: bool

@@ -12,10 +12,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Unpack
 
-if TYPE_CHECKING:
-    from .lusifer import LusiferModel
+from ..types import UploadOptions
 
 
 def _api(token: str | None) -> Any:
@@ -24,19 +23,11 @@ def _api(token: str | None) -> Any:
     return HfApi(token=token)
 
 
-def upload(
-    folder: Path,
-    repo_id: str,
-    *,
-    token: str | None = None,
-    private: bool | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    create_pr: bool = False,
-) -> Any:
+def upload(folder: Path, repo_id: str, **options: Unpack[UploadOptions]) -> Any:
     """Create the model repo if needed and upload ``folder`` to it; the commit info."""
-    api = _api(token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    api = _api(options.get("token"))
+    api.create_repo(repo_id, repo_type="model", private=options.get("private"), exist_ok=True)
+    revision = options.get("revision")
     if revision is not None:
         api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
     return api.upload_folder(
@@ -44,59 +35,20 @@ def upload(
         folder_path=str(folder),
         repo_type="model",
         revision=revision,
-        commit_message=commit_message or "Upload LUSIFER model",
-        create_pr=create_pr,
+        commit_message=options.get("commit_message") or "Upload LUSIFER model",
+        create_pr=options.get("create_pr", False),
     )
-
-
-def push_to_hub(
-    model: LusiferModel,
-    repo_id: str,
-    *,
-    token: str | None = None,
-    private: bool | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    create_pr: bool = False,
-    merge: bool = False,
-    evaluation: Any = None,
-    training: Any = None,
-    license: str | None = None,
-) -> Any:
-    """Save ``model`` with a card for ``repo_id`` and upload it (see :func:`upload`)."""
-    with tempfile.TemporaryDirectory(prefix="lusifer-push-") as tmp:
-        folder = model.save_pretrained(
-            Path(tmp) / "model",
-            merge=merge,
-            evaluation=evaluation,
-            training=training,
-            license=license,
-            model_id=repo_id,
-        )
-        return upload(
-            folder,
-            repo_id,
-            token=token,
-            private=private,
-            revision=revision,
-            commit_message=commit_message,
-            create_pr=create_pr,
-        )
 
 
 def push_folder(
     folder: str | Path,
     repo_id: str,
     *,
-    token: str | None = None,
-    private: bool | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    create_pr: bool = False,
     evaluation: Any = None,
     evaluation_model: str | None = None,
     training: Any = None,
     license: str | None = None,
+    **options: Unpack[UploadOptions],
 ) -> Any:
     """Upload a saved LUSIFER folder as it is (no model is loaded), with its card and
     sentence-transformers files written afresh for ``repo_id`` in a temporary copy."""
@@ -124,12 +76,4 @@ def push_folder(
         shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".*", "__pycache__", "onnx"))
         write_sentence_transformers_files(copy, max_seq_length=int(max_length))
         write_model_card(copy, card)
-        return upload(
-            copy,
-            repo_id,
-            token=token,
-            private=private,
-            revision=revision,
-            commit_message=commit_message,
-            create_pr=create_pr,
-        )
+        return upload(copy, repo_id, **options)

@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from ..backbones import Backbone, load_backbone
 from ..config import ConfigError, LusiferConfig, from_dict
 from ..encoding import clip_text, encode_in_batches, validate_options
 from ..files import atomic_folder
-from ..types import TextKind
+from ..types import TextKind, UploadOptions
 from .connector import Connector
 from .head import ProjectionHead
 from .loading import (
@@ -434,34 +434,30 @@ class LusiferModel(nn.Module):
         self,
         repo_id: str,
         *,
-        token: str | None = None,
-        private: bool | None = None,
-        revision: str | None = None,
-        commit_message: str | None = None,
-        create_pr: bool = False,
         merge: bool = False,
         evaluation: Any = None,
         training: Any = None,
         license: str | None = None,
+        **options: Unpack[UploadOptions],
     ) -> Any:
         """Save this model (as :meth:`save_pretrained`, the card's snippets loading
         ``repo_id``) and upload it to the Hugging Face hub repo ``repo_id``, created if
-        missing (:func:`lusifer.model.hub.push_to_hub`). Returns the upload's commit info."""
-        from .hub import push_to_hub
+        missing (:func:`lusifer.model.hub.upload`); ``options`` are :class:`lusifer.model.hub.UploadOptions` (token, private,
+        revision, commit_message, create_pr). Returns the upload's commit info."""
+        import tempfile
 
-        return push_to_hub(
-            self,
-            repo_id,
-            token=token,
-            private=private,
-            revision=revision,
-            commit_message=commit_message,
-            create_pr=create_pr,
-            merge=merge,
-            evaluation=evaluation,
-            training=training,
-            license=license,
-        )
+        from .hub import upload
+
+        with tempfile.TemporaryDirectory(prefix="lusifer-push-") as tmp:
+            folder = self.save_pretrained(
+                Path(tmp) / "model",
+                merge=merge,
+                evaluation=evaluation,
+                training=training,
+                license=license,
+                model_id=repo_id,
+            )
+            return upload(folder, repo_id, **options)
 
     def _save_merged_backbones(self, folder: Path) -> dict[str, Any]:
         import copy
