@@ -60,7 +60,12 @@ def main() -> None:
 
     import torch
 
-    variants = {"torch": ("torch", 0), "onnx": ("onnx", 0), "onnx, chunks of 16": ("onnx", 16)}
+    variants = {
+        "torch": ("torch", 0),
+        "onnx": ("onnx", 0),
+        "torch, chunks of 16": ("torch", 16),
+        "onnx, chunks of 16": ("onnx", 16),
+    }
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, (backend, rows)) in enumerate(variants.items()):
@@ -69,7 +74,7 @@ def main() -> None:
     def drift(a: dict, b: dict) -> float:
         return max(float((a["weights"][k] - b["weights"][k]).abs().max()) for k in a["weights"])
 
-    base, onnx, chunked = results.values()
+    base, onnx, torch_chunked, chunked = results.values()
     print(f"\n{args.config.name}, {args.steps} stage-2 steps, {torch.get_num_threads()} threads")
     print(f"{'variant':<22}{'stage 1 (s)':>12}{'stage 2 ex/s':>14}{'total (s)':>11}")
     for name, r in results.items():
@@ -80,6 +85,12 @@ def main() -> None:
     print(f"onnxruntime / torch, stage 2 examples/s: {rate(onnx) / rate(base):.2f}x")
     print(
         f"chunks / whole batch (onnxruntime), stage 2 examples/s: {rate(chunked) / rate(onnx):.2f}x"
+    )
+    print(
+        f"chunks / whole batch (torch), stage 2 examples/s: {rate(torch_chunked) / rate(base):.2f}x"
+    )
+    print(
+        f"with chunks, onnxruntime / torch, stage 2 examples/s: {rate(chunked) / rate(torch_chunked):.2f}x"
     )
     print(f"onnxruntime / torch, stage 1 time: {onnx['alignment_s'] / base['alignment_s']:.2f}x")
     print(f"largest difference between trained tensors, torch vs onnx: {drift(base, onnx):.2e}")
