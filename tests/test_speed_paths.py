@@ -127,6 +127,21 @@ def test_auto_backend_on_a_real_tiny_model(small_calibration, tiny_model_factory
         load_encoder("tiny:bert", backend="auto", quantize="int8")
 
 
+@pytest.mark.parametrize("error", [ImportError("No module named 'onnx'"), "export"])
+def test_auto_falls_back_to_torch_when_the_graph_cannot_be_built(
+    small_calibration, monkeypatch, error
+):
+    from lusifer.onnx.export import OnnxExportError
+
+    def fail(*_, **__):
+        raise error if isinstance(error, Exception) else OnnxExportError("read-only cache")
+
+    monkeypatch.setattr(OnnxPlainEmbedder, "from_embedder", fail)
+    embedder = PlainEmbedder.load("tiny:bert", max_length=32)
+    with pytest.warns(UserWarning, match="using torch"):
+        assert fastest_backend(embedder, threads=1) is embedder
+
+
 def test_auto_stays_on_torch_for_a_decoder_backbone(small_calibration):
     decoder = PlainEmbedder.load("tiny:llama", max_length=32)
     assert fastest_backend(decoder) is decoder

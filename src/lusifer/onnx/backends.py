@@ -73,8 +73,8 @@ def fastest_backend(
 ):
     """``encoder`` (a torch ``LusiferModel`` or ``PlainEmbedder``) or its onnxruntime fp32
     graph, whichever encodes faster on this machine (measured once, cached). Torch where
-    a GPU is present, onnxruntime is not installed, the backbone is a decoder, or the
-    export fails. ``source`` is the folder a LUSIFER model came from (its export goes
+    a GPU is present, onnxruntime or the exporter is not installed, the backbone is a
+    decoder, or the export fails. ``source`` is the folder a LUSIFER model came from (its export goes
     there)."""
     import importlib.util
 
@@ -93,7 +93,7 @@ def fastest_backend(
         build = lambda: OnnxPlainEmbedder.from_embedder(encoder, threads=threads)  # noqa: E731
     try:
         chosen, _ = fastest(encoder, build, threads=threads, use_cache=use_cache)
-    except OnnxExportError as err:
+    except (ImportError, OnnxExportError) as err:  # e.g. the exporter (onnx) not installed
         warnings.warn(f"{err}; using torch", stacklevel=2)
         return encoder
     return chosen
