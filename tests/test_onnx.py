@@ -207,12 +207,26 @@ def test_real_e5_to_minilm_fp32_and_int8(tmp_path):
         assert cosines(got, want).min() >= (0.99 if quantize else 0.9999), quantize
 
 
-def test_onnx_with_lora_adapters(tiny_model_factory, tmp_path):
+def matmul_names(path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == "MatMul"]
+
+
+def test_onnx_with_lora_adapters_exports_them_merged(tiny_model_factory, tmp_path):
+    """LoRA (random, non-zero) is folded into the weights: one MatMul per linear layer, as
+    many as the same model without LoRA has, and the same embeddings as torch."""
     lora = {"r": 4, "alpha": 8, "dropout": 0.0}
     model = tiny_model_factory("llama", encoder_lora=lora, target_lora=lora)
     fast = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1)
     want = model.encode(SENTENCES, max_length=MAX_LENGTH)
     assert cosines(fast.encode(SENTENCES, max_length=MAX_LENGTH), want).min() > 0.99999
+    names = matmul_names(fast.onnx_path)
+    assert not [n for n in names if "lora" in n or "base_layer" in n]
+    plain = OnnxLusifer.from_model(tiny_model_factory("llama"), export_dir=tmp_path, threads=1)
+    assert len(names) == len(matmul_names(plain.onnx_path))
+    assert any(n.endswith("base_layer") for n, _ in model.named_modules())  # model kept its LoRA
 
 
 def test_encoder_states_graph_matches_torch_and_is_keyed_on_the_encoder(
@@ -226,6 +240,7 @@ def test_encoder_states_graph_matches_torch_and_is_keyed_on_the_encoder(
     try:
         runner = OnnxEncoderStates(model, export_dir=tmp_path, threads=1)
         assert model.encoder.training  # still in the caller's mode (dropout on)
+        assert not [n for n in matmul_names(runner.onnx_path) if "lora" in n]  # LoRA merged
     finally:
         model.eval()
     enc = model.tokenize(SENTENCES, max_length=MAX_LENGTH)
@@ -358,3 +373,57 @@ def test_place_learned_tokens_equals_boolean_indexing(padding_side):
         want_grads = torch.autograd.grad((want * weights).sum(), (embeds, tokens))
         for g, w in zip(grads, want_grads, strict=True):
             torch.testing.assert_close(g, w)
+
+
+def test_int8_keeps_the_widest_spread_matmuls_in_float(tiny_model_factory, tmp_path):
+    """A planted outlier channel (one FFN unit of encoder layer 1 firing 100x) makes that
+    layer's FFN output projection the widest-spread MatMul input: the int8 policy keeps it,
+    and only the policy's share, in float32."""
+    import copy
+
+    from lusifer.onnx.export import (
+        calibration_feeds,
+        export_onnx,
+        int8_excluded_nodes,
+        matmul_input_spread,
+        quantize_int8,
+    )
+
+    model = copy.deepcopy(tiny_model_factory("bert"))
+    ffn_in = next(
+        m for n, m in model.encoder.named_modules() if n.endswith("layer.1.intermediate.dense")
+    )
+    with torch.no_grad():
+        ffn_in.weight[0] *= 100
+        ffn_in.bias[0] = 100.0
+    fp32 = export_onnx(model, tmp_path / "m.onnx")
+    feeds = calibration_feeds(model)
+    spread = matmul_input_spread(fp32, feeds)
+    assert set(spread) <= set(matmul_names(fp32)) and len(spread) > 10
+    widest = max(spread, key=spread.__getitem__)
+    assert widest.startswith("/lusifer_encoder/") and "layer.1/output/dense/MatMul" in widest
+    assert int8_excluded_nodes(spread, share=0.0) == [widest]
+    assert len(int8_excluded_nodes(spread, share=0.5)) == round(len(spread) / 2)
+    int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", feeds)
+    kept = set(matmul_names(int8)) & set(spread)  # weight MatMuls still in float32
+    assert kept == set(int8_excluded_nodes(spread))
+    fast = OnnxLusifer(int8, model, threads=1)
+    want = model.encode(SENTENCES, max_length=MAX_LENGTH)
+    assert cosines(fast.encode(SENTENCES, max_length=MAX_LENGTH), want).min() >= 0.99
+
+
+def test_int8_results_are_cached_apart_from_fp32(tiny_model_factory, tmp_path):
+    """Both graphs report the torch model's fingerprint; the evaluation cache must still
+    keep an int8 model's scores apart from the float32 model's."""
+    from types import SimpleNamespace
+
+    from lusifer.evaluation.runner import result_cache_path
+    from lusifer.onnx.export import INT8_POLICY
+
+    model = tiny_model_factory("bert")
+    fp32 = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1)
+    int8 = OnnxLusifer.from_model(model, quantize="int8", export_dir=tmp_path, threads=1)
+    assert (fp32.quantize, int8.quantize) == (None, f"int8-{INT8_POLICY}")
+    task = SimpleNamespace(key="Task.en", fingerprint="data")
+    paths = {result_cache_path(m, m.fingerprint(), task) for m in (fp32, int8)}
+    assert len(paths) == 2

@@ -3,29 +3,31 @@ and written atomically."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..files import atomic_file, temporary_path
 from ..model.embedder import PlainEmbedder, sampled_digest
+from ..model.lora import merge_lora
 from ..model.lusifer import LusiferModel
-from .graph import CONNECTOR_SCOPE, TARGET_SCOPE, EncoderStates, ExportableLusifer
+from .graph import EncoderStates, ExportableLusifer
 
 OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask", "pool_mask"]
 PLAIN_INPUT_NAMES = ["input_ids", "attention_mask"]
 # Bumped whenever the graph's inputs or outputs change, so cached exports are redone.
-GRAPH_VERSION = 3
+GRAPH_VERSION = 4  # 4: LoRA merged into the backbones' weights
 PLAIN_GRAPH_VERSION = 1
-ENCODER_GRAPH_VERSION = 1
+ENCODER_GRAPH_VERSION = 2  # 2: LoRA merged
 OUTPUT_NAME = "embedding"
 # Sample texts for tracing: different lengths, so the traced graph keeps the padding mask.
 _TRACE_TEXTS = ["A short one.", "A somewhat longer sentence, so that this batch needs padding."]
@@ -131,13 +133,24 @@ def export_onnx(model: LusiferModel, path: str | Path, *, use_head: bool = False
     was_training = model.training
     device = model.device
     model.eval().to("cpu")
-    wrapper = ExportableLusifer(model, use_head=use_head).eval()
-    enc = model.tokenize(_TRACE_TEXTS, instruction="Retrieve passages", kind="query")
-    inputs = (enc["input_ids"], enc["attention_mask"], pool_mask(enc))
     try:
+        wrapper = ExportableLusifer(lora_merged_copy(model), use_head=use_head).eval()
+        enc = model.tokenize(_TRACE_TEXTS, instruction="Retrieve passages", kind="query")
+        inputs = (enc["input_ids"], enc["attention_mask"], pool_mask(enc))
         return _trace_to_file(wrapper, inputs, Path(path), INPUT_NAMES, model.name)
     finally:
         model.to(device).train(was_training)
+
+
+def lora_merged_copy(model: LusiferModel) -> LusiferModel:
+    """A copy of ``model`` whose LoRA adapters are folded into the backbones' weights: the
+    same function with one MatMul per linear layer instead of three (base, A, B), which
+    runs faster and quantises as one weight. ``model`` itself is left as it is (it may
+    still be trained); the copy costs the backbones' memory once more while exporting."""
+    merged = copy.deepcopy(model)
+    merged.encoder = merge_lora(merged.encoder)
+    merged.target.model = merge_lora(merged.target.model)
+    return merged
 
 
 def plain_export_path(embedder: PlainEmbedder, export_dir: str | Path | None = None) -> Path:
@@ -195,57 +208,108 @@ def ensure_encoder_exported(model: LusiferModel, *, export_dir: str | Path | Non
     path = encoder_export_path(model, export_dir)
     if path.is_file():
         return path
-    was_training = model.encoder.training
     enc = model.tokenize(_TRACE_TEXTS, kind="query")
     inputs = (enc["input_ids"], enc["attention_mask"])
-    try:
-        # the exporter restores the wrapper's mode afterwards: an eval wrapper leaves the
-        # encoder in eval mode, which is put back below
-        return _trace_to_file(
-            EncoderStates(model).eval(),
-            inputs,
-            path,
-            PLAIN_INPUT_NAMES,
-            f"the encoder of {model.name}",
-            output_axes={0: "batch", 1: "length"},
-        )
-    finally:
-        model.encoder.train(was_training)
+    # a LoRA-merged copy: the model's own encoder (maybe in training mode) is not touched
+    encoder = merge_lora(copy.deepcopy(model.encoder)).eval()
+    return _trace_to_file(
+        EncoderStates(encoder),
+        inputs,
+        path,
+        PLAIN_INPUT_NAMES,
+        f"the encoder of {model.name}",
+        output_axes={0: "batch", 1: "length"},
+    )
 
 
-# Which MatMuls stay float32. Measured on e5-small -> MiniLM with an untrained connector,
-# cosine to fp32 over 192 bundled multilingual sentences (min / mean):
-#   all MatMuls, per-tensor weights                        0.86 / 0.89
-#   per-channel, connector + target layer 0 in fp32        0.991 / 0.995
-#   + the target's FFN output projections in fp32 (v2)     0.993 / 0.996 (1.5x slower than
-#     the line above, still ~1.6x faster than ONNX fp32)
-# The target reads soft tokens unlike its own embeddings, so its first layer and the wide
-# FFN down-projections are the sensitive parts; a trained connector is less sensitive.
-INT8_POLICY = "v2"
-_FIRST_LAYER = re.compile(re.escape(TARGET_SCOPE) + r"(?:.*/)?(?:layer|layers|h)\.0/")
-_FFN_OUT = re.compile(r".*/(?:output/dense|mlp/down_proj|mlp/c_proj|mlp/fc2)/MatMul$")
+# Which MatMuls stay float32 (v3). Dynamic int8 quantises each MatMul's input with one
+# scale for the whole batch, so a layer whose inputs hold a few huge values (outlier
+# channels or tokens) puts every ordinary value on a coarse grid. The policy measures each
+# weight MatMul's input spread, (max - min) / RMS over real tokens of the calibration
+# texts, and keeps the widest INT8_FLOAT_SHARE of them in float32. On the trained demo
+# model (e5-small -> MiniLM) the three widest are e5's FFN output projections of layers 4,
+# 0 and 5: quantising any one of them alone costs more than quantising any other MatMul
+# (cosine to fp32 0.976 / 0.982 / 0.985 against >= 0.992), docs/benchmarks.md#int8.
+INT8_POLICY = "v3"
+INT8_FLOAT_SHARE = 0.02
 
 
-def int8_excluded_nodes(model_path: str | Path) -> list[str]:
-    """MatMul nodes kept in float32: the connector, the target's first layer and the
-    FFN output projections of both backbones."""
+def matmul_input_spread(
+    model_path: str | Path, feeds: list[dict[str, np.ndarray]]
+) -> dict[str, float]:
+    """For every MatMul with a constant weight in the graph at ``model_path``: the spread
+    (max - min) / RMS of its input over the real (unpadded) tokens of ``feeds``, run one
+    at a time so that a large model's activations need not all be held at once."""
     import onnx
+    import onnxruntime as ort
 
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    excluded = []
-    for node in graph.node:
-        if node.op_type not in ("MatMul", "Gemm"):
-            continue
-        name = node.name
-        ffn_out = _FFN_OUT.match(name) and "/attention/" not in name
-        if name.startswith(CONNECTOR_SCOPE) or _FIRST_LAYER.match(name) or ffn_out:
-            excluded.append(name)
-    return excluded
+    graph_model = onnx.load(str(model_path), load_external_data=False)
+    graph = graph_model.graph
+    weights = {init.name for init in graph.initializer}
+    inputs = {
+        node.name: node.input[0]
+        for node in graph.node
+        if node.op_type == "MatMul" and node.input[1] in weights
+    }
+    declared = {out.name for out in graph.output}
+    for tensor in sorted(set(inputs.values()) - declared):
+        graph.output.append(
+            onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None)
+        )
+    # written beside the source, so that weights kept in an external data file resolve
+    augmented = temporary_path(model_path, ".onnx")
+    stats: dict[str, list[float]] = {}  # tensor -> [min, max, sum of squares, count]
+    try:
+        onnx.save(graph_model, str(augmented))
+        session = ort.InferenceSession(str(augmented), providers=["CPUExecutionProvider"])
+        names = [out.name for out in session.get_outputs()]
+        for feed in feeds:
+            real = feed["attention_mask"].astype(bool)
+            for name, value in zip(names, session.run(None, feed), strict=True):
+                if name not in inputs.values():
+                    continue
+                x = value[real] if value.shape[:2] == real.shape else value
+                x = x.astype(np.float64)
+                low, high, squares, count = stats.get(name, [np.inf, -np.inf, 0.0, 0])
+                stats[name] = [
+                    min(low, x.min()),
+                    max(high, x.max()),
+                    squares + np.square(x).sum(),
+                    count + x.size,
+                ]
+    finally:
+        augmented.unlink(missing_ok=True)
+    spread = {}
+    for node, tensor in inputs.items():
+        low, high, squares, count = stats[tensor]
+        spread[node] = float((high - low) / max(np.sqrt(squares / count), 1e-12))
+    return spread
 
 
-def quantize_int8(source: str | Path, path: str | Path) -> Path:
+def int8_excluded_nodes(spread: dict[str, float], share: float = INT8_FLOAT_SHARE) -> list[str]:
+    """The MatMuls kept in float32: the widest-spread ``share`` of them (at least one)."""
+    widest = sorted(spread, key=spread.__getitem__, reverse=True)
+    return widest[: max(1, round(share * len(widest)))]
+
+
+def calibration_feeds(model: LusiferModel) -> list[dict[str, np.ndarray]]:
+    """The backend calibration's mixed-language texts as one-text graph feeds."""
+    from .calibration import CALIBRATION_TEXTS
+
+    feeds = []
+    for text in CALIBRATION_TEXTS:
+        enc = model.tokenize([text], kind="query")
+        feed = (enc["input_ids"], enc["attention_mask"], pool_mask(enc))
+        feeds.append(
+            {n: t.numpy().astype(np.int64) for n, t in zip(INPUT_NAMES, feed, strict=True)}
+        )
+    return feeds
+
+
+def quantize_int8(source: str | Path, path: str | Path, feeds: list[dict[str, np.ndarray]]) -> Path:
     """Dynamic int8 quantisation (per-channel weights; activations quantised on the fly),
-    atomically; see ``INT8_POLICY`` for what stays float32.
+    atomically; ``feeds`` (graph inputs, e.g. :func:`calibration_feeds`) measure which
+    MatMuls stay float32 (``INT8_POLICY``).
 
     onnxruntime writes a shape-inferred copy of its input beside it under a fixed name
     (``<stem>-inferred.onnx``) and deletes it afterwards, so two processes quantising the
@@ -267,6 +331,7 @@ def quantize_int8(source: str | Path, path: str | Path) -> Path:
             os.symlink(Path(source).resolve(), own)
         except OSError:  # no symlinks here (e.g. Windows without the privilege)
             shutil.copyfile(source, own)
+        excluded = int8_excluded_nodes(matmul_input_spread(source, feeds))
         with atomic_file(path, suffix=".onnx") as tmp:
             quantize_dynamic(
                 str(own),
@@ -274,7 +339,7 @@ def quantize_int8(source: str | Path, path: str | Path) -> Path:
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 op_types_to_quantize=["MatMul"],
-                nodes_to_exclude=int8_excluded_nodes(source),
+                nodes_to_exclude=excluded,
             )
     except Exception as err:
         raise OnnxExportError(f"int8 quantisation of {source} failed: {err}") from err
@@ -316,5 +381,5 @@ def ensure_exported(
         return fp32
     int8 = folder / f"lusifer-{key}.int8-{INT8_POLICY}.onnx"
     if not int8.is_file():
-        quantize_int8(fp32, int8)
+        quantize_int8(fp32, int8, calibration_feeds(model))
     return int8

@@ -8,10 +8,6 @@ from torch import nn
 from ..model.lusifer import LusiferModel
 from ..model.target import transformer_body
 
-ENCODER_SCOPE = "/lusifer_encoder/"
-CONNECTOR_SCOPE = "/lusifer_connector/"
-TARGET_SCOPE = "/lusifer_target/"
-
 
 class ExportableLusifer(nn.Module):
     """``LusiferModel.forward`` with the torch encoder (never an ``encoder_runner``), for
@@ -24,7 +20,7 @@ class ExportableLusifer(nn.Module):
         super().__init__()
         # Kept outside the module tree: the tracer names nodes after the first path to
         # each submodule, and the named children below give predictable scope names
-        # (``/lusifer_connector/...``, ``/lusifer_target/...``) for the int8 policy.
+        # (``/lusifer_connector/...``, ``/lusifer_target/...``) in the graph.
         object.__setattr__(self, "model", model)
         self.use_head = use_head and model.head is not None
         self.lusifer_encoder = model.encoder
@@ -48,9 +44,9 @@ class EncoderStates(nn.Module):
     """``input_ids, attention_mask -> `` the encoder's last-layer token states (its LoRA
     included): what a training stage with a frozen encoder reads (``OnnxEncoderStates``)."""
 
-    def __init__(self, model: LusiferModel) -> None:
+    def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
-        self.lusifer_encoder = model.encoder
+        self.lusifer_encoder = encoder
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.lusifer_encoder(

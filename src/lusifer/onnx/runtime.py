@@ -3,6 +3,7 @@ onnxruntime on CPU, with the torch model's tokenizer, prompts and batching loop.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -76,7 +77,9 @@ class OnnxLusifer(_OnnxGraph):
         threads: int | None = None,
         use_head: bool = False,
     ) -> None:
-        int8 = ".int8" in Path(onnx_path).name
+        int8 = re.search(r"\.(int8[^.]*)\.onnx$", Path(onnx_path).name)
+        # the quantisation (and its policy) keys cached evaluation results apart from fp32's
+        self.quantize = int8[1] if int8 else None
         self._open(onnx_path, model, threads, "onnx, int8" if int8 else "onnx")
         self.config = model.config
         self.use_head = use_head
