@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lusifer.model import PlainEmbedder
-from lusifer.onnx import OnnxLusifer, OnnxPlainEmbedder, load_encoder
+from lusifer.onnx import OnnxEncoderStates, OnnxLusifer, OnnxPlainEmbedder, load_encoder
 from lusifer.onnx import calibration as calib
 from lusifer.onnx.backends import backend_of, fastest_backend
 from lusifer.threads import cpu_threads, thread_policy
@@ -216,3 +216,61 @@ def test_stage_two_with_length_buckets_trains_like_the_whole_batch(tmp_path, mon
     assert np.allclose(losses[0], losses[2], atol=1e-4)
     drift = max(float((weights[0][k] - weights[2][k]).abs().max()) for k in weights[0])
     assert drift < 1e-4
+
+
+@pytest.mark.parametrize("faster", ["torch", "onnx"])
+def test_frozen_encoder_auto_runs_on_the_measured_faster_backend(
+    small_calibration, monkeypatch, tmp_path, capsys, faster
+):
+    """``run.frozen_encoder_backend: auto`` measures torch against onnxruntime for the
+    encoder's token states (here the measurement is fixed by the test), trains on the
+    faster one, says which, and keeps the choice for the next stage or run."""
+    from test_training import tiny_config, write_config
+
+    from lusifer.training import load_train_config, run_training
+
+    measured = []
+
+    def fixed_rates(candidates, **_):
+        measured.append(sorted(candidates))
+        slow, quick = 10.0, 20.0
+        return {name: quick if name == faster else slow for name in candidates}
+
+    monkeypatch.setattr(calib, "calibrate", fixed_rates)
+    used = []
+    runner_call = OnnxEncoderStates.__call__
+    monkeypatch.setattr(
+        OnnxEncoderStates, "__call__", lambda self, *a: used.append(1) or runner_call(self, *a)
+    )
+    config = tiny_config(tmp_path, target="bert", representation={"train_encoder_lora": False})
+    assert config["run"].get("frozen_encoder_backend", "auto") == "auto"
+    run_training(load_train_config(write_config(tmp_path, config)), stages=["representation"])
+    assert measured == [["onnx", "torch"]]
+    assert f"frozen encoder, backend auto -> {faster}" in capsys.readouterr().out
+    assert bool(used) == (faster == "onnx")  # the training steps read the chosen backend
+    assert len(list(small_calibration.glob("*.json"))) == 1
+
+    config["run"]["output_dir"] = str(tmp_path / "again")
+    run_training(load_train_config(write_config(tmp_path, config)), stages=["representation"])
+    assert measured == [["onnx", "torch"]]  # read from the cache, not measured again
+    assert "measured earlier on this machine" in capsys.readouterr().out
+
+
+def test_frozen_encoder_runner_gives_the_torch_encoders_states(
+    small_calibration, tiny_model_factory
+):
+    """Where onnxruntime is chosen, its runner returns the torch encoder's token states
+    (LoRA included); the real measurement on a tiny model picks one of the two."""
+    from lusifer.onnx.backends import fastest_frozen_encoder
+
+    model = tiny_model_factory("bert", encoder_lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    model.eval()
+    runner, calibration = fastest_frozen_encoder(model, threads=1, max_length=16)
+    assert (runner is None) == (calibration.choice == "torch")
+    runner = runner or OnnxEncoderStates(model, threads=1)
+    assert isinstance(runner, OnnxEncoderStates)
+    enc = model.tokenize(TEXTS, max_length=16)
+    with torch.no_grad():
+        want = model.encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    got = runner(enc["input_ids"], enc["attention_mask"])
+    torch.testing.assert_close(got, want.last_hidden_state, atol=1e-4, rtol=1e-4)

@@ -643,10 +643,13 @@ def test_least_squares_init_runs_in_training(tmp_path):
 
 
 def test_a_frozen_encoder_trains_the_same_on_onnxruntime_and_torch(tmp_path, monkeypatch):
-    """A stage that trains none of the encoder reads it through onnxruntime on CPU
-    (``frozen_encoder_backend: auto``) and learns what the torch encoder teaches: both
-    read it without dropout, as at inference."""
+    """A stage that trains none of the encoder can read it through onnxruntime on CPU
+    (``frozen_encoder_backend: auto``, here measured faster) and learns what the torch
+    encoder teaches: both read it without dropout, as at inference."""
+    from lusifer.onnx import calibration
+
     monkeypatch.setenv("LUSIFER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(calibration, "calibrate", lambda c, **_: {"torch": 1.0, "onnx": 2.0})
     runs = {}
     for backend in ("torch", "auto"):
         folder = tmp_path / backend
@@ -671,6 +674,8 @@ def test_a_frozen_encoder_trains_the_same_on_onnxruntime_and_torch(tmp_path, mon
 
 def test_a_frozen_encoder_that_cannot_be_exported_trains_on_torch(tmp_path, monkeypatch):
     import lusifer.onnx.export as export
+
+    monkeypatch.setenv("LUSIFER_CACHE", str(tmp_path / "cache"))  # no calibration record
 
     blocker = tmp_path / "not-a-folder"  # the graph's folder cannot be created: a file in
     blocker.write_text("x")  # the way (read-only or full disks fail at the same place)

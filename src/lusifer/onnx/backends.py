@@ -104,3 +104,45 @@ def backend_of(encoder) -> str:
     from .runtime import OnnxLusifer, OnnxPlainEmbedder
 
     return "onnx" if isinstance(encoder, OnnxLusifer | OnnxPlainEmbedder) else "torch"
+
+
+class _EncoderStatesTimer:
+    """What :func:`~lusifer.onnx.calibration.calibrate` times for a frozen encoder: the
+    token states of texts cut at training's ``max_length``, computed by ``states``."""
+
+    def __init__(self, model, states, *, max_length: int, key: str) -> None:
+        self.model, self.states, self.max_length, self.key = model, states, max_length, key
+
+    def fingerprint(self) -> str:
+        return self.key
+
+    def encode(self, texts: list[str], *, batch_size: int, **_) -> None:
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                batch = texts[start : start + batch_size]
+                enc = self.model.tokenize(batch, kind="query", max_length=self.max_length)
+                self.states(enc["input_ids"], enc["attention_mask"])
+
+
+def fastest_frozen_encoder(model, *, threads: int, max_length: int):
+    """For a training stage that trains none of ``model``'s encoder on CPU: an
+    :class:`~lusifer.onnx.runtime.OnnxEncoderStates` when onnxruntime computes the
+    encoder's token states faster than torch on this machine, else None (torch runs it),
+    with the :class:`~lusifer.onnx.calibration.Calibration` that decided (measured once
+    per encoder weights, machine, threads and length, then cached)."""
+    from .calibration import fastest
+    from .export import encoder_export_path
+    from .runtime import OnnxEncoderStates
+
+    def torch_states(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    key = f"frozen-{encoder_export_path(model).stem}-length{max_length}"
+    torch_side = _EncoderStatesTimer(model, torch_states, max_length=max_length, key=key)
+
+    def build() -> _EncoderStatesTimer:
+        runner = OnnxEncoderStates(model, threads=threads)
+        return _EncoderStatesTimer(model, runner, max_length=max_length, key=key)
+
+    chosen, calibration = fastest(torch_side, build, threads=threads)
+    return (None if chosen is torch_side else chosen.states), calibration

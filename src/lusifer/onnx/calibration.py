@@ -88,11 +88,10 @@ def machine_key(threads: int) -> dict[str, Any]:
 
 def _cache_file(fingerprint: str, threads: int) -> Path:
     from ..backbones.cache import cache_root
-
-    from .export import GRAPH_VERSION, PLAIN_GRAPH_VERSION
+    from .export import ENCODER_GRAPH_VERSION, GRAPH_VERSION, PLAIN_GRAPH_VERSION
 
     # a changed graph (e.g. LoRA merged in version 4) runs at another speed: measure again
-    graphs = [GRAPH_VERSION, PLAIN_GRAPH_VERSION]
+    graphs = [GRAPH_VERSION, PLAIN_GRAPH_VERSION, ENCODER_GRAPH_VERSION]
     key = json.dumps([CACHE_VERSION, graphs, fingerprint, machine_key(threads)], sort_keys=True)
     return cache_root() / "calibration" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
 

@@ -225,9 +225,9 @@ class RunConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
     max_length: int = 128  # encoder tokens per text during training
-    # How a stage that trains none of the encoder runs it: "auto" = onnxruntime on CPU
-    # when it is installed (same states; the demo's stage 2 1.17x faster,
-    # benchmarks/train_speed.py), else torch.
+    # How a stage that trains none of the encoder runs it on CPU: "auto" = whichever of
+    # onnxruntime and torch computes its token states faster on this machine (measured
+    # once, cached; torch without onnxruntime), same states either way.
     frozen_encoder_backend: Literal["auto", "torch", "onnx"] = "auto"
     # Stage 2 embeds each batch in length-sorted chunks of this many rows, each padded to
     # its own longest text (same embeddings; the demo's batches were 53% padding). 0: the

@@ -352,7 +352,8 @@ class StageTrainer:
 
     def _encoder_runner(self):
         """An onnxruntime session for the encoder when this stage trains none of it on
-        CPU (``run.frozen_encoder_backend``), else None (the torch encoder runs)."""
+        CPU (``run.frozen_encoder_backend``: ``onnx``, or ``auto`` where it measures faster
+        than torch here), else None (the torch encoder runs)."""
         backend = self.run.frozen_encoder_backend
         if backend == "torch":
             return None
@@ -367,16 +368,25 @@ class StageTrainer:
             if backend == "onnx":
                 raise ValueError(f"run.frozen_encoder_backend=onnx, but {why_not}")
             return None
+        from ..onnx.backends import fastest_frozen_encoder
         from ..onnx.export import OnnxExportError
         from ..onnx.runtime import OnnxEncoderStates
 
+        threads = torch.get_num_threads()
         try:
-            return OnnxEncoderStates(self.model, threads=torch.get_num_threads())
-        except OnnxExportError as err:  # e.g. a read-only or full cache folder
+            if backend == "onnx":
+                return OnnxEncoderStates(self.model, threads=threads)
+            runner, calibration = fastest_frozen_encoder(
+                self.model, threads=threads, max_length=self.run.max_length
+            )
+        except (ImportError, OnnxExportError) as err:  # e.g. a read-only or full cache folder
             if backend == "onnx":
                 raise
             warnings.warn(f"{err}; the frozen encoder runs on torch instead", stacklevel=2)
             return None
+        if self.accelerator.is_main_process:
+            tqdm.write(f"{self.stage}: frozen encoder, {calibration.describe()}")
+        return runner
 
     # ------------------------------------------------------------------- steps
     def _local_slice(self, items: list) -> list:
