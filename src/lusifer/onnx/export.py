@@ -295,7 +295,7 @@ def int8_excluded_nodes(spread: dict[str, float], share: float = INT8_FLOAT_SHAR
 
 def calibration_feeds(model: LusiferModel) -> list[dict[str, np.ndarray]]:
     """The backend calibration's mixed-language texts as one-text graph feeds."""
-    from .calibration import CALIBRATION_TEXTS
+    from .samples import CALIBRATION_TEXTS
 
     feeds = []
     for text in CALIBRATION_TEXTS:
