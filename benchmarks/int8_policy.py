@@ -99,6 +99,8 @@ def main() -> None:
     fp32 = export_onnx(model, work / "fp32.onnx")
     feeds = calibration_feeds(model)
     spread = matmul_input_spread(fp32, feeds)
+    widest = sorted(spread, key=spread.__getitem__, reverse=True)[:5]
+    print("widest input spreads:", ", ".join(f"{n} {spread[n]:.0f}" for n in widest))
     policies = {
         "every MatMul": [],
         "by name (v2)": by_name(spread),

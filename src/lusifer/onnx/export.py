@@ -228,9 +228,9 @@ def ensure_encoder_exported(model: LusiferModel, *, export_dir: str | Path | Non
 # weight MatMul's input spread, (max - min) / RMS over the calibration texts, and keeps
 # the widest INT8_FLOAT_SHARE of them in float32. On the trained demo model (e5-small ->
 # MiniLM, 110 weight MatMuls) the three widest are e5's FFN output projections of layers
-# 4, 0 and 5: quantising any one of them alone costs more than quantising any other
-# MatMul (cosine to fp32 0.976 / 0.982 / 0.985 against >= 0.992); keeping 2% (two of
-# them) instead of 3% measured worse (benchmarks/int8_policy.py, docs/benchmarks.md).
+# 4, 0 and 5, which a one-at-a-time probe also found the costliest to quantise; keeping
+# 2% (two of them) instead of 3% measured worse (benchmarks/int8_policy.py,
+# docs/benchmarks.md).
 INT8_POLICY = "v3"
 INT8_FLOAT_SHARE = 0.03
 
