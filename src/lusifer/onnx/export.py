@@ -264,10 +264,11 @@ def matmul_input_spread(
         onnx.save(graph_model, str(augmented))
         session = ort.InferenceSession(str(augmented), providers=["CPUExecutionProvider"])
         names = [out.name for out in session.get_outputs()]
+        wanted = set(inputs.values())
         for feed in feeds:
             real = feed["attention_mask"].astype(bool)
             for name, value in zip(names, session.run(None, feed), strict=True):
-                if name not in inputs.values():
+                if name not in wanted:
                     continue
                 x = value[real] if value.shape[:2] == real.shape else value
                 x = x.astype(np.float64)
