@@ -97,8 +97,7 @@ def main() -> None:
     texts = load_sentences(args.n)
     work = Path(tempfile.mkdtemp(prefix="lusifer-int8-"))
     fp32 = export_onnx(model, work / "fp32.onnx")
-    feeds = calibration_feeds(model)
-    spread = matmul_input_spread(fp32, feeds)
+    spread = matmul_input_spread(fp32, calibration_feeds(model))
     widest = sorted(spread, key=spread.__getitem__, reverse=True)[:5]
     print("widest input spreads:", ", ".join(f"{n} {spread[n]:.0f}" for n in widest))
     policies = {
@@ -122,7 +121,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---|" + ("---|" if reference else ""))
     for i, (name, excluded) in enumerate(policies.items()):
         encoder = OnnxLusifer(
-            quantize_int8(fp32, work / f"int8-{i}.onnx", feeds, excluded=excluded),
+            quantize_int8(fp32, work / f"int8-{i}.onnx", excluded),
             model,
             threads=policy.threads,
         )

@@ -381,13 +381,7 @@ def test_int8_keeps_the_widest_spread_matmuls_in_float(tiny_model_factory, tmp_p
     and only the policy's share, in float32."""
     import copy
 
-    from lusifer.onnx.export import (
-        calibration_feeds,
-        export_onnx,
-        int8_excluded_nodes,
-        matmul_input_spread,
-        quantize_int8,
-    )
+    from lusifer.onnx.export import calibration_feeds, int8_excluded_nodes, matmul_input_spread
 
     model = copy.deepcopy(tiny_model_factory("bert"))
     ffn_in = next(
@@ -396,15 +390,14 @@ def test_int8_keeps_the_widest_spread_matmuls_in_float(tiny_model_factory, tmp_p
     with torch.no_grad():
         ffn_in.weight[0] *= 100
         ffn_in.bias[0] = 100.0
-    fp32 = export_onnx(model, tmp_path / "m.onnx")
-    feeds = calibration_feeds(model)
-    spread = matmul_input_spread(fp32, feeds)
+    fp32 = ensure_exported(model, export_dir=tmp_path)
+    spread = matmul_input_spread(fp32, calibration_feeds(model))
     assert set(spread) <= set(matmul_names(fp32)) and len(spread) > 10
     widest = max(spread, key=spread.__getitem__)
     assert widest.startswith("/lusifer_encoder/") and "layer.1/output/dense/MatMul" in widest
     assert int8_excluded_nodes(spread, share=0.0) == [widest]
     assert len(int8_excluded_nodes(spread, share=0.5)) == round(len(spread) / 2)
-    int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", feeds)
+    int8 = ensure_exported(model, quantize="int8", export_dir=tmp_path)  # the shipped path
     kept = set(matmul_names(int8)) & set(spread)  # weight MatMuls still in float32
     assert kept == set(int8_excluded_nodes(spread))
     fast = OnnxLusifer(int8, model, threads=1)

@@ -308,16 +308,10 @@ def calibration_feeds(model: LusiferModel) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
-def quantize_int8(
-    source: str | Path,
-    path: str | Path,
-    feeds: list[dict[str, np.ndarray]],
-    *,
-    excluded: list[str] | None = None,
-) -> Path:
+def quantize_int8(source: str | Path, path: str | Path, excluded: list[str]) -> Path:
     """Dynamic int8 quantisation (per-channel weights; activations quantised on the fly),
-    atomically; ``feeds`` (graph inputs, e.g. :func:`calibration_feeds`) measure which
-    MatMuls stay float32 (``INT8_POLICY``), unless ``excluded`` names them.
+    atomically; the MatMuls named in ``excluded`` stay float32 (:func:`ensure_exported`
+    names them by ``INT8_POLICY``).
 
     onnxruntime writes a shape-inferred copy of its input beside it under a fixed name
     (``<stem>-inferred.onnx``) and deletes it afterwards, so two processes quantising the
@@ -339,8 +333,6 @@ def quantize_int8(
             os.symlink(Path(source).resolve(), own)
         except OSError:  # no symlinks here (e.g. Windows without the privilege)
             shutil.copyfile(source, own)
-        if excluded is None:
-            excluded = int8_excluded_nodes(matmul_input_spread(source, feeds))
         with atomic_file(path, suffix=".onnx") as tmp:
             quantize_dynamic(
                 str(own),
@@ -390,5 +382,6 @@ def ensure_exported(
         return fp32
     int8 = folder / f"lusifer-{key}.int8-{INT8_POLICY}.onnx"
     if not int8.is_file():
-        quantize_int8(fp32, int8, calibration_feeds(model))
+        spread = matmul_input_spread(fp32, calibration_feeds(model))
+        quantize_int8(fp32, int8, int8_excluded_nodes(spread))
     return int8
