@@ -20,24 +20,15 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def matmul_gflops(n: int = 1024, seconds: float = 2.0) -> float:
-    """fp32 n x n matmuls per second on this machine, in GFLOP/s (torch, all threads)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        done += 1
-    return 2 * n**3 * done / (time.perf_counter() - start) / 1e9
+from _machine import matmul_gflops  # noqa: E402
 
 
 def distinct_texts(suite: Path) -> dict[str, list[str]]:

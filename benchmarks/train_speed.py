@@ -5,6 +5,11 @@ batch at once and in length-sorted chunks of 16 texts (``run.length_bucket_rows`
 Not a test: prints the least-squares start's time, stage-2 examples/s for each variant
 and the ratios, and how far apart the variants' trained tensors are (the target's own
 dropout draws differ with the chunk shapes, so chunked runs differ by more than rounding).
+Then the arithmetic: the floating-point operations of one stage-2 example (forward and
+backward, the frozen encoder and the target's own distillation pass included), counted by
+torch's ``FlopCounterMode``, times each variant's examples/s, as a share of this machine's
+fp32 matmul GFLOP/s: near 1 means training runs at the hardware's speed, and only less
+arithmetic (a smaller recipe) would make it faster.
 
     .venv/bin/python benchmarks/train_speed.py                 # demo recipe, 30 stage-2 steps
     .venv/bin/python benchmarks/train_speed.py --steps 60 --config src/lusifer/configs/demo-minilm.yaml
@@ -15,20 +20,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import matmul_gflops  # noqa: E402
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "src/lusifer/configs/demo-minilm.yaml"
 
 
-def run(config: Path, backend: str, rows: int, steps: int, folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    from lusifer.training import load_train_config, run_training
+def _config(config: Path, backend: str, rows: int, steps: int, folder: Path):
+    from lusifer.training import load_train_config
 
     overrides = [
         f"run.output_dir={folder}",
@@ -38,7 +46,15 @@ def run(config: Path, backend: str, rows: int, steps: int, folder: Path) -> dict
         f"run.save_every={steps}",
         "run.log_every=1",
     ]
-    cfg = load_train_config(config, overrides)
+    return load_train_config(config, overrides)
+
+
+def run(config: Path, backend: str, rows: int, steps: int, folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    from lusifer.training import run_training
+
+    cfg = _config(config, backend, rows, steps, folder)
     start = time.time()
     out = run_training(cfg)
     stage1_done = (folder / "alignment/final/model.safetensors").stat().st_mtime
@@ -50,6 +66,21 @@ def run(config: Path, backend: str, rows: int, steps: int, folder: Path) -> dict
         "examples_per_s": log[-1]["examples_per_s"],
         "weights": load_file(str(out / "model.safetensors")),
     }
+
+
+def stage2_flops_per_example(config: Path, steps: int, trained: Path, folder: Path) -> float:
+    """Floating-point operations of one stage-2 training example, counted over ``steps``
+    steps on the torch backend in chunks of 16, starting from ``trained``'s stage 1."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lusifer.training import run_training
+
+    shutil.copytree(trained / "alignment", folder / "alignment")
+    cfg = _config(config, "torch", 16, steps, folder)
+    stage = next(s for name, _, s in cfg.stage_list() if name == "representation")
+    with FlopCounterMode(display=False) as counter:
+        run_training(cfg, stages=["representation"])
+    return counter.get_total_flops() / (steps * stage.batch_size)
 
 
 def main() -> None:
@@ -70,6 +101,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, (backend, rows)) in enumerate(variants.items()):
             results[name] = run(args.config, backend, rows, args.steps, Path(tmp) / str(i))
+        flops = stage2_flops_per_example(args.config, 3, Path(tmp) / "0", Path(tmp) / "flops")
+    gflops = matmul_gflops()
 
     def drift(a: dict, b: dict) -> float:
         return max(float((a["weights"][k] - b["weights"][k]).abs().max()) for k in a["weights"])
@@ -95,6 +128,13 @@ def main() -> None:
     print(f"onnxruntime / torch, stage 1 time: {onnx['alignment_s'] / base['alignment_s']:.2f}x")
     print(f"largest difference between trained tensors, torch vs onnx: {drift(base, onnx):.2e}")
     print(f"largest difference, whole batch vs chunks: {drift(onnx, chunked):.2e}")
+    print(
+        f"\nstage 2 arithmetic: {flops / 1e9:.2f} GFLOP per example (FlopCounterMode); "
+        f"this machine's fp32 matmul: {gflops:.0f} GFLOP/s"
+    )
+    for name, r in results.items():
+        achieved = flops * rate(r) / 1e9
+        print(f"{name:<22}{achieved:>8.0f} GFLOP/s = {achieved / gflops:.2f} of the matmul rate")
 
 
 if __name__ == "__main__":
