@@ -86,6 +86,7 @@ def main() -> None:
         calibration_feeds,
         export_onnx,
         int8_excluded_nodes,
+        int8_reduce_range,
         matmul_input_spread,
         quantize_int8,
     )
@@ -112,7 +113,8 @@ def main() -> None:
     if args.suite:
         reference = task_scores(model, "torch-fp32", args.suite, work / "eval-torch")
     print(
-        f"\n{len(texts)} sentences, {policy.threads} threads, torch fp32 {len(texts) / torch_s:.1f}/s"
+        f"\n{len(texts)} sentences, {policy.threads} threads, torch fp32 {len(texts) / torch_s:.1f}/s,"
+        f" int8 weights of {7 if int8_reduce_range() else 8} bits on this CPU"
     )
     print(
         "\n| int8 policy | MatMuls in float32 | sentences/s | / torch fp32 | cosine min / mean |"
@@ -121,7 +123,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---|" + ("---|" if reference else ""))
     for i, (name, excluded) in enumerate(policies.items()):
         encoder = OnnxLusifer(
-            quantize_int8(fp32, work / f"int8-{i}.onnx", excluded),
+            quantize_int8(
+                fp32, work / f"int8-{i}.onnx", excluded, reduce_range=int8_reduce_range()
+            ),
             model,
             threads=policy.threads,
         )
