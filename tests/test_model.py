@@ -195,6 +195,52 @@ def test_merged_save_stands_alone(tmp_path, tiny_model_factory):
     assert (a * b).sum(1).min() > 1 - 1e-5
 
 
+def test_merging_lora_for_inference_keeps_embeddings_and_fingerprint(tmp_path, tiny_model_factory):
+    """``merge_and_unload`` folds LoRA into the backbones: same vectors, same fingerprint,
+    no adapters left; saving as adapters or training is refused, a whole save still works."""
+    import copy
+
+    from lusifer.model.lora import has_lora
+
+    model = tiny_model_factory("llama", target_lora=LORA, encoder_lora=LORA)
+    merged = copy.deepcopy(model).merge_and_unload()
+    assert merged.lora_merged and not has_lora(merged.encoder) and not has_lora(merged.target.model)
+    assert merged.fingerprint() == model.fingerprint()
+    for kind in ("query", "document"):
+        np.testing.assert_allclose(
+            merged.encode(TEXTS, kind=kind), model.encode(TEXTS, kind=kind), atol=1e-5
+        )
+    assert merged.merge_and_unload() is merged  # a second call changes nothing
+    with pytest.raises(RuntimeError, match="merge=True"):
+        merged.save_pretrained(tmp_path / "adapters")
+    assert not (tmp_path / "adapters").exists()
+    with pytest.raises(RuntimeError, match="from_pretrained"):
+        merged.freeze(connector=True, head=True, encoder_lora=False, target_lora=True)
+    merged.save_pretrained(tmp_path / "whole", merge=True)
+    reloaded = LusiferModel.from_pretrained(tmp_path / "whole")
+    np.testing.assert_allclose(reloaded.encode(TEXTS), model.encode(TEXTS), atol=1e-5)
+
+
+def test_half_precision_models_keep_their_adapters(tiny_model_factory):
+    """Added into bf16 weights, the LoRA update would be rounded: no merge there."""
+    import copy
+
+    model = copy.deepcopy(tiny_model_factory("bert", target_lora=LORA)).to(torch.bfloat16)
+    assert not model.merge_and_unload().lora_merged
+    assert "target_lora" in {k.split(".")[0] for k in model.trained_state_dict()}
+
+
+def test_load_text_encoder_merges_lora_unless_asked_not_to(tmp_path, tiny_model_factory):
+    from lusifer import load_text_encoder
+
+    model = tiny_model_factory("bert", target_lora=LORA, encoder_lora=LORA)
+    folder = model.save_pretrained(tmp_path / "m", card=False)
+    loaded, kept = load_text_encoder(folder), load_text_encoder(folder, merge_lora=False)
+    assert loaded.lora_merged and not kept.lora_merged
+    assert loaded.fingerprint() == kept.fingerprint() == model.fingerprint()
+    np.testing.assert_allclose(loaded.encode(TEXTS), kept.encode(TEXTS), atol=1e-5)
+
+
 def test_checkpoint_for_another_backbone_is_refused(tmp_path, tiny_model_factory):
     model = tiny_model_factory("bert")
     path = model.save_pretrained(tmp_path / "m")

@@ -187,6 +187,7 @@ def run_demo(
     model_dir = out / "model"
     if not _holds_same_model(model_dir, trained):  # a resumed demo keeps it (and its ONNX export)
         model.save_pretrained(model_dir)
+    model.merge_and_unload()  # from here on it only encodes
     timings["training"] = time.perf_counter() - tic
 
     tic = time.perf_counter()

@@ -17,11 +17,18 @@ __all__ = [
 ]
 
 
-def load_text_encoder(reference: str | Path) -> LusiferModel | PlainEmbedder:
+def load_text_encoder(
+    reference: str | Path, *, merge_lora: bool = True
+) -> LusiferModel | PlainEmbedder:
     """A LUSIFER model folder, or a hub repo id holding one (its ``lusifer_config.json``,
     or the reference code's ``config.json``, marks it) -> ``LusiferModel``; anything else
     (a bundled offline backbone name, a local Hugging Face folder, a backbone's hub id)
-    -> ``PlainEmbedder``."""
+    -> ``PlainEmbedder``.
+
+    A LUSIFER model comes with its LoRA folded into float32 backbones, to encode faster
+    (:meth:`LusiferModel.merge_and_unload`); ``merge_lora=False`` keeps the adapters, as
+    :meth:`LusiferModel.from_pretrained` does (to train further)."""
     if is_lusifer_checkpoint(reference):
-        return LusiferModel.from_pretrained(reference)
+        model = LusiferModel.from_pretrained(reference)
+        return model.merge_and_unload() if merge_lora else model
     return PlainEmbedder.load(str(reference))

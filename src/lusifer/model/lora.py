@@ -33,6 +33,11 @@ def load_lora_state_dict(model: PeftModel, state: dict[str, torch.Tensor]) -> No
         raise ValueError(f"LoRA weights do not fit this backbone: unexpected {unexpected[:5]}")
 
 
+def has_lora(model: nn.Module) -> bool:
+    """Whether ``model`` carries a (peft) LoRA adapter."""
+    return isinstance(model, PeftModel)
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold the adapter into the base weights and return the plain model."""
     return model.merge_and_unload() if isinstance(model, PeftModel) else model

@@ -27,7 +27,8 @@ from .samples import CALIBRATION_TEXTS
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+# 2: torch encodes LUSIFER models with LoRA merged (LusiferModel.merge_and_unload)
+CACHE_VERSION = 2
 
 
 @dataclass
