@@ -215,7 +215,7 @@ def test_merging_lora_for_inference_keeps_embeddings_and_fingerprint(tmp_path, t
         merged.save_pretrained(tmp_path / "adapters")
     assert not (tmp_path / "adapters").exists()
     with pytest.raises(RuntimeError, match="from_pretrained"):
-        merged.freeze(connector=True, head=True, encoder_lora=False, target_lora=True)
+        merged.freeze(connector=True, head=False, encoder_lora=False, target_lora=False)
     merged.save_pretrained(tmp_path / "whole", merge=True)
     reloaded = LusiferModel.from_pretrained(tmp_path / "whole")
     np.testing.assert_allclose(reloaded.encode(TEXTS), model.encode(TEXTS), atol=1e-5)

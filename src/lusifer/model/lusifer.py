@@ -123,11 +123,12 @@ class LusiferModel(nn.Module):
         target_lora: bool,
     ) -> None:
         """Set which parts train (True) or stay frozen; backbone base weights always stay frozen."""
-        if self.lora_merged and (encoder_lora or target_lora):
+        if self.lora_merged and (connector or head or encoder_lora or target_lora):
+            # its fingerprint is the one from before merging: it must not change any more
             raise RuntimeError(
                 "this model's LoRA was merged into its backbones for inference "
-                "(merge_and_unload), so there are no adapters to train; reload the folder "
-                "with LusiferModel.from_pretrained to train it"
+                "(merge_and_unload), so it cannot be trained; reload the folder with "
+                "LusiferModel.from_pretrained to train it"
             )
         for p in self.parameters():
             p.requires_grad_(False)
