@@ -15,6 +15,7 @@ from ..files import atomic_write
 from ..types import TextKind, reads_instructions
 from .options import (
     BackendOption,
+    DeviceOption,
     ModelArgument,
     QuantizeOption,
     ThreadsOption,
@@ -47,7 +48,7 @@ def encode_command(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     max_length: Annotated[int | None, typer.Option(min=8)] = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps ...")] = None,
+    device: DeviceOption = None,
     skip_bad_lines: Annotated[
         bool, typer.Option(help="Skip (and report) bad lines instead of stopping.")
     ] = False,
@@ -139,7 +140,7 @@ def _encode_to_npy(
         raise typer.Exit(2) from None
     for line in skipped:
         typer.echo(f"skipped {line}", err=True)
-    encoder = load_encoder_or_exit(model, backend, quantize, threads)
+    encoder = load_encoder_or_exit(model, backend, quantize, threads, device)
     if instruction and not reads_instructions(encoder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used",
@@ -153,8 +154,7 @@ def _encode_to_npy(
         batch_size=batch_size,
         max_length=max_length,
         normalize=normalize,
-        device=device,
-        show_progress=True,
+        show_progress=True,  # on the device the loader placed the model on
     )
     if dtype == "float16":
         vectors = vectors.astype(np.float16)
@@ -164,13 +164,17 @@ def _encode_to_npy(
     typer.echo(f"wrote {vectors.shape[0]} x {vectors.shape[1]} embeddings to {output}")
 
 
-def process_state(device: str | None):
+def process_state(device: str | None, backend: str = "torch"):
     """accelerate's ``PartialState`` for this process (rank, world size, local rank,
     device; gloo on CPU, one GPU per local rank on CUDA). A single process is rank 0 of 1."""
     import torch
     from accelerate import PartialState
 
-    cpu = not torch.cuda.is_available() or (device is not None and device.startswith("cpu"))
+    cpu = (
+        not torch.cuda.is_available()
+        or backend == "onnx"  # onnxruntime runs on the CPU
+        or (device is not None and device.strip().startswith("cpu"))
+    )
     return PartialState(cpu=cpu)
 
 
@@ -191,13 +195,12 @@ def _encode_to_shards(
     if summary.bad and not skip_bad_lines:
         typer.echo(f"error: {bad_lines_error(summary.problems, summary.bad)}", err=True)
         raise typer.Exit(2)
-    state = process_state(device)
+    state = process_state(device, backend)
     rank, world = state.process_index, state.num_processes
-    if world > 1:
-        if state.device.type == "cuda" and (device is None or device == "cuda"):
-            device = str(state.device)  # one GPU per local rank
-        # on CPU each process takes its share of the cores (lusifer.threads.cpu_threads)
-    encoder = load_encoder_or_exit(model, backend, quantize, threads)
+    # One GPU per local rank: the loader's default (and a bare --device cuda) under
+    # torchrun/accelerate is cuda:LOCAL_RANK; on CPU each process takes its share of the
+    # cores (lusifer.threads.cpu_threads).
+    encoder = load_encoder_or_exit(model, backend, quantize, threads, device)
     if rank == 0 and instruction and not reads_instructions(encoder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used",
@@ -217,7 +220,6 @@ def _encode_to_shards(
             batch_size=batch_size,
             max_length=max_length,
             normalize=normalize,
-            device=device,
             skip_bad_lines=skip_bad_lines,
             store_text=store_text,
             overwrite=overwrite,

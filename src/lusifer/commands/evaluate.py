@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import ThreadsOption
+from .options import DeviceOption, ThreadsOption
 
 
 def evaluate_command(
@@ -47,6 +47,7 @@ def evaluate_command(
             "is faster on this machine (measured once per model, cached)."
         ),
     ] = "torch",
+    device: DeviceOption = None,
     threads: ThreadsOption = None,
     cache: Annotated[
         bool,
@@ -83,7 +84,7 @@ def evaluate_command(
             param_hint="--mteb-name",
         )
 
-    encoders = [load_encoder_or_exit(ref, backend, None, threads) for ref in models]
+    encoders = [load_encoder_or_exit(ref, backend, None, threads, device) for ref in models]
     try:
         report = evaluate(
             encoders,
@@ -96,6 +97,7 @@ def evaluate_command(
             seed=seed,
             use_cache=cache,
             mteb_names=mteb_name,
+            device=device,
         )
     except (TaskDirError, ValueError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)

@@ -21,9 +21,11 @@ import typer
 from ..files import atomic_file, atomic_write
 from .options import (
     BackendOption,
+    DeviceOption,
     ModelArgument,
     QuantizeOption,
     ThreadsOption,
+    device_name,
     load_encoder_or_exit,
 )
 
@@ -237,7 +239,7 @@ def mine_command(
         int, typer.Option(min=1, help="Queries searched (and written) per chunk.")
     ] = 1024,
     max_length: Annotated[int | None, typer.Option(min=8)] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps ...")] = None,
+    device: DeviceOption = None,
     backend: BackendOption = "torch",
     quantize: QuantizeOption = None,
     threads: ThreadsOption = None,
@@ -304,7 +306,8 @@ def mine_command(
             cache.unlink(missing_ok=True)
             typer.echo(f"{output} is already complete ({done} rows); nothing to do")
             return
-    encoder = load_encoder_or_exit(model, backend, quantize, threads)
+    encoder = load_encoder_or_exit(model, backend, quantize, threads, device)
+    device = device_name(encoder)  # where the loader placed it: the search runs there too
     if instruction and not reads_instructions(encoder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used "

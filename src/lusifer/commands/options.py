@@ -1,5 +1,6 @@
 """Command-line options shared by the commands that load a model to embed with
-(``encode``, ``serve``, ``evaluate``), and the one way they load it."""
+(``encode``, ``search``, ``evaluate``, ``serve``, ``mine``), and the one way they load it
+(:func:`lusifer.load`)."""
 
 from __future__ import annotations
 
@@ -28,19 +29,43 @@ ThreadsOption = Annotated[
     int | None,
     typer.Option(min=1, help="Intra-op threads (default $LUSIFER_NUM_THREADS or all cores)."),
 ]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Where the model runs: cpu, cuda, cuda:N or mps. Default: automatic "
+        "(cuda:LOCAL_RANK under torchrun/accelerate, else cuda, else mps, else cpu; "
+        "cpu for --backend onnx)."
+    ),
+]
 
 
-def load_encoder_or_exit(model: str, backend: str, quantize: str | None, threads: int | None):
-    """The model behind MODEL on the chosen backend; a bad choice or an unloadable model
-    ends the command with a one-line error (exit code 2)."""
-    from ..onnx import BACKENDS, load_encoder
+def load_encoder_or_exit(
+    model: str,
+    backend: str,
+    quantize: str | None,
+    threads: int | None,
+    device: str | None = None,
+):
+    """The model behind MODEL on the chosen backend, placed on ``device`` (None:
+    automatic), through :func:`lusifer.load`; a bad choice or an unloadable model ends
+    the command with a one-line error (exit code 2)."""
+    from ..loading import BACKENDS, load
 
     if backend not in BACKENDS:
         raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--backend")
     if quantize not in (None, "int8"):
         raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
     try:
-        return load_encoder(model, backend=backend, quantize=quantize, threads=threads)
+        return load(model, backend=backend, quantize=quantize, device=device, threads=threads)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+
+
+def device_name(encoder) -> str | None:
+    """Where ``encoder`` runs (``cuda:0``, ``cpu``), or None for an encoder that does not
+    say."""
+    from ..loading import encoder_device
+
+    placed = encoder_device(encoder)
+    return None if placed is None else str(placed)

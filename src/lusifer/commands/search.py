@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import BackendOption, ThreadsOption, load_encoder_or_exit
+from .options import BackendOption, DeviceOption, ThreadsOption, load_encoder_or_exit
 
 
 def search_command(
@@ -32,7 +32,7 @@ def search_command(
         str, typer.Option(help="auto (faiss when installed, else numpy), numpy or faiss.")
     ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps ...")] = None,
+    device: DeviceOption = None,
     backend: BackendOption = "torch",
     threads: ThreadsOption = None,
 ) -> None:
@@ -50,7 +50,8 @@ def search_command(
     except CorpusError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    encoder = load_encoder_or_exit(model or manifest["model"]["reference"], backend, None, threads)
+    reference = model or manifest["model"]["reference"]
+    encoder = load_encoder_or_exit(reference, backend, None, threads, device)
     warning = fingerprint_warning(encoder, manifest)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
@@ -60,8 +61,7 @@ def search_command(
         kind="query",
         max_length=manifest.get("max_length"),
         normalize=bool(manifest.get("normalized", True)),
-        device=device,
-    )
+    )  # on the device the loader placed the model on
     try:
         results = search_vectors(corpus, np.asarray(vectors), k, engine=engine, manifest=manifest)
         hits = resolve_hits(corpus, manifest, results, texts=texts)

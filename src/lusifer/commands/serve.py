@@ -8,6 +8,7 @@ import typer
 
 from .options import (
     BackendOption,
+    DeviceOption,
     ModelArgument,
     QuantizeOption,
     ThreadsOption,
@@ -23,6 +24,7 @@ def serve_command(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     backend: BackendOption = "torch",
     quantize: QuantizeOption = None,
+    device: DeviceOption = None,
     threads: ThreadsOption = None,
     max_batch_size: Annotated[
         int, typer.Option(min=1, help="Most texts gathered into one micro-batch.")
@@ -59,7 +61,7 @@ def serve_command(
     warning = exposure_warning(host, api_key)
     if warning:
         typer.echo(warning, err=True)
-    encoder = load_encoder_or_exit(model, backend, quantize, threads)
+    encoder = load_encoder_or_exit(model, backend, quantize, threads, device)
     settings = ServerSettings(
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,

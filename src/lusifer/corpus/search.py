@@ -185,16 +185,18 @@ def search(
     default: the model the manifest names. Queries are encoded as ``kind="query"`` with
     ``instruction`` (default: the corpus's instruction) and the corpus's normalisation.
     ``texts`` is the encoded input file or folder, read to show the hits' texts when the
-    shards do not store them."""
+    shards do not store them. ``device`` is where the queries are encoded (a model loaded
+    here: :func:`lusifer.load`'s automatic choice when None)."""
     manifest = load_manifest(outdir)
     single = isinstance(queries, str)
     query_list = [queries] if single else list(queries)
     encoder = model
     if encoder is None or isinstance(encoder, str | Path):
-        from ..onnx import load_encoder
+        from ..loading import load
 
         reference = str(encoder) if encoder is not None else manifest["model"]["reference"]
-        encoder = load_encoder(reference, backend=backend)
+        encoder = load(reference, backend=backend, device=device)
+        device = None  # placed by the loader
     warning = fingerprint_warning(encoder, manifest)
     if warning:
         warnings.warn(warning, stacklevel=2)

@@ -276,6 +276,10 @@ def mine_hard_negatives(
         raise ValueError(
             f"corpus_vectors has {corpus_vectors.shape[0]} rows for {len(corpus)} passages"
         )
+    if device is None:  # the encoder's own device (where lusifer.load placed it)
+        from ..loading import encoder_device
+
+        device = encoder_device(encoder)
     search_device = device if device is not None and str(device).startswith("cuda") else None
     corpus_tensor = torch.nn.functional.normalize(
         torch.as_tensor(corpus_vectors, dtype=torch.float32, device=search_device), dim=-1

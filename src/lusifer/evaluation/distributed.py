@@ -10,7 +10,9 @@ process's: each pair is scored by one process exactly as one process scores it.
 
 The collectives run on a gloo group (CPU), so they work beside NCCL on GPUs: an existing
 process group (``accelerate launch``) gets a gloo subgroup; otherwise one is started from
-the ``torchrun`` environment. On CUDA each rank takes ``cuda:LOCAL_RANK``. The barrier
+the ``torchrun`` environment. On CUDA each rank takes ``cuda:LOCAL_RANK`` and its torch
+models are moved there (:func:`place_models`; ``lusifer evaluate`` loads them there
+already, :func:`lusifer.load`'s default). The barrier
 waits ``$LUSIFER_EVAL_TIMEOUT`` seconds (default 24 hours): ranks can finish hours apart
 on hub suites.
 """
@@ -18,6 +20,7 @@ on hub suites.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -66,11 +69,39 @@ def _timeout() -> timedelta:
     return timedelta(seconds=float(os.environ.get("LUSIFER_EVAL_TIMEOUT", DEFAULT_TIMEOUT_S)))
 
 
+def rank_device(device: str | None = None):
+    """Where this process's torch models run in a multi-process evaluation:
+    ``cuda:LOCAL_RANK`` when CUDA is present and no device is given (a bare ``cuda`` too),
+    the given device otherwise (checked by :func:`lusifer.loading.resolve_device`), or
+    None to leave them where they are (no CUDA, no device given)."""
+    from ..loading import local_cuda_device, resolve_device
+
+    if device is None:
+        return local_cuda_device()
+    return resolve_device(device)
+
+
+def place_models(models: Sequence[Any], device: str | None = None) -> None:
+    """Move each torch model to :func:`rank_device`, in place: under torchrun/accelerate
+    each rank on its own GPU; nothing moves in one process without a device given.
+    onnxruntime runners and other encoders stay as they are."""
+    import torch
+
+    target = rank_device(device)
+    if target is None:
+        return
+    for model in models:
+        if isinstance(model, torch.nn.Module):
+            model.to(target)
+
+
 def current_shard() -> Shard:
     """The shard of this process: one process unless launched with ``WORLD_SIZE`` > 1 or
     inside an initialised process group."""
     import torch
     import torch.distributed as dist
+
+    from ..loading import local_cuda_device
 
     initialised = dist.is_available() and dist.is_initialized()
     world = dist.get_world_size() if initialised else int(os.environ.get("WORLD_SIZE", "1"))
@@ -78,8 +109,9 @@ def current_shard() -> Shard:
         return Shard()
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available")
-    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    local = local_cuda_device()
+    if local is not None:
+        torch.cuda.set_device(local)
     if not initialised:
         dist.init_process_group("gloo", timeout=_timeout())
         group = None

@@ -197,6 +197,7 @@ def evaluate(
     show_progress: bool = True,
     use_cache: bool = True,
     mteb_names: Sequence[str | None] | None = None,
+    device: str | None = None,
 ) -> EvaluationReport:
     """Evaluate ``models`` on a suite and/or local task dirs; write results, tables and a chart.
 
@@ -217,6 +218,8 @@ def evaluate(
             lusifer cache (:func:`result_cache_path`), e.g. the demo's baselines.
         mteb_names: per model, the name (``org/name[@revision]``) its results carry in
             the mteb layout written to ``output_dir/mteb`` (default ``lusifer/<model>``).
+        device: where the torch models run (moved there); None leaves them where they
+            are, except under torchrun/accelerate with CUDA: ``cuda:LOCAL_RANK``.
 
     Under ``torchrun``/``accelerate launch`` the (model, task) pairs are split across the
     processes and rank 0 writes the report (:mod:`lusifer.evaluation.distributed`).
@@ -237,6 +240,7 @@ def evaluate(
     runs: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
     errors: dict[str, dict[str, str]] = {}
     shard = distributed.current_shard()
+    distributed.place_models(models, device)  # each rank on its own GPU
     others: dict[str, list[TaskEntry]] = {name: [] for name in names}  # other ranks' pairs
     progress = tqdm(
         total=len(models) * len(entries),

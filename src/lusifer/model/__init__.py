@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .embedder import PlainEmbedder
 from .loading import CheckpointError, is_lusifer_checkpoint
 from .lusifer import LusiferModel
@@ -18,17 +20,29 @@ __all__ = [
 
 
 def load_text_encoder(
-    reference: str | Path, *, merge_lora: bool = True
+    reference: str | Path,
+    *,
+    merge_lora: bool = True,
+    device: str | torch.device | None = None,
 ) -> LusiferModel | PlainEmbedder:
     """A LUSIFER model folder, or a hub repo id holding one (its ``lusifer_config.json``,
     or the reference code's ``config.json``, marks it) -> ``LusiferModel``; anything else
     (a bundled offline backbone name, a local Hugging Face folder, a backbone's hub id)
-    -> ``PlainEmbedder``.
+    -> ``PlainEmbedder``. The torch backend of :func:`lusifer.load`, which calls it.
+
+    The model is placed on ``device``; None picks one as :func:`lusifer.loading.default_device`
+    does (``cuda:LOCAL_RANK`` under torchrun with CUDA, else ``cuda``, else ``mps``, else
+    ``cpu``). A device this machine lacks is a ``ValueError`` naming those it has.
 
     A LUSIFER model comes with its LoRA folded into float32 backbones, to encode faster
     (:meth:`LusiferModel.merge_and_unload`); ``merge_lora=False`` keeps the adapters, as
     :meth:`LusiferModel.from_pretrained` does (to train further)."""
+    from ..loading import place, resolve_device
+
+    target = resolve_device(device)  # a bad device fails before anything is read
     if is_lusifer_checkpoint(reference):
         model = LusiferModel.from_pretrained(reference)
-        return model.merge_and_unload() if merge_lora else model
-    return PlainEmbedder.load(str(reference))
+        model = model.merge_and_unload() if merge_lora else model
+    else:
+        model = PlainEmbedder.load(str(reference))
+    return place(model, target)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-BACKENDS = ("torch", "onnx", "auto")
+from ..loading import BACKENDS as BACKENDS  # re-exported: lusifer.onnx.BACKENDS
 
 
 def load_encoder(
@@ -18,35 +18,34 @@ def load_encoder(
     backend: str = "torch",
     quantize: str | None = None,
     threads: int | None = None,
+    device: str | torch.device | None = None,
 ):
-    """A ``TextEncoder`` for ``reference`` (as ``lusifer encode`` takes it) on ``backend``.
+    """A ``TextEncoder`` for ``reference`` (as ``lusifer encode`` takes it) on ``backend``,
+    placed on ``device``: :func:`lusifer.load` (the one loader; this name stays for
+    existing callers).
 
     ``threads`` (default ``$LUSIFER_NUM_THREADS``, else every core) sets torch's and
     onnxruntime's intra-op threads (:mod:`lusifer.threads`). ``quantize="int8"`` needs the
-    onnx backend and a LUSIFER model. On onnx, a decoder backbone used alone stays on torch
-    (with a warning). ``auto`` is torch where a GPU is present or onnxruntime is missing,
-    else whichever encodes faster here (:func:`lusifer.onnx.calibration.fastest`).
+    onnx backend and a LUSIFER model. On onnx (CPU only), a decoder backbone used alone
+    stays on torch (with a warning). ``auto`` is torch on a GPU (or any non-CPU device) or
+    where onnxruntime is missing, else whichever encodes faster here
+    (:func:`lusifer.onnx.calibration.fastest`).
     """
-    from ..model import is_lusifer_checkpoint, load_text_encoder
-    from ..threads import thread_policy
+    from ..loading import load
 
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if quantize not in (None, "int8"):
-        raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
-    if backend != "onnx" and quantize is not None:
-        raise ValueError("--quantize int8 needs --backend onnx")
-    policy = thread_policy(threads)
-    policy.apply_to_torch()  # also for a backbone that stays on torch below
-    n_threads = policy.threads
-    if backend == "auto":
-        return fastest_backend(load_text_encoder(reference), source=reference, threads=n_threads)
-    if backend == "torch":
-        return load_text_encoder(reference)  # LUSIFER folders (either layout) or backbones
+    return load(reference, backend=backend, quantize=quantize, device=device, threads=threads)
+
+
+def onnx_encoder(reference: str | Path, *, quantize: str | None, threads: int):
+    """``reference`` on onnxruntime (CPU): a LUSIFER model's graph (``quantize="int8"``
+    for dynamic int8), an encoder backbone's graph, or a decoder backbone on torch (the
+    CPU, with a warning). :func:`lusifer.load` checks the arguments first."""
+    from ..model import is_lusifer_checkpoint
+
     if is_lusifer_checkpoint(reference):  # also the reference code's layout
         from .runtime import OnnxLusifer
 
-        return OnnxLusifer.from_pretrained(reference, quantize=quantize, threads=n_threads)
+        return OnnxLusifer.from_pretrained(reference, quantize=quantize, threads=threads)
     if quantize is not None:
         raise ValueError(
             f"--quantize int8 is for LUSIFER model folders; {str(reference)!r} is a plain "
@@ -58,9 +57,9 @@ def load_encoder(
 
     embedder = PlainEmbedder.load(str(reference))
     try:
-        return OnnxPlainEmbedder.from_embedder(embedder, threads=n_threads)
+        return OnnxPlainEmbedder.from_embedder(embedder, threads=threads)
     except OnnxExportError as err:
-        warnings.warn(f"{err}; using torch", stacklevel=2)
+        warnings.warn(f"{err}; using torch", stacklevel=3)
         return embedder
 
 
@@ -73,18 +72,23 @@ def fastest_backend(
 ):
     """``encoder`` (a torch ``LusiferModel`` or ``PlainEmbedder``) or its onnxruntime fp32
     graph, whichever encodes faster on this machine (measured once, cached). Torch where
-    a GPU is present, onnxruntime or the exporter is not installed, the backbone is a
-    decoder, or the export fails. ``source`` is the folder a LUSIFER model came from (its export goes
+    the encoder sits on a GPU (or any device but the CPU), onnxruntime or the exporter is
+    not installed, the backbone is a decoder, or the export fails. ``source`` is the folder a LUSIFER model came from (its export goes
     there)."""
     import importlib.util
 
+    from ..loading import encoder_device
     from ..model import LusiferModel
+
+    placed = encoder_device(encoder)
+    if (placed is not None and placed.type != "cpu") or importlib.util.find_spec(
+        "onnxruntime"
+    ) is None:
+        return encoder
     from .calibration import fastest
     from .export import OnnxExportError
     from .runtime import OnnxLusifer, OnnxPlainEmbedder
 
-    if torch.cuda.is_available() or importlib.util.find_spec("onnxruntime") is None:
-        return encoder
     if isinstance(encoder, LusiferModel):
         build = lambda: OnnxLusifer.from_model(encoder, threads=threads, source=source)  # noqa: E731
     elif encoder.backbone.is_decoder:
