@@ -113,6 +113,14 @@ def main() -> None:
         f"cross-lingual nDCG@10: target alone {xl['target']:.1f}, LUSIFER-mini {xl['lusifer']:.1f}, "
         f"encoder alone {xl['encoder']:.1f}"
     )
+    connector = figures.get("connector_route")
+    if connector:  # a routed model: the same model with every text on the connector
+        xc = connector["crosslingual"]
+        print(
+            f"connector route alone: cross-lingual {xc['lusifer']:.1f} "
+            f"({100 * xc['gap_closed']:.1f}% of the gap), English in the training domain "
+            f"{connector['english_in_domain']:.2f}, out of it {connector['english_out_of_domain']:.2f}"
+        )
     print("| goal | measured | wanted | |")
     print("|---|---|---|---|")
     for name, measured, wanted, ok in goals:

@@ -34,6 +34,26 @@ class LoraSettings:
 
 
 @dataclass
+class RouteSettings:
+    """Ours (issue: English kept exactly). A routed model embeds text its router judges
+    English with the target alone, on the target's own tokens, pooling and prompt (the
+    "native" route, nothing trained applied), and every other text through the encoder
+    and connector (the "connector" route). ``None`` values are filled in when the model
+    is built, from the target's own settings (a bundled backbone's, or a
+    sentence-transformers folder's ``1_Pooling`` and ``sentence_bert_config.json``), so a
+    saved folder records exactly what its native route does."""
+
+    pooling: PoolingMethod | None = None
+    # prepended to the text; "{instruction}" in it is replaced by the task instruction
+    # (e.g. E5-Mistral: "Instruct: {instruction}\nQuery: "), dropped when there is none
+    query_prefix: str | None = None
+    document_prefix: str | None = None
+    max_length: int | None = None  # the target's own token limit
+    # the router's settings (lusifer.model.router.LanguageRouter); empty: its defaults
+    router: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class LusiferConfig:
     """What a LUSIFER model is made of.
 
@@ -62,6 +82,9 @@ class LusiferConfig:
     encoder_lora: LoraSettings | None = None
     target_lora: LoraSettings | None = None
     max_length: int = 512
+    # None: every text takes the connector route (the paper); set: English text takes
+    # the target alone (see RouteSettings)
+    routes: RouteSettings | None = None
     query_template: str = "{instruction}.\n{text}"
     document_template: str = "{instruction}. Candidate:\n{text}"
     # Filled in by the model when built; a checkpoint is refused if its backbones differ.
@@ -77,6 +100,11 @@ class LusiferConfig:
             )
         if self.max_length < 8:
             raise ConfigError(f"max_length must be >= 8, got {self.max_length}")
+        if self.routes is not None and self.projection_head:
+            raise ConfigError(
+                "routes needs projection_head: false (the native route's vectors are the "
+                "target's own, and the head's output lives in another space)"
+            )
         for key in ("query_template", "document_template"):
             if "{text}" not in getattr(self, key):
                 raise ConfigError(f"{key} must contain '{{text}}'")

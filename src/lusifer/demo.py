@@ -29,6 +29,7 @@ DemoTarget = Literal["minilm", "smollm2"]
 TARGETS = {"minilm": "all-MiniLM-L6-v2", "smollm2": "SmolLM2-135M-Instruct"}
 ENCODER = "multilingual-e5-small"
 LUSIFER_NAME = "LUSIFER-mini"
+CONNECTOR_ROUTE_NAME = "LUSIFER-mini (connector route)"
 
 
 @dataclass
@@ -40,8 +41,14 @@ class DemoResult:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def demo_config_path(target: DemoTarget) -> Path:
-    return Path(str(resources.files("lusifer") / "configs" / f"demo-{target}.yaml"))
+def demo_config_path(target: DemoTarget, routed: bool = False) -> Path:
+    """The demo's run file: ``demo-minilm-routed.yaml`` (English on MiniLM alone) or an
+    unrouted recipe (every text through the connector)."""
+    name = f"demo-{target}-routed.yaml" if routed else f"demo-{target}.yaml"
+    path = Path(str(resources.files("lusifer") / "configs" / name))
+    if not path.is_file():
+        raise ValueError(f"no routed demo recipe for target {target!r}; use routed=False")
+    return path
 
 
 # Quick mode: a first look in a few minutes (and the CI smoke test): fewer steps, and a
@@ -153,14 +160,18 @@ def run_demo(
     overrides: list[str] | None = None,
     show_progress: bool = True,
     use_cache: bool = True,
+    routed: bool = True,
 ) -> DemoResult | None:
     """Run the demo; returns None when training was interrupted (run again to resume).
-    ``use_cache`` reuses the baselines' (and any unchanged model's) cached results."""
+    ``use_cache`` reuses the baselines' (and any unchanged model's) cached results.
+    ``routed`` trains the routed recipe (English on the target alone) and also scores its
+    connector route alone on the English and cross-lingual tasks."""
     from .evaluation.local_tasks import offline_suite_dirs, read_task_spec
     from .evaluation.runner import evaluate
     from .evaluation.sampling import sample_task_dirs
     from .evaluation.suites import english_by_domain, split_english_ood
     from .model import LusiferModel
+    from .model.routing import with_route
     from .training import load_train_config, run_training
 
     if target not in TARGETS:
@@ -176,7 +187,7 @@ def run_demo(
     tic = time.perf_counter()
     extra = QUICK_OVERRIDES if quick else []
     config = load_train_config(
-        demo_config_path(target),
+        demo_config_path(target, routed and target == "minilm"),
         [*extra, *(overrides or [])],
         **{"run.output_dir": str(out / "train")},
     )
@@ -213,6 +224,23 @@ def run_demo(
         show_progress=show_progress,
         use_cache=use_cache,
     )
+    connector_report = None
+    if model.routed:  # the same model with every text on the connector route
+        route_tasks = [
+            d
+            for d in tasks
+            if read_task_spec(d).languages == ("en",) or d.name.startswith("XlingRetrieval.")
+        ]
+        view = _named(with_route(models[0], "connector"), CONNECTOR_ROUTE_NAME)
+        connector_report = evaluate(
+            [view, *baselines.values()],
+            task_dirs=route_tasks,
+            output_dir=out / "eval-connector-route",
+            batch_size=64,
+            bootstrap=0,
+            show_progress=show_progress,
+            use_cache=use_cache,
+        )
     timings["evaluation"] = time.perf_counter() - tic - sum(exports.values())
     timings.update(exports)
     first_run = sum(conversion.values()) + sum(exports.values())
@@ -238,6 +266,14 @@ def run_demo(
         },
         "average": {"lusifer": lus.average, "target": tgt.average},
     }
+    if connector_report is not None:
+        connector = english_by_domain(connector_report.summaries[CONNECTOR_ROUTE_NAME], ood)
+        figures["connector_route"] = {
+            "crosslingual": crosslingual_gap_closed(
+                connector_report, CONNECTOR_ROUTE_NAME, target_name, encoder_name
+            ),
+            **{f"english_{part}": connector[part] for part in ("in_domain", "out_of_domain")},
+        }
     summary = {"quick": quick, "target": target, "timings_s": timings, "figures": figures}
     atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     return DemoResult(out, model_dir, report, timings, figures)

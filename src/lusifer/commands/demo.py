@@ -51,6 +51,13 @@ def demo_command(
             "scores them again."
         ),
     ] = True,
+    routed: Annotated[
+        bool,
+        typer.Option(
+            help="Train the routed recipe (English on MiniLM alone, exactly its vectors); "
+            "--no-routed trains the unrouted one (every text through the connector)."
+        ),
+    ] = True,
 ) -> None:
     """Train LUSIFER-mini on English only, offline, and show its zero-shot multilingual gain."""
     from ..backbones.cache import CacheError
@@ -62,7 +69,12 @@ def demo_command(
         raise typer.BadParameter("must be minilm or smollm2", param_hint="--target")
     try:
         result = run_demo(
-            output, quick=quick, target=target, overrides=overrides or [], use_cache=cache
+            output,
+            quick=quick,
+            target=target,
+            overrides=overrides or [],
+            use_cache=cache,
+            routed=routed,
         )
     except (MissingBackbonePackageError, CacheError, ConfigError) as err:
         typer.echo(f"error: {err}", err=True)
@@ -110,6 +122,16 @@ def demo_command(
                 f"English {label}: target alone {_fmt(part['target'])}, LUSIFER-mini "
                 f"{_fmt(part['lusifer'])}, encoder alone {_fmt(part['encoder'])}."
             )
+    connector = figures.get("connector_route")
+    if connector:
+        xc = connector["crosslingual"]
+        typer.echo(
+            "Routes: English takes MiniLM alone (native), other languages the connector. "
+            "The same model with every text on the connector route: cross-lingual "
+            f"{xc['lusifer']:.1f} ({100 * (xc['gap_closed'] or 0):.0f}% of the gap), English in "
+            f"the training domain {_fmt(connector['english_in_domain'])}, out of it "
+            f"{_fmt(connector['english_out_of_domain'])}."
+        )
     timings = ", ".join(f"{k} {v / 60:.1f} min" for k, v in result.timings.items())
     typer.echo(f"Time: {timings}.")
     typer.echo(

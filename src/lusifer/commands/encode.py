@@ -18,6 +18,7 @@ from .options import (
     DeviceOption,
     ModelArgument,
     QuantizeOption,
+    RouteOption,
     ThreadsOption,
     load_encoder_or_exit,
 )
@@ -49,6 +50,7 @@ def encode_command(
     max_length: Annotated[int | None, typer.Option(min=8)] = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
     device: DeviceOption = None,
+    route: RouteOption = None,
     skip_bad_lines: Annotated[
         bool, typer.Option(help="Skip (and report) bad lines instead of stopping.")
     ] = False,
@@ -87,7 +89,7 @@ def encode_command(
             )
         _encode_to_npy(
             model, input, output, instruction, kind, batch_size, max_length, normalize,
-            device, skip_bad_lines, backend, quantize, threads, dtype,
+            device, skip_bad_lines, backend, quantize, threads, dtype, route=route,
         )  # fmt: skip
         return
     if output.suffix and not output.is_dir():
@@ -99,13 +101,13 @@ def encode_command(
     _encode_to_shards(
         model, input, output, instruction, kind, batch_size, max_length, normalize, device,
         skip_bad_lines, backend, quantize, threads, dtype, format, shard_size, store_text,
-        overwrite,
+        overwrite, route=route,
     )  # fmt: skip
 
 
 def _encode_to_npy(
     model, input, output, instruction, kind, batch_size, max_length, normalize, device,
-    skip_bad_lines, backend, quantize, threads, dtype,
+    skip_bad_lines, backend, quantize, threads, dtype, *, route=None,
 ) -> None:  # fmt: skip
     """One process, one matrix in memory: ``lusifer encode MODEL in.txt -o out.npy``."""
     import numpy as np
@@ -140,7 +142,7 @@ def _encode_to_npy(
         raise typer.Exit(2) from None
     for line in skipped:
         typer.echo(f"skipped {line}", err=True)
-    encoder = load_encoder_or_exit(model, backend, quantize, threads, device)
+    encoder = load_encoder_or_exit(model, backend, quantize, threads, device, route)
     if instruction and not reads_instructions(encoder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used",
@@ -181,7 +183,7 @@ def process_state(device: str | None, backend: str = "torch"):
 def _encode_to_shards(
     model, input, output, instruction, kind, batch_size, max_length, normalize, device,
     skip_bad_lines, backend, quantize, threads, dtype, format, shard_size, store_text,
-    overwrite,
+    overwrite, *, route=None,
 ) -> None:  # fmt: skip
     """Streamed, sharded, resumable; every process of a torchrun/accelerate launch runs it."""
     from ..corpus import CorpusError, CorpusInputError, encode_corpus, scan_input
@@ -200,7 +202,7 @@ def _encode_to_shards(
     # One GPU per local rank: the loader's default (and a bare --device cuda) under
     # torchrun/accelerate is cuda:LOCAL_RANK; on CPU each process takes its share of the
     # cores (lusifer.threads.cpu_threads).
-    encoder = load_encoder_or_exit(model, backend, quantize, threads, device)
+    encoder = load_encoder_or_exit(model, backend, quantize, threads, device, route)
     if rank == 0 and instruction and not reads_instructions(encoder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import DeviceOption, ThreadsOption
+from .options import DeviceOption, RouteOption, ThreadsOption
 
 
 def evaluate_command(
@@ -48,6 +48,7 @@ def evaluate_command(
         ),
     ] = "torch",
     device: DeviceOption = None,
+    route: RouteOption = None,
     threads: ThreadsOption = None,
     cache: Annotated[
         bool,
@@ -84,7 +85,13 @@ def evaluate_command(
             param_hint="--mteb-name",
         )
 
+    from ..model.routing import ROUTES, is_routed, with_route
+
+    if route is not None and route not in ROUTES:
+        raise typer.BadParameter(f"must be one of {', '.join(ROUTES)}", param_hint="--route")
     encoders = [load_encoder_or_exit(ref, backend, None, threads, device) for ref in models]
+    # --route picks the route of the routed models; baselines are scored as they are
+    encoders = [with_route(e, route) if is_routed(e) else e for e in encoders]
     try:
         report = evaluate(
             encoders,

@@ -38,6 +38,14 @@ DeviceOption = Annotated[
     ),
 ]
 
+RouteOption = Annotated[
+    str | None,
+    typer.Option(
+        help="A routed model's route: auto (English on the target alone, other languages "
+        "through the connector; the default), native or connector for every text."
+    ),
+]
+
 
 def load_encoder_or_exit(
     model: str,
@@ -45,18 +53,23 @@ def load_encoder_or_exit(
     quantize: str | None,
     threads: int | None,
     device: str | None = None,
+    route: str | None = None,
 ):
     """The model behind MODEL on the chosen backend, placed on ``device`` (None:
-    automatic), through :func:`lusifer.load`; a bad choice or an unloadable model ends
-    the command with a one-line error (exit code 2)."""
+    automatic), through :func:`lusifer.load`, fixed to ``route`` when one is given; a bad
+    choice or an unloadable model ends the command with a one-line error (exit code 2)."""
     from ..loading import BACKENDS, load
+    from ..model.routing import ROUTES, with_route
 
     if backend not in BACKENDS:
         raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--backend")
     if quantize not in (None, "int8"):
         raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
+    if route is not None and route not in ROUTES:
+        raise typer.BadParameter(f"must be one of {', '.join(ROUTES)}", param_hint="--route")
     try:
-        return load(model, backend=backend, quantize=quantize, device=device, threads=threads)
+        encoder = load(model, backend=backend, quantize=quantize, device=device, threads=threads)
+        return with_route(encoder, route)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

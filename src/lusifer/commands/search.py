@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .options import BackendOption, DeviceOption, ThreadsOption, load_encoder_or_exit
+from .options import BackendOption, DeviceOption, RouteOption, ThreadsOption, load_encoder_or_exit
 
 
 def search_command(
@@ -33,6 +33,7 @@ def search_command(
     ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False,
     device: DeviceOption = None,
+    route: RouteOption = None,
     backend: BackendOption = "torch",
     threads: ThreadsOption = None,
 ) -> None:
@@ -51,7 +52,7 @@ def search_command(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     reference = model or manifest["model"]["reference"]
-    encoder = load_encoder_or_exit(reference, backend, None, threads, device)
+    encoder = load_encoder_or_exit(reference, backend, None, threads, device, route)
     warning = fingerprint_warning(encoder, manifest)
     if warning:
         typer.echo(f"warning: {warning}", err=True)

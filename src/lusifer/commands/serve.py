@@ -11,6 +11,7 @@ from .options import (
     DeviceOption,
     ModelArgument,
     QuantizeOption,
+    RouteOption,
     ThreadsOption,
     load_encoder_or_exit,
 )
@@ -25,6 +26,7 @@ def serve_command(
     backend: BackendOption = "torch",
     quantize: QuantizeOption = None,
     device: DeviceOption = None,
+    route: RouteOption = None,
     threads: ThreadsOption = None,
     max_batch_size: Annotated[
         int, typer.Option(min=1, help="Most texts gathered into one micro-batch.")
@@ -61,7 +63,7 @@ def serve_command(
     warning = exposure_warning(host, api_key)
     if warning:
         typer.echo(warning, err=True)
-    encoder = load_encoder_or_exit(model, backend, quantize, threads, device)
+    encoder = load_encoder_or_exit(model, backend, quantize, threads, device, route)
     settings = ServerSettings(
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,

@@ -42,6 +42,8 @@ class MtebEncoder(AbsEncoder):
         encoder: the model (anything with ``encode(texts, *, instruction, kind, ...)`` and ``name``).
         instructions: task name -> instruction, overriding lusifer's table and the task's own prompt.
         show_progress: forwarded to ``encoder.encode``.
+        route: a routed LUSIFER model's route ("auto", "native" or "connector"; None: its
+            default, "auto").
     """
 
     def __init__(
@@ -50,7 +52,11 @@ class MtebEncoder(AbsEncoder):
         instructions: Mapping[str, str | None] | None = None,
         *,
         show_progress: bool = False,
+        route: str | None = None,
     ) -> None:
+        from ..model.routing import with_route
+
+        encoder = with_route(encoder, route)
         self.model = encoder
         self.instructions = dict(instructions or {})
         self.show_progress = show_progress

@@ -20,6 +20,7 @@ from sentence_transformers.sentence_transformer.modules import Normalize
 
 from ..model.loading import is_lusifer_checkpoint
 from ..model.lusifer import LusiferModel
+from ..model.routing import check_route
 
 LUSIFER_SUBFOLDER = "lusifer"
 MODULES_FILE = "modules.json"
@@ -28,7 +29,7 @@ MODULES_FILE = "modules.json"
 class LusiferModule(InputModule):
     """Wraps :class:`LusiferModel` for sentence-transformers (text input, pooled output)."""
 
-    config_keys = ["use_head", "max_seq_length"]
+    config_keys = ["use_head", "max_seq_length", "route"]
     config_file_name = "lusifer_module.json"
 
     def __init__(
@@ -36,6 +37,7 @@ class LusiferModule(InputModule):
         model: LusiferModel | str | Path,
         use_head: bool = False,
         max_seq_length: int | None = None,
+        route: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, LusiferModel):
@@ -44,6 +46,12 @@ class LusiferModule(InputModule):
         self.tokenizer = model.tokenizer
         self.use_head = use_head
         self.max_seq_length = max_seq_length or model.config.max_length
+        # a routed model's route ("auto": English on the target alone), as in encode
+        self.route = check_route(
+            route or ("auto" if model.routed else "connector"), routed=model.routed
+        )
+        if use_head and self.route != "connector":
+            raise ValueError("use_head=True has no native route; give route='connector'")
 
     def preprocess(
         self,
@@ -56,17 +64,46 @@ class LusiferModule(InputModule):
         ``task`` ("query"/"document", set by ``encode_query``/``encode_document``) the kind."""
         kind = task if task in ("query", "document") else "query"
         texts = [t if isinstance(t, str) else t[0] for t in inputs]
-        enc = self.model.tokenize(
-            texts, instruction=prompt or None, kind=kind, max_length=self.max_seq_length
+        routes = (
+            self.model.router.routes(texts) if self.route == "auto" else [self.route] * len(texts)
         )
-        # pool_mask appears when the model pools over the text only (no instruction)
-        return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "pool_mask")}
+        rows = {r: [i for i, got in enumerate(routes) if got == r] for r in ("connector", "native")}
+        features: dict[str, torch.Tensor] = {
+            f"{r}_rows": torch.tensor(index, dtype=torch.long) for r, index in rows.items()
+        }
+        if rows["connector"]:
+            enc = self.model.tokenize(
+                [texts[i] for i in rows["connector"]],
+                instruction=prompt or None,
+                kind=kind,
+                max_length=self.max_seq_length,
+            )
+            # pool_mask appears when the model pools over the text only (no instruction)
+            features.update(
+                {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "pool_mask")}
+            )
+        if rows["native"]:
+            enc = self.model.native_route.tokenize(
+                [texts[i] for i in rows["native"]], kind=kind, instruction=prompt or None
+            )
+            features["native_input_ids"] = enc["input_ids"]
+            features["native_attention_mask"] = enc["attention_mask"]
+        return features
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        extra = {"pool_mask": features["pool_mask"]} if "pool_mask" in features else {}
-        features["sentence_embedding"] = self.model(
-            features["input_ids"], features["attention_mask"], use_head=self.use_head, **extra
-        ).float()
+        connector, native = features["connector_rows"], features["native_rows"]
+        out = torch.zeros(len(connector) + len(native), self.model.embedding_size)
+        out = out.to(self.model.device)
+        if len(connector):
+            extra = {"pool_mask": features["pool_mask"]} if "pool_mask" in features else {}
+            out[connector] = self.model(
+                features["input_ids"], features["attention_mask"], use_head=self.use_head, **extra
+            ).float()
+        if len(native):
+            out[native] = self.model.native_route(
+                features["native_input_ids"], features["native_attention_mask"]
+            ).float()
+        features["sentence_embedding"] = out
         return features
 
     def get_sentence_embedding_dimension(self) -> int:
@@ -104,21 +141,25 @@ def to_sentence_transformer(
     *,
     use_head: bool = False,
     device: str | None = None,
+    route: str | None = None,
 ) -> SentenceTransformer:
     """A ``SentenceTransformer`` from a ``LusiferModel``, a LUSIFER folder, or a folder
     written by :func:`save_sentence_transformer` (no ``trust_remote_code`` needed: the
-    module class is ours, not imported from the folder)."""
+    module class is ours, not imported from the folder). ``route`` fixes a routed
+    model's route ("auto", "native", "connector"; default: the model's "auto")."""
     if isinstance(model_or_path, LusiferModel):
-        module = LusiferModule(model_or_path, use_head=use_head)
+        module = LusiferModule(model_or_path, use_head=use_head, route=route)
     else:
         path = Path(model_or_path)
         if (path / MODULES_FILE).is_file() and (path / LUSIFER_SUBFOLDER).is_dir():
             _check_modules_file(path)
             module = LusiferModule.load(str(path))
         elif is_lusifer_checkpoint(path):
-            module = LusiferModule(path, use_head=use_head)
+            module = LusiferModule(path, use_head=use_head, route=route)
         else:
-            module = LusiferModule(LusiferModel.from_pretrained(path), use_head=use_head)
+            module = LusiferModule(
+                LusiferModel.from_pretrained(path), use_head=use_head, route=route
+            )
     st = SentenceTransformer(modules=[module, Normalize()], device=device or "cpu")
     return st
 

@@ -41,9 +41,8 @@ def sampled_digest(module: nn.Module) -> str:
 class PlainEmbedder(nn.Module):
     """A backbone + pooling. Bundled offline backbones bring their own query/document
     prefixes (``query: ``/``passage: `` for multilingual-e5); instructions are ignored,
-    since these models were not trained with ours."""
-
-    uses_instructions = False
+    since these models were not trained with ours, unless a prefix holds
+    ``{instruction}``."""
 
     def __init__(
         self,
@@ -64,6 +63,12 @@ class PlainEmbedder(nn.Module):
         self.max_length = min(max_length, getattr(self.tokenizer, "model_max_length", max_length))
         self.reference = backbone.reference
         self.name = backbone.reference
+
+    @property
+    def uses_instructions(self) -> bool:
+        """Whether a prefix reads the task instruction (evaluation then embeds a text
+        once per instruction, not once for every task)."""
+        return any("{instruction}" in p for p in self.prefixes.values())
 
     @classmethod
     def load(cls, reference: str, *, max_length: int = 512) -> PlainEmbedder:
@@ -93,13 +98,22 @@ class PlainEmbedder(nn.Module):
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
     def tokenize(
-        self, texts: list[str], *, kind: TextKind = "query", max_length: int | None = None
+        self,
+        texts: list[str],
+        *,
+        kind: TextKind = "query",
+        max_length: int | None = None,
+        instruction: str | None = None,
     ) -> BatchEncoding:
-        """Prefixed, clipped and padded token ids (CPU tensors) for ``texts``."""
+        """Prefixed, clipped and padded token ids (CPU tensors) for ``texts``. A prefix
+        holding ``{instruction}`` (an instruction-tuned embedder's, e.g. E5-Mistral's) takes
+        ``instruction``, and is left out when there is none."""
         if kind not in self.prefixes:
             raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
         max_length = max_length or self.max_length
         prefix = self.prefixes[kind]
+        if "{instruction}" in prefix:
+            prefix = prefix.replace("{instruction}", instruction) if instruction else ""
         return self.tokenizer(
             [prefix + clip_text(t, max_length) for t in texts],
             padding=True,
@@ -140,19 +154,22 @@ class PlainEmbedder(nn.Module):
         max_length: int | None = None,
         normalize: bool = True,
         device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
         show_progress: bool = False,
         convert_to: str = "numpy",
     ) -> np.ndarray | torch.Tensor:
-        """Embed texts with this backbone alone (``instruction`` is ignored)."""
-        validate_options(instruction, kind, max_length)
-        del instruction
+        """Embed texts with this backbone alone (``instruction`` is ignored unless a
+        prefix asks for it)."""
+        instruction = validate_options(instruction, kind, max_length)
         if device is not None:
             self.to(device)
         run_device = next(self.parameters()).device
 
         def embed_batch(batch: list[str]) -> torch.Tensor:
-            enc = self.tokenize(batch, kind=kind, max_length=max_length).to(run_device)
-            return self(enc["input_ids"], enc["attention_mask"])
+            enc = self.tokenize(batch, kind=kind, max_length=max_length, instruction=instruction)
+            enc = enc.to(run_device)
+            with torch.autocast(run_device.type, dtype=dtype, enabled=dtype is not None):
+                return self(enc["input_ids"], enc["attention_mask"])
 
         return encode_in_batches(
             texts,

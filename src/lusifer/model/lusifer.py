@@ -16,7 +16,7 @@ from transformers import BatchEncoding
 
 from ..backbones import Backbone, load_backbone
 from ..config import ConfigError, LusiferConfig, from_dict
-from ..encoding import clip_text, encode_in_batches, validate_options
+from ..encoding import clip_text, encode_in_batches, validate_options, validate_texts
 from ..files import atomic_folder
 from ..types import TextKind, UploadOptions
 from .connector import Connector
@@ -33,6 +33,8 @@ from .loading import (
 from .lora import add_lora, has_lora, load_lora_state_dict, lora_state_dict, merge_lora
 from .pooling import pool, pooling_mask
 from .prompts import format_prompt
+from .router import LanguageRouter
+from .routing import NativeRoute, check_route, complete_route_settings, encode_routed
 from .target import TargetModel, unwrap
 
 __all__ = [
@@ -75,6 +77,9 @@ class LusiferModel(nn.Module):
         if config.target_lora is not None:
             self.target.model = add_lora(self.target.model, config.target_lora)
         self.name = f"lusifer[{config.encoder} -> {config.target}]"
+        if config.routes is not None:
+            config.routes = complete_route_settings(config.routes, target, config.pooling)
+        self._router: LanguageRouter | None = None
         # Set by training while the encoder is frozen on CPU (an onnxruntime session, see
         # ``lusifer.onnx.runtime.OnnxEncoderStates``); None: the torch encoder runs.
         self.encoder_runner: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
@@ -150,6 +155,28 @@ class LusiferModel(nn.Module):
     @property
     def embedding_size(self) -> int:
         return self.target.hidden_size
+
+    @property
+    def routed(self) -> bool:
+        """Whether English text takes the native route (``config.routes``)."""
+        return self.config.routes is not None
+
+    @property
+    def router(self) -> LanguageRouter:
+        """The language router of a routed model (built on first use)."""
+        if self.config.routes is None:
+            raise ValueError("this model is not routed (config.routes is None)")
+        if self._router is None:
+            self._router = LanguageRouter.from_settings(self.config.routes.router)
+        return self._router
+
+    @property
+    def native_route(self) -> NativeRoute:
+        """The target alone (adapters off, its own prompt, limit and pooling) as a plain
+        embedder sharing this model's target weights."""
+        if self.config.routes is None:
+            raise ValueError("this model is not routed (config.routes is None)")
+        return NativeRoute(self.target, self.config.target, self.config.routes)
 
     @property
     def uses_instructions(self) -> bool:
@@ -294,11 +321,58 @@ class LusiferModel(nn.Module):
         show_progress: bool = False,
         convert_to: str = "numpy",
         use_head: bool = False,
+        route: str | None = None,
     ) -> np.ndarray | torch.Tensor:
-        """Embed texts: float32 rows in input order (pre-head vectors unless ``use_head``)."""
+        """Embed texts: float32 rows in input order (pre-head vectors unless ``use_head``).
+
+        ``route`` (routed models): "auto" (the default) sends text the router judges
+        English to the target alone and the rest through the connector; "native" or
+        "connector" sends every text one way. An unrouted model has only "connector"."""
         instruction = validate_options(instruction, kind, max_length)
+        route = check_route(route or ("auto" if self.routed else "connector"), routed=self.routed)
         if device is not None:
             self.to(device)
+        options = dict(
+            instruction=instruction,
+            kind=kind,
+            batch_size=batch_size,
+            max_length=max_length,
+            normalize=normalize,
+            dtype=dtype,
+            show_progress=show_progress,
+            use_head=use_head,
+        )
+        if route == "connector":
+            return self._encode_connector(texts, convert_to=convert_to, **options)
+        if use_head:
+            raise ValueError(
+                "use_head=True has no native route (the head's space is not the target's)"
+            )
+        native = self.native_route
+        del options["use_head"]
+        return encode_routed(
+            texts,
+            self.router.routes(validate_texts(texts)) if route == "auto" else route,
+            lambda batch: native.encode(batch, convert_to="torch", **options),
+            lambda batch: self._encode_connector(batch, convert_to="torch", **options),
+            dim=self.embedding_size,
+            convert_to=convert_to,
+        )
+
+    def _encode_connector(
+        self,
+        texts: str | list[str],
+        *,
+        instruction: str | None,
+        kind: TextKind,
+        batch_size: int,
+        max_length: int | None,
+        normalize: bool,
+        dtype: torch.dtype | None,
+        show_progress: bool,
+        convert_to: str,
+        use_head: bool = False,
+    ) -> np.ndarray | torch.Tensor:
         run_device = self.device
         was_training = self.training
         self.eval()
@@ -336,14 +410,17 @@ class LusiferModel(nn.Module):
         returns it unchanged). A merged model keeps its fingerprint, encodes, exports and
         saves with ``save_pretrained(merge=True)``; it can no longer be trained or saved as
         adapters. ``lusifer encode/evaluate/serve`` load models this way."""
-        adapted = [m for m in (self.encoder, self.target.model) if has_lora(m)]
+        # a routed model's native route runs the target with its adapters off: they stay
+        mergeable = [self.encoder] if self.routed else [self.encoder, self.target.model]
+        adapted = [m for m in mergeable if has_lora(m)]
         if self.lora_merged or not adapted:
             return self
         if any(p.dtype != torch.float32 for m in adapted for p in m.parameters()):
             return self
         self._adapter_fingerprint = self.fingerprint()
         self.encoder = merge_lora(self.encoder)
-        self.target.model = merge_lora(self.target.model)
+        if not self.routed:
+            self.target.model = merge_lora(self.target.model)
         self.lora_merged = True
         return self
 
@@ -373,6 +450,8 @@ class LusiferModel(nn.Module):
         if self._adapter_fingerprint is not None:
             return self._adapter_fingerprint
         h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True, default=str).encode())
+        if self.routed:  # another detector version may route texts differently
+            h.update(json.dumps(self.router.describe(), sort_keys=True, default=str).encode())
         for key, tensor in sorted(self.trained_state_dict().items()):
             h.update(key.encode())
             h.update(tensor.float().numpy().tobytes())

@@ -66,6 +66,25 @@ class TargetModel(nn.Module):
             for m, value in zip(modules, saved, strict=True):
                 m.is_causal = value
 
+    @contextlib.contextmanager
+    def original(self) -> Iterator[None]:
+        """The target as it was before LUSIFER: no dropout, LoRA adapters switched off.
+
+        peft switches adapters back on by making them trainable again; their trainable
+        flags are restored here, or a frozen target LoRA would collect gradients that no
+        optimizer clears (and that the next stage would then start from)."""
+        was_training = self.training
+        trainable = {name: p.requires_grad for name, p in self.named_parameters()}
+        self.eval()
+        disable = getattr(self.model, "disable_adapter", None)
+        try:
+            with disable() if callable(disable) else contextlib.nullcontext():
+                yield
+        finally:
+            self.train(was_training)
+            for name, p in self.named_parameters():
+                p.requires_grad_(trainable[name])
+
     def hidden_states(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, *, causal: bool = False
     ) -> torch.Tensor:

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..encoding import encode_in_batches, validate_options
+from ..encoding import encode_in_batches, validate_options, validate_texts
 from ..model.embedder import PlainEmbedder
 from ..model.lusifer import LusiferModel
+from ..model.routing import check_route, encode_routed
 from ..threads import thread_policy
 from ..types import TextKind
 from .export import (
@@ -83,6 +84,14 @@ class OnnxLusifer(_OnnxGraph):
         self._open(onnx_path, model, threads, "onnx, int8" if int8 else "onnx")
         self.config = model.config
         self.use_head = use_head
+        # a routed model's native route: the target alone, on its own (fp32) graph
+        self.native: OnnxPlainEmbedder | None = None
+        self.router = None
+        if model.routed:
+            self.native = OnnxPlainEmbedder.from_embedder(
+                model.native_route, threads=threads, export_dir=Path(onnx_path).parent
+            )
+            self.router = model.router
 
     @classmethod
     def from_model(
@@ -151,9 +160,11 @@ class OnnxLusifer(_OnnxGraph):
         show_progress: bool = False,
         convert_to: str = "numpy",
         use_head: bool | None = None,
+        route: str | None = None,
     ) -> np.ndarray | torch.Tensor:
-        """Embed texts (float32 rows in input order). ``device``/``dtype`` exist for
-        signature parity: only CPU float32 graphs are run."""
+        """Embed texts (float32 rows in input order), on the routes of
+        :meth:`LusiferModel.encode`. ``device``/``dtype`` exist for signature parity: only
+        CPU float32 graphs are run."""
         instruction = validate_options(instruction, kind, max_length)
         _check_cpu(device)
         if use_head is not None and use_head != self.use_head:
@@ -162,6 +173,40 @@ class OnnxLusifer(_OnnxGraph):
                 f"use_head={use_head}"
             )
         del dtype
+        routed = self.native is not None
+        route = check_route(route or ("auto" if routed else "connector"), routed=routed)
+        options = dict(
+            instruction=instruction,
+            kind=kind,
+            batch_size=batch_size,
+            max_length=max_length,
+            normalize=normalize,
+            show_progress=show_progress,
+        )
+        if route != "connector":
+            native = self.native
+            return encode_routed(
+                texts,
+                self.router.routes(validate_texts(texts)) if route == "auto" else route,
+                lambda batch: native.encode(batch, convert_to="torch", **options),
+                lambda batch: self._encode_connector(batch, convert_to="torch", **options),
+                dim=self.embedding_size,
+                convert_to=convert_to,
+            )
+        return self._encode_connector(texts, convert_to=convert_to, **options)
+
+    def _encode_connector(
+        self,
+        texts: str | list[str],
+        *,
+        instruction: str | None,
+        kind: TextKind,
+        batch_size: int,
+        max_length: int | None,
+        normalize: bool,
+        show_progress: bool,
+        convert_to: str,
+    ) -> np.ndarray | torch.Tensor:
 
         def embed_batch(batch: list[str]) -> torch.Tensor:
             enc = self.tokenize(batch, instruction=instruction, kind=kind, max_length=max_length)
@@ -185,7 +230,7 @@ class OnnxPlainEmbedder(_OnnxGraph):
     """Same ``encode`` contract as :class:`PlainEmbedder` (a baseline backbone alone, e.g.
     the target or the encoder), run through onnxruntime; encoder backbones only."""
 
-    uses_instructions = False
+    uses_instructions = PlainEmbedder.uses_instructions
 
     def __init__(
         self, onnx_path: str | Path, embedder: PlainEmbedder, *, threads: int | None = None
@@ -224,13 +269,13 @@ class OnnxPlainEmbedder(_OnnxGraph):
         show_progress: bool = False,
         convert_to: str = "numpy",
     ) -> np.ndarray | torch.Tensor:
-        """Embed texts with the backbone alone (``instruction`` is ignored)."""
-        validate_options(instruction, kind, max_length)
-        del instruction
+        """Embed texts with the backbone alone (``instruction`` is ignored unless a prefix
+        asks for it)."""
+        instruction = validate_options(instruction, kind, max_length)
         _check_cpu(device)
 
         def embed_batch(batch: list[str]) -> torch.Tensor:
-            enc = self.tokenize(batch, kind=kind, max_length=max_length)
+            enc = self.tokenize(batch, kind=kind, max_length=max_length, instruction=instruction)
             feeds = {n: enc[n].numpy().astype(np.int64) for n in PLAIN_INPUT_NAMES}
             return torch.from_numpy(self.session.run(None, feeds)[0])
 

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from ..config import LusiferConfig
+from ..model.routing import ROUTES, is_routed
 from ..types import reads_instructions
 from .batcher import MicroBatcher, QueueFullError, ShuttingDownError
 from .errors import ApiError
@@ -102,12 +104,28 @@ def _lone_surrogate(text: str) -> int | None:
     return None
 
 
+def available_routes(encoder) -> tuple[str, ...]:
+    """The routes a request may ask for: all three on a routed LUSIFER model (one, with
+    "auto", when served with ``--route``), "connector" on an unrouted one, "native" on a
+    backbone alone; "auto" (the default) always."""
+    fixed = getattr(encoder, "route", None)
+    if fixed is not None:
+        return ("auto", fixed)
+    if is_routed(encoder):
+        return ROUTES
+    if isinstance(getattr(encoder, "config", None), LusiferConfig):
+        return ("auto", "connector")
+    return ("auto", "native")
+
+
 def make_encode_fn(encoder, *, max_length: int | None, batch_size: int):
     """The worker's callable: unit vectors and per-text token counts (encoder tokenizer)."""
     tokenizer = getattr(encoder, "tokenizer", None)
 
-    def encode(texts: list[str], instruction: str | None, kind: str):
+    def encode(texts: list[str], instruction: str | None, kind: str, route: str | None = None):
         kwargs = {"max_length": max_length} if max_length is not None else {}
+        if route is not None:
+            kwargs["route"] = route
         vectors = encoder.encode(
             texts,
             instruction=instruction,
@@ -144,6 +162,8 @@ def create_app(
     # A model built with ``use_instructions: false`` reads bare text; requests that send an
     # instruction still succeed (OpenAI clients cannot drop fields) and get a header saying so.
     uses_instructions = reads_instructions(encoder)
+    routes = available_routes(encoder)
+
     batcher = MicroBatcher(
         make_encode_fn(
             encoder, max_length=settings.max_length, batch_size=settings.encode_batch_size
@@ -299,8 +319,16 @@ def create_app(
                 param="dimensions",
             )
         instruction = body.instruction if uses_instructions else None
+        if body.route is not None and body.route not in routes:
+            raise ApiError(
+                400,
+                f"'route' is {body.route!r}; this model takes {', '.join(routes)}",
+                param="route",
+            )
+        # only a routed model is told its route; the others have one route each
+        route = body.route if is_routed(encoder) and body.route != "auto" else None
         try:
-            vectors, tokens = await batcher.submit(texts, instruction, body.kind)
+            vectors, tokens = await batcher.submit(texts, instruction, body.kind, route)
         except QueueFullError as err:
             raise overloaded(err) from None
         except ShuttingDownError as err:

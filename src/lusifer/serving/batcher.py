@@ -26,8 +26,9 @@ class ShuttingDownError(RuntimeError):
     """The server is stopping and takes no new work."""
 
 
-# (texts, instruction, kind) -> (unit vectors [n, d], token counts [n])
-EncodeFn = Callable[[list[str], str | None, str], tuple[np.ndarray, list[int]]]
+# (texts, instruction, kind, route) -> (unit vectors [n, d], token counts [n]); route None:
+# the model's default
+EncodeFn = Callable[[list[str], str | None, str, str | None], tuple[np.ndarray, list[int]]]
 
 
 @dataclass
@@ -36,15 +37,17 @@ class _Job:
     instruction: str | None
     kind: str
     future: asyncio.Future = field(repr=False)
+    route: str | None = None
 
     @property
-    def group(self) -> tuple[str | None, str]:
-        return (self.instruction, self.kind)
+    def group(self) -> tuple[str | None, str, str | None]:
+        return (self.instruction, self.kind, self.route)
 
 
 class MicroBatcher:
     """Collects requests for up to ``max_wait_ms`` (or until ``max_batch_size`` texts),
-    then encodes each (instruction, kind) group in one call on a single worker thread.
+    then encodes each (instruction, kind, route) group in one call on a single worker
+    thread.
 
     The queue holds at most ``max_queue`` requests; :meth:`submit` raises
     :class:`QueueFullError` beyond that instead of growing without bound, with a
@@ -116,14 +119,14 @@ class MicroBatcher:
             self._executor.shutdown(wait=True)
 
     async def submit(
-        self, texts: list[str], instruction: str | None, kind: str
+        self, texts: list[str], instruction: str | None, kind: str, route: str | None = None
     ) -> tuple[np.ndarray, list[int]]:
         """Queue ``texts`` and wait for their unit vectors and token counts."""
         if self.closing or self._queue is None:
             raise ShuttingDownError("the server is shutting down")
         future = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Job(texts, instruction, kind, future))
+            self._queue.put_nowait(_Job(texts, instruction, kind, future, route))
         except asyncio.QueueFull:
             raise self.queue_full_error() from None
         return await future
@@ -157,16 +160,16 @@ class MicroBatcher:
             if first is None:
                 break
             jobs, stop = await self._collect(first)
-            groups: dict[tuple[str | None, str], list[_Job]] = {}
+            groups: dict[tuple[str | None, str, str | None], list[_Job]] = {}
             for job in jobs:
                 if not job.future.done():  # the client may have gone away
                     groups.setdefault(job.group, []).append(job)
             started = time.perf_counter()
-            for (instruction, kind), members in groups.items():
+            for (instruction, kind, route), members in groups.items():
                 texts = [t for job in members for t in job.texts]
                 try:
                     vectors, tokens = await loop.run_in_executor(
-                        self._executor, self.encode, texts, instruction, kind
+                        self._executor, self.encode, texts, instruction, kind, route
                     )
                 except Exception as err:  # reported to every waiting request
                     for job in members:

@@ -30,6 +30,11 @@ class EmbeddingRequest(BaseModel):
     kind: Literal["query", "document"] = Field(
         default="query", description="query or document: picks the prompt template."
     )
+    route: Literal["auto", "native", "connector"] | None = Field(
+        default=None,
+        description="A routed model's route: auto (English on the target alone, the rest "
+        "through the connector), native or connector for every text.",
+    )
     user: str | None = Field(default=None, description="Ignored (OpenAI compatibility).")
 
 

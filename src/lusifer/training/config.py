@@ -175,6 +175,10 @@ class StageConfig:
     # embedding of the same English text (InfoNCE at `temperature`). For targets that are
     # already embedders (the demo's MiniLM): it keeps their English neighbourhoods.
     target_distill: float = 0.0
+    # ours, routed models only (model.routes): weight of the cross-route contrastive
+    # term, queries on the frozen native route against connector-route candidates and
+    # connector-route queries against native candidates (the existing-index case)
+    cross_route: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None:
@@ -197,6 +201,8 @@ class StageConfig:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.target_distill < 0:
             raise ConfigError(f"target_distill must be >= 0, got {self.target_distill}")
+        if self.cross_route < 0:
+            raise ConfigError(f"cross_route must be >= 0, got {self.cross_route}")
         if self.target_distill > 0 and self.use_head:
             raise ConfigError(
                 "target_distill compares embeddings with the target's own, so it needs "

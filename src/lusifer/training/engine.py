@@ -37,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+from ..config import ConfigError
 from ..files import atomic_folder, atomic_write, discard, remove_partial
 from ..model import LusiferModel
 from ..model.lusifer import CheckpointError
@@ -96,6 +97,9 @@ class TrainingModule(nn.Module):
             return token_distillation_loss(self.model, **batch)
         if objective == "teacher":
             return target_own_embedding(self.model, **batch)
+        if objective == "native":  # a routed model's native route (no gradient reaches it)
+            with torch.no_grad():
+                return self.model.native_route(batch["input_ids"], batch["attention_mask"])
         raise ValueError(f"unknown objective {objective!r}")
 
 
@@ -282,6 +286,11 @@ class StageTrainer:
         self.rank = accelerator.process_index
         if accelerator.device.type == "cpu":  # this process's share of the cores
             thread_policy().apply_to_torch()
+        if config.cross_route > 0 and not model.routed:
+            raise ConfigError(
+                f"{stage}.cross_route needs a routed model (model.routes): an unrouted model "
+                "has no native route to train against"
+            )
         if config.batch_size % self.world:
             raise ValueError(
                 f"{stage}.batch_size={config.batch_size} must be divisible by the number of "
@@ -402,6 +411,31 @@ class StageTrainer:
             "target_ids": enc["input_ids"].to(device),
             "target_mask": enc["attention_mask"].to(device),
         }
+
+    def _native_embeddings(
+        self, texts: list[str], kinds: list[str], instructions: list[str | None]
+    ) -> torch.Tensor:
+        """The native route's embeddings of ``texts`` (rows in order, no gradient): each
+        kind with its own prompt, cut at the run's ``max_length``."""
+        native = self.model.native_route
+        device = self.accelerator.device
+        out = torch.zeros(len(texts), self.model.embedding_size, device=device)
+        embed = lambda batch: self.module("native", **batch)  # noqa: E731
+        rows = self.run.length_bucket_rows
+        groups: dict[tuple[str, str | None], list[int]] = {}
+        for i, key in enumerate(zip(kinds, instructions, strict=True)):
+            groups.setdefault(key, []).append(i)
+        for (kind, instruction), index in groups.items():
+            enc = native.tokenize(
+                [texts[i] for i in index],
+                kind=kind,  # type: ignore[arg-type]
+                max_length=self.run.max_length,
+                instruction=instruction if self.model.config.use_instructions else None,
+            )
+            inputs = {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
+            reps = embed_by_length(embed, inputs, rows) if rows else embed(inputs)
+            out[torch.tensor(index, device=device)] = reps.float()
+        return out
 
     def _lm_target(self, example: AlignmentExample) -> str:
         """What the LM writes: the prompted text for reconstruction, else the answer."""
@@ -532,26 +566,24 @@ class StageTrainer:
 
         positive_owner, negative_owner = global_owners(pos_owners), global_owners(neg_owners)
 
-        teacher = None
-        if cfg.target_distill > 0:
+        local_teacher = None
+        if self.model.routed and (cfg.target_distill > 0 or cfg.cross_route > 0):
+            # the native route's embedding of each text: the space both routes share
+            local_teacher = self._native_embeddings(texts, kinds, insts)
+        elif cfg.target_distill > 0:
             # the target's own embedding of each text, read without the instruction
             with torch.no_grad():
                 own = self._target_tokens(texts, self.run.max_length)
                 teach = lambda batch: self.module("teacher", **batch)  # noqa: E731
                 rows = self.run.length_bucket_rows
-                teacher = gather_with_grad(
+                local_teacher = (
                     embed_by_length(teach, own, rows, "target_mask") if rows else teach(own)
                 )
+        teacher = gather_with_grad(local_teacher) if local_teacher is not None else None
         parts: dict[str, float] = {}
 
-        def loss_fn(reps: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():  # near 1 when every text gets the same embedding
-                unit = F.normalize(reps.detach().float(), dim=-1)
-                parts["mean_cosine"] = float((unit @ unit.T).mean())
-            q = gather_with_grad(reps[:n_q])
-            p = gather_with_grad(reps[n_q : n_q + n_p])
-            n = gather_with_grad(reps[n_q + n_p :])
-            loss = contrastive_loss(
+        def contrastive(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+            return contrastive_loss(
                 cfg.loss,
                 q,
                 p,
@@ -563,13 +595,36 @@ class StageTrainer:
                 similarity=cfg.similarity,
                 symmetric=cfg.symmetric,
             )
+
+        def loss_fn(reps: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():  # near 1 when every text gets the same embedding
+                unit = F.normalize(reps.detach().float(), dim=-1)
+                parts["mean_cosine"] = float((unit @ unit.T).mean())
+            q = gather_with_grad(reps[:n_q])
+            p = gather_with_grad(reps[n_q : n_q + n_p])
+            n = gather_with_grad(reps[n_q + n_p :])
+            loss = contrastive(q, p, n)
             if teacher is None:
                 return loss
-            distill = relational_distillation(
-                gather_with_grad(reps), teacher, temperature=cfg.temperature
-            )
-            parts.update(contrastive=float(loss.detach()), target_distill=float(distill.detach()))
-            return loss + cfg.target_distill * distill
+            parts["contrastive"] = float(loss.detach())
+            if cfg.target_distill > 0:
+                distill = relational_distillation(
+                    gather_with_grad(reps), teacher, temperature=cfg.temperature
+                )
+                parts["target_distill"] = float(distill.detach())
+                loss = loss + cfg.target_distill * distill
+            if cfg.cross_route > 0:
+                # one side on the frozen native route, the other on the connector route,
+                # both ways: a non-English query finds an English document the target
+                # embedded alone, and an English query a non-English document
+                nq, np_, nn_ = (
+                    gather_with_grad(part)
+                    for part in local_teacher.split([n_q, n_p, len(texts) - n_q - n_p])
+                )
+                cross = (contrastive(nq, p, n) + contrastive(q, np_, nn_)) / 2
+                parts["cross_route"] = float(cross.detach())
+                loss = loss + cfg.cross_route * cross
+            return loss
 
         def embed(chunk: dict[str, torch.Tensor]) -> torch.Tensor:
             return self.module("embed", use_head=cfg.use_head, **chunk)

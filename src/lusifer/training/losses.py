@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 
@@ -11,26 +9,6 @@ from ..model import LusiferModel
 from ..model.pooling import pool
 
 IGNORE_INDEX = -100
-
-
-@contextlib.contextmanager
-def _teacher_mode(target: torch.nn.Module):
-    """The target as it was before LUSIFER: no dropout, LoRA adapters switched off.
-
-    peft switches adapters back on by making them trainable again; their trainable flags
-    are restored here, or a frozen target LoRA would collect gradients that no optimizer
-    clears (and that the next stage would then start from)."""
-    was_training = target.training
-    trainable = {name: p.requires_grad for name, p in target.named_parameters()}
-    target.eval()
-    disable = getattr(target.model, "disable_adapter", None)
-    try:
-        with disable() if callable(disable) else contextlib.nullcontext():
-            yield
-    finally:
-        target.train(was_training)
-        for name, p in target.named_parameters():
-            p.requires_grad_(trainable[name])
 
 
 def build_lm_inputs(
@@ -109,8 +87,13 @@ def lm_alignment_loss(
 def target_own_embedding(
     model: LusiferModel, target_ids: torch.Tensor, target_mask: torch.Tensor
 ) -> torch.Tensor:
-    """The teacher: the original target's pooled embedding of its own tokens (no gradient)."""
-    with torch.no_grad(), _teacher_mode(model.target):
+    """The teacher: the original target's pooled embedding of its own tokens (no
+    gradient); for a routed model, its native route (the target's own pooling and
+    attention, adapters off), the space both routes share."""
+    if model.routed:
+        with torch.no_grad():
+            return model.native_route(target_ids, target_mask)
+    with torch.no_grad(), model.target.original():
         own = model.target.input_embeddings()(target_ids)
         return pool(model.target.hidden_states(own, target_mask), target_mask, model.config.pooling)
 

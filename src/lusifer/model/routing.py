@@ -1,0 +1,222 @@
+"""Routing: English text on the target alone (the native route), every other text through
+the encoder and connector (the connector route), both landing in the target's own space.
+
+The native route runs the target exactly as it runs alone: its own tokenizer, prompt,
+token limit and pooling, with no LoRA, connector or head applied, so an English vector
+of a routed model is the target's vector, and an index the target built stays valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ..backbones import Backbone
+from ..config import ConfigError, LusiferConfig, RouteSettings
+from ..encoding import validate_texts
+from .embedder import PlainEmbedder
+from .router import LanguageRouter
+from .target import TargetModel
+
+Route = Literal["auto", "native", "connector"]
+ROUTES: tuple[str, ...] = ("auto", "native", "connector")
+# sentence-transformers' pooling modes -> ours
+_ST_POOLING = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_lasttoken": "last",
+}
+
+
+def check_route(route: object, *, routed: bool) -> str:
+    """``route`` as given, refused when unknown or when the model has no native route."""
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {list(ROUTES)}, got {route!r:.40}")
+    if not routed and route != "connector":
+        raise ValueError(
+            f"route={route!r} needs a routed model (model.routes in its config); this model "
+            "sends every text through the connector (route='connector')"
+        )
+    return str(route)
+
+
+def _read_json(folder: str, name: str) -> dict[str, Any] | None:
+    """A JSON file of a backbone folder (or of its hub repo, when reachable), else None."""
+    path = Path(folder) / name
+    if not path.is_file():
+        if Path(folder).is_dir():
+            return None
+        try:
+            from transformers.utils import cached_file
+
+            found = cached_file(folder, name, _raise_exceptions_for_missing_entries=False)
+        except OSError:
+            return None
+        if found is None:
+            return None
+        path = Path(found)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _own_settings(target: Backbone) -> dict[str, Any]:
+    """What the target does alone: a bundled backbone's registry entry, else its
+    sentence-transformers files (pooling, token limit, query/document prompts)."""
+    own: dict[str, Any] = {}
+    pooling = _read_json(target.path, "1_Pooling/config.json") or {}
+    modes = [ours for key, ours in _ST_POOLING.items() if pooling.get(key)]
+    if modes:
+        own["pooling"] = modes[0]
+    limit = (_read_json(target.path, "sentence_bert_config.json") or {}).get("max_seq_length")
+    if isinstance(limit, int) and limit > 0:
+        own["max_length"] = limit
+    prompts = (_read_json(target.path, "config_sentence_transformers.json") or {}).get("prompts")
+    if isinstance(prompts, dict):
+        for kind, names in (("query", ("query",)), ("document", ("document", "passage"))):
+            found = [prompts[n] for n in names if isinstance(prompts.get(n), str)]
+            if found:
+                own[f"{kind}_prefix"] = found[0]
+    if "/" not in target.reference:
+        from ..backbones.offline import find_offline_backbone
+
+        info = find_offline_backbone(target.reference)
+        if info is not None:
+            own.update(
+                pooling=info.pooling,
+                query_prefix=info.query_prefix,
+                document_prefix=info.document_prefix,
+            )
+    return own
+
+
+def complete_route_settings(
+    settings: RouteSettings, target: Backbone, default_pooling: str
+) -> RouteSettings:
+    """``settings`` with every ``None`` filled from the target's own settings, so the
+    saved config states exactly what the native route does."""
+    own = _own_settings(target)
+    tokenizer_limit = getattr(target.tokenizer, "model_max_length", None)
+    fallback = {
+        "pooling": default_pooling,
+        "query_prefix": "",
+        "document_prefix": "",
+        "max_length": min(512, tokenizer_limit) if isinstance(tokenizer_limit, int) else 512,
+    }
+    filled = {
+        key: own.get(key, fallback[key]) if getattr(settings, key) is None else None
+        for key in fallback
+    }
+    filled = {k: v for k, v in filled.items() if v is not None}
+    # the router's library, version and thresholds, so the folder says how it routes
+    filled["router"] = LanguageRouter.from_settings(settings.router).describe()
+    result = dataclasses.replace(settings, **filled)
+    if result.max_length is not None and result.max_length < 1:
+        raise ConfigError(f"routes.max_length must be >= 1, got {result.max_length}")
+    return result
+
+
+class NativeRoute(PlainEmbedder):
+    """The target alone, as a plain embedder over the routed model's own target module
+    (shared weights): every forward runs with the target's LoRA adapters switched off, so
+    training never changes what it returns."""
+
+    def __init__(self, target: TargetModel, reference: str, settings: RouteSettings) -> None:
+        backbone = Backbone(reference, reference, target.model, target.tokenizer, target.is_decoder)
+        super().__init__(
+            backbone,
+            pooling=str(settings.pooling),
+            query_prefix=str(settings.query_prefix),
+            document_prefix=str(settings.document_prefix),
+            max_length=int(settings.max_length or 512),
+        )
+        # its own limit, not the tokenizer's (sentence-transformers cuts MiniLM at 256)
+        self.max_length = int(settings.max_length or self.max_length)
+        self.name = f"{reference} (native route)"
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with self.backbone.original():
+            return super().forward(input_ids, attention_mask)
+
+
+def encode_routed(
+    texts: str | Sequence[str],
+    routes: list[str] | str,
+    encode_native: Callable[[list[str]], torch.Tensor],
+    encode_connector: Callable[[list[str]], torch.Tensor],
+    *,
+    dim: int,
+    convert_to: str = "numpy",
+) -> np.ndarray | torch.Tensor:
+    """Embed each text on its route (one route for all, or one per text) and return
+    float32 rows in input order; each encode callable returns a [n, dim] tensor."""
+    single = isinstance(texts, str)
+    texts = validate_texts(texts)
+    if convert_to not in ("numpy", "torch"):
+        raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+    per_text = [routes] * len(texts) if isinstance(routes, str) else list(routes)
+    result = torch.zeros(len(texts), dim)
+    for route, encode in (("native", encode_native), ("connector", encode_connector)):
+        rows = [i for i, r in enumerate(per_text) if r == route]
+        if rows:
+            result[torch.tensor(rows)] = encode([texts[i] for i in rows]).float().cpu()
+    out = result.numpy() if convert_to == "numpy" else result
+    return out[0] if single else out
+
+
+class RouteView:
+    """An encoder whose ``encode`` always takes one route (``lusifer evaluate/encode/serve
+    --route``): same model, its own fingerprint and name, so cached results of the two
+    routes never mix."""
+
+    def __init__(self, encoder: Any, route: str) -> None:
+        self.inner = encoder
+        self.route = route
+        self.name = f"{encoder.name} [route {route}]"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def encode(self, texts: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("route", self.route)
+        return self.inner.encode(texts, **kwargs)
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        key = f"{self.inner.fingerprint()}|route={self.route}"
+        return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def is_routed(encoder: Any) -> bool:
+    """Whether ``encoder`` has a native route (a routed LUSIFER model, torch or ONNX)."""
+    config = getattr(encoder, "config", None)
+    return getattr(config, "routes", None) is not None
+
+
+def with_route(encoder: Any, route: str | None) -> Any:
+    """``encoder`` fixed to ``route`` (``None``: as it is). On a routed model "auto" is
+    its default; an unrouted LUSIFER model has only the connector route, and a backbone
+    alone only its own (native) one: other routes are refused with the reason."""
+    if route is None:
+        return encoder
+    if is_routed(encoder):
+        check_route(route, routed=True)
+        return encoder if route == "auto" else RouteView(encoder, route)
+    if isinstance(getattr(encoder, "config", None), LusiferConfig):
+        check_route(route, routed=False)
+        return encoder
+    if route not in ("auto", "native"):
+        raise ValueError(
+            f"{getattr(encoder, 'name', 'this model')} is a backbone alone: it has only its "
+            f"own (native) route, not {route!r:.40}"
+        )
+    return encoder
