@@ -1,6 +1,6 @@
 """The demo's goals, measured in one run of the full demo (not a timed test).
 
-    .venv/bin/python benchmarks/demo_figures.py [--output DIR] [--quick] [--target minilm] [KEY=VALUE ...]
+    .venv/bin/python benchmarks/demo_figures.py [--output DIR] [--quick] [--target minilm] [--routed] [KEY=VALUE ...]
 
 Runs ``lusifer demo`` (resuming whatever is already in DIR, so use a fresh DIR for a
 wall-time figure; converted backbones are cached first and their conversion, like the
@@ -31,6 +31,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--target", default="minilm", choices=["minilm", "smollm2"])
+    parser.add_argument("--routed", action="store_true", help="the routed recipe")
     parser.add_argument("overrides", nargs="*", help="e.g. representation.target_distill=2.0")
     args = parser.parse_args()
 
@@ -42,7 +43,12 @@ def main() -> None:
     output = args.output or Path(tempfile.mkdtemp(prefix="lusifer-demo-bench-"))
     tic = time.perf_counter()
     result = run_demo(
-        output, quick=args.quick, target=args.target, overrides=args.overrides, show_progress=True
+        output,
+        quick=args.quick,
+        target=args.target,
+        overrides=args.overrides,
+        show_progress=True,
+        routed=args.routed,
     )
     wall = time.perf_counter() - tic
     if result is None:

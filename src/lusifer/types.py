@@ -3,11 +3,14 @@ upload options."""
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import Literal, Protocol, TypedDict, get_args, runtime_checkable
 
 import numpy as np
 
 TextKind = Literal["query", "document"]
+# how a model runs: torch, onnxruntime (CPU), or the faster of the two here
+Backend = Literal["torch", "onnx", "auto"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @runtime_checkable

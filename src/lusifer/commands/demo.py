@@ -54,10 +54,10 @@ def demo_command(
     routed: Annotated[
         bool,
         typer.Option(
-            help="Train the routed recipe (English on MiniLM alone, exactly its vectors); "
-            "--no-routed trains the unrouted one (every text through the connector)."
+            help="Train the routed recipe (English on MiniLM alone, exactly its vectors, "
+            "other languages through the connector) instead of the unrouted one."
         ),
-    ] = True,
+    ] = False,
 ) -> None:
     """Train LUSIFER-mini on English only, offline, and show its zero-shot multilingual gain."""
     from ..backbones.cache import CacheError

@@ -74,7 +74,7 @@ def rank_device(device: str | None = None):
     ``cuda:LOCAL_RANK`` when CUDA is present and no device is given (a bare ``cuda`` too),
     the given device otherwise (checked by :func:`lusifer.loading.resolve_device`), or
     None to leave them where they are (no CUDA, no device given)."""
-    from ..loading import local_cuda_device, resolve_device
+    from ..devices import local_cuda_device, resolve_device
 
     if device is None:
         return local_cuda_device()
@@ -101,7 +101,7 @@ def current_shard() -> Shard:
     import torch
     import torch.distributed as dist
 
-    from ..loading import local_cuda_device
+    from ..devices import local_cuda_device
 
     initialised = dist.is_available() and dist.is_initialized()
     world = dist.get_world_size() if initialised else int(os.environ.get("WORLD_SIZE", "1"))

@@ -37,7 +37,7 @@ def load_text_encoder(
     A LUSIFER model comes with its LoRA folded into float32 backbones, to encode faster
     (:meth:`LusiferModel.merge_and_unload`); ``merge_lora=False`` keeps the adapters, as
     :meth:`LusiferModel.from_pretrained` does (to train further)."""
-    from ..loading import place, resolve_device
+    from ..devices import place, resolve_device
 
     target = resolve_device(device)  # a bad device fails before anything is read
     if is_lusifer_checkpoint(reference):

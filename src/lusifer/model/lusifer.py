@@ -16,7 +16,7 @@ from transformers import BatchEncoding
 
 from ..backbones import Backbone, load_backbone
 from ..config import ConfigError, LusiferConfig, from_dict
-from ..encoding import clip_text, encode_in_batches, validate_options, validate_texts
+from ..encoding import clip_text, encode_in_batches, validate_options
 from ..files import atomic_folder
 from ..types import TextKind, UploadOptions
 from .connector import Connector
@@ -332,6 +332,10 @@ class LusiferModel(nn.Module):
         route = check_route(route or ("auto" if self.routed else "connector"), routed=self.routed)
         if device is not None:
             self.to(device)
+        if use_head and route != "connector":
+            raise ValueError(
+                "use_head=True has no native route (the head's space is not the target's)"
+            )
         options = dict(
             instruction=instruction,
             kind=kind,
@@ -340,24 +344,23 @@ class LusiferModel(nn.Module):
             normalize=normalize,
             dtype=dtype,
             show_progress=show_progress,
-            use_head=use_head,
         )
-        if route == "connector":
-            return self._encode_connector(texts, convert_to=convert_to, **options)
-        if use_head:
-            raise ValueError(
-                "use_head=True has no native route (the head's space is not the target's)"
-            )
-        native = self.native_route
-        del options["use_head"]
         return encode_routed(
             texts,
-            self.router.routes(validate_texts(texts)) if route == "auto" else route,
-            lambda batch: native.encode(batch, convert_to="torch", **options),
-            lambda batch: self._encode_connector(batch, convert_to="torch", **options),
+            route,
+            router=self._router_if_routed(),
+            encode_native=lambda batch, to: self.native_route.encode(
+                batch, convert_to=to, **options
+            ),
+            encode_connector=lambda batch, to: self._encode_connector(
+                batch, convert_to=to, use_head=use_head, **options
+            ),
             dim=self.embedding_size,
             convert_to=convert_to,
         )
+
+    def _router_if_routed(self) -> LanguageRouter | None:
+        return self.router if self.routed else None
 
     def _encode_connector(
         self,

@@ -149,25 +149,29 @@ class NativeRoute(PlainEmbedder):
 
 def encode_routed(
     texts: str | Sequence[str],
-    routes: list[str] | str,
-    encode_native: Callable[[list[str]], torch.Tensor],
-    encode_connector: Callable[[list[str]], torch.Tensor],
+    route: str,
     *,
+    router: Any,
+    encode_native: Callable[[Any, str], Any],
+    encode_connector: Callable[[Any, str], Any],
     dim: int,
     convert_to: str = "numpy",
 ) -> np.ndarray | torch.Tensor:
-    """Embed each text on its route (one route for all, or one per text) and return
-    float32 rows in input order; each encode callable returns a [n, dim] tensor."""
+    """Embed texts on ``route`` ("auto": ``router.routes`` picks per text) and return
+    float32 rows in input order. Each ``encode_*(texts, convert_to)`` is a route's own
+    ``encode``; "connector" alone calls it directly (no router needed)."""
+    if route == "connector":
+        return encode_connector(texts, convert_to)
     single = isinstance(texts, str)
     texts = validate_texts(texts)
     if convert_to not in ("numpy", "torch"):
         raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
-    per_text = [routes] * len(texts) if isinstance(routes, str) else list(routes)
+    per_text = router.routes(texts) if route == "auto" else [route] * len(texts)
     result = torch.zeros(len(texts), dim)
-    for route, encode in (("native", encode_native), ("connector", encode_connector)):
-        rows = [i for i, r in enumerate(per_text) if r == route]
+    for name, encode in (("native", encode_native), ("connector", encode_connector)):
+        rows = [i for i, r in enumerate(per_text) if r == name]
         if rows:
-            result[torch.tensor(rows)] = encode([texts[i] for i in rows]).float().cpu()
+            result[torch.tensor(rows)] = encode([texts[i] for i in rows], "torch").float().cpu()
     out = result.numpy() if convert_to == "numpy" else result
     return out[0] if single else out
 

@@ -3,9 +3,10 @@ onnxruntime, optionally with int8 dynamic quantisation; plain encoder backbones 
 baselines) export too, and so does a frozen encoder alone, which CPU training reads
 through onnxruntime."""
 
+from ..loading import load as load_encoder  # its old name
 from ..threads import THREADS_ENV
 from ..threads import cpu_threads as default_threads
-from .backends import BACKENDS, load_encoder
+from .backends import BACKENDS
 from .export import (
     OnnxExportError,
     ensure_encoder_exported,

@@ -9,31 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..loading import BACKENDS as BACKENDS  # re-exported: lusifer.onnx.BACKENDS
-
-
-def load_encoder(
-    reference: str | Path,
-    *,
-    backend: str = "torch",
-    quantize: str | None = None,
-    threads: int | None = None,
-    device: str | torch.device | None = None,
-):
-    """A ``TextEncoder`` for ``reference`` (as ``lusifer encode`` takes it) on ``backend``,
-    placed on ``device``: :func:`lusifer.load` (the one loader; this name stays for
-    existing callers).
-
-    ``threads`` (default ``$LUSIFER_NUM_THREADS``, else every core) sets torch's and
-    onnxruntime's intra-op threads (:mod:`lusifer.threads`). ``quantize="int8"`` needs the
-    onnx backend and a LUSIFER model. On onnx (CPU only), a decoder backbone used alone
-    stays on torch (with a warning). ``auto`` is torch on a GPU (or any non-CPU device) or
-    where onnxruntime is missing, else whichever encodes faster here
-    (:func:`lusifer.onnx.calibration.fastest`).
-    """
-    from ..loading import load
-
-    return load(reference, backend=backend, quantize=quantize, device=device, threads=threads)
+from ..types import BACKENDS as BACKENDS  # re-exported: lusifer.onnx.BACKENDS
 
 
 def onnx_encoder(reference: str | Path, *, quantize: str | None, threads: int):
@@ -77,7 +53,7 @@ def fastest_backend(
     there)."""
     import importlib.util
 
-    from ..loading import encoder_device
+    from ..devices import encoder_device
     from ..model import LusiferModel
 
     placed = encoder_device(encoder)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..encoding import encode_in_batches, validate_options, validate_texts
+from ..encoding import encode_in_batches, validate_options
 from ..model.embedder import PlainEmbedder
 from ..model.lusifer import LusiferModel
 from ..model.routing import check_route, encode_routed
@@ -183,17 +183,18 @@ class OnnxLusifer(_OnnxGraph):
             normalize=normalize,
             show_progress=show_progress,
         )
-        if route != "connector":
-            native = self.native
-            return encode_routed(
-                texts,
-                self.router.routes(validate_texts(texts)) if route == "auto" else route,
-                lambda batch: native.encode(batch, convert_to="torch", **options),
-                lambda batch: self._encode_connector(batch, convert_to="torch", **options),
-                dim=self.embedding_size,
-                convert_to=convert_to,
-            )
-        return self._encode_connector(texts, convert_to=convert_to, **options)
+        native = self.native
+        return encode_routed(
+            texts,
+            route,
+            router=self.router,
+            encode_native=lambda batch, to: native.encode(batch, convert_to=to, **options),
+            encode_connector=lambda batch, to: self._encode_connector(
+                batch, convert_to=to, **options
+            ),
+            dim=self.embedding_size,
+            convert_to=convert_to,
+        )
 
     def _encode_connector(
         self,
