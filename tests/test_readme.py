@@ -177,6 +177,13 @@ def test_readme_command(command, help_runs, cli, tmp_path):
                 assert set(extra.split(",")) <= set(extras), spec
     elif tuple(tokens[:2]) in NOT_RUN:
         pass
+    elif program.startswith("python") and tokens[1:2] and tokens[1].startswith("benchmarks/"):
+        # a benchmark script: it exists and its --help names every option the README gives
+        assert (ROOT / tokens[1]).is_file(), tokens[1]
+        code, out, err = run_as_written(f"{tokens[0]} {tokens[1]} --help", ROOT)
+        assert code == 0, err
+        for option in (t.split("=")[0] for t in tokens[2:] if t.startswith("--")):
+            assert option in out, (option, command)
     elif program in RUN_AS_WRITTEN:
         code, _, err = run_as_written(command, tmp_path)
         assert code == 0, err
