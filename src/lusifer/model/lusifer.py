@@ -348,7 +348,7 @@ class LusiferModel(nn.Module):
         return encode_routed(
             texts,
             route,
-            router=self._router_if_routed(),
+            router=self.router if self.routed else None,
             encode_native=lambda batch, to: self.native_route.encode(
                 batch, convert_to=to, **options
             ),
@@ -358,9 +358,6 @@ class LusiferModel(nn.Module):
             dim=self.embedding_size,
             convert_to=convert_to,
         )
-
-    def _router_if_routed(self) -> LanguageRouter | None:
-        return self.router if self.routed else None
 
     def _encode_connector(
         self,
