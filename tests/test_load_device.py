@@ -33,21 +33,24 @@ def folder(tmp_path_factory, tiny_model_factory) -> Path:
     return tiny_model_factory("bert").save_pretrained(tmp_path_factory.mktemp("m") / "model")
 
 
-@pytest.fixture
-def fake_gpus(monkeypatch):
-    """A machine that reports two CUDA GPUs (no tensor may go there) and no MPS."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+def _machine(monkeypatch, gpus: int) -> None:
+    """A machine that reports ``gpus`` CUDA GPUs (no tensor may go there), no MPS and no
+    torchrun rank."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(lusifer.devices, "_mps_available", lambda: False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """A machine that reports two CUDA GPUs and no MPS."""
+    _machine(monkeypatch, 2)
 
 
 @pytest.fixture
 def no_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    monkeypatch.setattr(lusifer.devices, "_mps_available", lambda: False)
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    _machine(monkeypatch, 0)
 
 
 def devices_of(encoder) -> set[str]:
