@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .options import DeviceOption, RouteOption, ThreadsOption
+from .options import DeviceOption, RouteOption, ThreadsOption, check_route_option
 
 
 def evaluate_command(
@@ -85,10 +85,9 @@ def evaluate_command(
             param_hint="--mteb-name",
         )
 
-    from ..model.routing import ROUTES, is_routed, with_route
+    from ..model.routing import is_routed, with_route
 
-    if route is not None and route not in ROUTES:
-        raise typer.BadParameter(f"must be one of {', '.join(ROUTES)}", param_hint="--route")
+    check_route_option(route)
     encoders = [load_encoder_or_exit(ref, backend, None, threads, device) for ref in models]
     # --route picks the route of the routed models; baselines are scored as they are
     encoders = [with_route(e, route) if is_routed(e) else e for e in encoders]

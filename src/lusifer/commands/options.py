@@ -47,6 +47,14 @@ RouteOption = Annotated[
 ]
 
 
+def check_route_option(route: str | None) -> None:
+    """A ``--route`` value that is none of the routes is a usage error (exit code 2)."""
+    from ..model.routing import ROUTES
+
+    if route is not None and route not in ROUTES:
+        raise typer.BadParameter(f"must be one of {', '.join(ROUTES)}", param_hint="--route")
+
+
 def load_encoder_or_exit(
     model: str,
     backend: str,
@@ -59,14 +67,13 @@ def load_encoder_or_exit(
     automatic), through :func:`lusifer.load`, fixed to ``route`` when one is given; a bad
     choice or an unloadable model ends the command with a one-line error (exit code 2)."""
     from ..loading import BACKENDS, load
-    from ..model.routing import ROUTES, with_route
+    from ..model.routing import with_route
 
     if backend not in BACKENDS:
         raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--backend")
     if quantize not in (None, "int8"):
         raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
-    if route is not None and route not in ROUTES:
-        raise typer.BadParameter(f"must be one of {', '.join(ROUTES)}", param_hint="--route")
+    check_route_option(route)
     try:
         encoder = load(model, backend=backend, quantize=quantize, device=device, threads=threads)
         return with_route(encoder, route)

@@ -47,9 +47,7 @@ class LusiferModule(InputModule):
         self.use_head = use_head
         self.max_seq_length = max_seq_length or model.config.max_length
         # a routed model's route ("auto": English on the target alone), as in encode
-        self.route = check_route(
-            route or ("auto" if model.routed else "connector"), routed=model.routed
-        )
+        self.route = check_route(route, routed=model.routed)
         if use_head and self.route != "connector":
             raise ValueError("use_head=True has no native route; give route='connector'")
 

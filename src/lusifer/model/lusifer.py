@@ -329,7 +329,7 @@ class LusiferModel(nn.Module):
         English to the target alone and the rest through the connector; "native" or
         "connector" sends every text one way. An unrouted model has only "connector"."""
         instruction = validate_options(instruction, kind, max_length)
-        route = check_route(route or ("auto" if self.routed else "connector"), routed=self.routed)
+        route = check_route(route, routed=self.routed)
         if device is not None:
             self.to(device)
         if use_head and route != "connector":

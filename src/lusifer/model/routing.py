@@ -35,7 +35,11 @@ _ST_POOLING = {
 
 
 def check_route(route: object, *, routed: bool) -> str:
-    """``route`` as given, refused when unknown or when the model has no native route."""
+    """``route`` as given (``None``: the model's default, "auto" on a routed model and
+    "connector" on an unrouted one), refused when unknown or when the model has no native
+    route."""
+    if route is None:
+        return "auto" if routed else "connector"
     if route not in ROUTES:
         raise ValueError(f"route must be one of {list(ROUTES)}, got {route!r:.40}")
     if not routed and route != "connector":
@@ -204,6 +208,19 @@ def is_routed(encoder: Any) -> bool:
     """Whether ``encoder`` has a native route (a routed LUSIFER model, torch or ONNX)."""
     config = getattr(encoder, "config", None)
     return getattr(config, "routes", None) is not None
+
+
+def routes_of(encoder: Any) -> tuple[str, ...]:
+    """The routes ``encoder`` takes: all three on a routed LUSIFER model ("auto" and its
+    one route when fixed by :class:`RouteView`), "auto" and "connector" on an unrouted
+    one, "auto" and "native" on a backbone alone."""
+    if isinstance(encoder, RouteView):
+        return ("auto", encoder.route)
+    if is_routed(encoder):
+        return ROUTES
+    if isinstance(getattr(encoder, "config", None), LusiferConfig):
+        return ("auto", "connector")
+    return ("auto", "native")
 
 
 def with_route(encoder: Any, route: str | None) -> Any:

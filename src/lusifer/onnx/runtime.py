@@ -173,8 +173,7 @@ class OnnxLusifer(_OnnxGraph):
                 f"use_head={use_head}"
             )
         del dtype
-        routed = self.native is not None
-        route = check_route(route or ("auto" if routed else "connector"), routed=routed)
+        route = check_route(route, routed=self.native is not None)
         options = dict(
             instruction=instruction,
             kind=kind,

@@ -16,8 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..config import LusiferConfig
-from ..model.routing import ROUTES, is_routed
+from ..model.routing import is_routed, routes_of
 from ..types import reads_instructions
 from .batcher import MicroBatcher, QueueFullError, ShuttingDownError
 from .errors import ApiError
@@ -104,20 +103,6 @@ def _lone_surrogate(text: str) -> int | None:
     return None
 
 
-def available_routes(encoder) -> tuple[str, ...]:
-    """The routes a request may ask for: all three on a routed LUSIFER model (one, with
-    "auto", when served with ``--route``), "connector" on an unrouted one, "native" on a
-    backbone alone; "auto" (the default) always."""
-    fixed = getattr(encoder, "route", None)
-    if fixed is not None:
-        return ("auto", fixed)
-    if is_routed(encoder):
-        return ROUTES
-    if isinstance(getattr(encoder, "config", None), LusiferConfig):
-        return ("auto", "connector")
-    return ("auto", "native")
-
-
 def make_encode_fn(encoder, *, max_length: int | None, batch_size: int):
     """The worker's callable: unit vectors and per-text token counts (encoder tokenizer)."""
     tokenizer = getattr(encoder, "tokenizer", None)
@@ -162,7 +147,7 @@ def create_app(
     # A model built with ``use_instructions: false`` reads bare text; requests that send an
     # instruction still succeed (OpenAI clients cannot drop fields) and get a header saying so.
     uses_instructions = reads_instructions(encoder)
-    routes = available_routes(encoder)
+    routes = routes_of(encoder)
 
     batcher = MicroBatcher(
         make_encode_fn(
