@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lusifer.backbones import load_backbone
-from lusifer.encoding import encode_in_batches
 from lusifer.model.embedder import PlainEmbedder
 
 # Tiny models are float32 on CPU: padding and batch shape move a vector by ~1e-7.
@@ -112,20 +111,3 @@ def test_empty_input_has_the_embedding_width(encoder):
 def test_empty_input_with_the_head(tiny_model_factory):
     model = tiny_model_factory("bert", projection_head=True)
     assert model.encode([], use_head=True).shape == (0, model.embedding_size)
-
-
-def test_encode_in_batches_finds_the_width_of_an_unknown_encoder():
-    """Without ``dim`` (the ONNX runners), no texts probe one empty text for the width."""
-    seen = []
-
-    def embed(batch):
-        seen.append(list(batch))
-        return torch.ones(len(batch), 5)
-
-    out = encode_in_batches([], embed, batch_size=4, normalize=True, show_progress=False)
-    assert out.shape == (0, 5) and out.dtype == np.float32 and seen == [[""]]
-    seen.clear()
-    out = encode_in_batches(
-        [], embed, batch_size=4, normalize=True, show_progress=False, dim=7, convert_to="torch"
-    )
-    assert tuple(out.shape) == (0, 7) and seen == []

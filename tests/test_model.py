@@ -374,7 +374,7 @@ def test_plain_embedder_cuts_texts_at_max_length():
     assert np.abs(a - b).max() > 1e-3
 
 
-def test_plain_embedder_backbone_and_its_deprecated_model_alias():
+def test_plain_embedder_backbone():
     from lusifer.model import PlainEmbedder
     from lusifer.model.target import TargetModel
 
@@ -383,9 +383,7 @@ def test_plain_embedder_backbone_and_its_deprecated_model_alias():
         assert isinstance(embedder.backbone, TargetModel)
         assert embedder.backbone.is_decoder is is_decoder
         assert embedder.embedding_size == embedder.backbone.hidden_size
-        with pytest.warns(DeprecationWarning, match="PlainEmbedder.backbone"):
-            assert embedder.model is embedder.backbone
-        # the registered submodule is the backbone; no second copy under the old name
+        # the registered submodule is the backbone, and nothing else
         assert [name for name, _ in embedder.named_children()] == ["backbone"]
 
 

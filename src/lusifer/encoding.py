@@ -1,11 +1,10 @@
-"""The batching loop every encoder here shares: validate, sort by length, pad per batch,
-restore input order."""
+"""Input checks and the batching loop every embedder here shares (through
+:meth:`lusifer.model.embedder.Embedder.encode`): validate, sort by length, restore order."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -69,48 +68,29 @@ def clip_text(text: str, max_length: int) -> str:
     return text if len(text) <= limit else text[:limit]
 
 
-def encode_in_batches(
-    texts: str | Sequence[str],
+def embed_in_length_order(
+    texts: list[str],
     embed_batch: Callable[[list[str]], torch.Tensor],
     *,
     batch_size: int,
-    normalize: bool,
-    show_progress: bool,
-    convert_to: str = "numpy",
+    show_progress: bool = False,
     desc: str = "Encoding",
-    dim: int | None = None,
-) -> np.ndarray | torch.Tensor:
-    """Validate ``texts``, embed them longest first (so each batch pads little) and
-    return float32 rows in input order; a lone string gives one row, not a matrix.
-
-    No texts give a (0, ``dim``) matrix; without ``dim`` the width is found by embedding
-    one empty text."""
-    single = isinstance(texts, str)
-    texts = validate_texts(texts)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if convert_to not in ("numpy", "torch"):
-        raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+) -> torch.Tensor:
+    """float32 CPU rows of validated ``texts`` in input order, embedded longest first so
+    each batch pads little (texts of one batch have similar lengths)."""
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     chunks: list[torch.Tensor] = []
-    bar = tqdm(total=len(texts), desc=desc, disable=not show_progress, unit="text")
-    with torch.inference_mode():
+    with (
+        tqdm(total=len(texts), desc=desc, disable=not show_progress, unit="text") as bar,
+        torch.inference_mode(),
+    ):
         for start in range(0, len(order), batch_size):
             batch = [texts[i] for i in order[start : start + batch_size]]
-            vectors = embed_batch(batch).float()
-            if normalize:
-                vectors = torch.nn.functional.normalize(vectors, dim=-1)
-            chunks.append(vectors.cpu())
+            chunks.append(embed_batch(batch).float().cpu())
             bar.update(len(batch))
-    bar.close()
     if not chunks:
-        if dim is None:
-            with torch.inference_mode():
-                dim = int(embed_batch([""]).shape[-1])
-        empty = torch.zeros(0, dim)
-        return empty.numpy() if convert_to == "numpy" else empty
+        return torch.zeros(0, 0)
     stacked = torch.cat(chunks)
     result = torch.empty_like(stacked)
     result[torch.tensor(order)] = stacked
-    out = result.numpy() if convert_to == "numpy" else result
-    return out[0] if single else out
+    return result

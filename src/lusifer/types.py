@@ -3,9 +3,12 @@ upload options."""
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, TypedDict, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypedDict, get_args, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 TextKind = Literal["query", "document"]
 # how a model runs: torch, onnxruntime (CPU), or the faster of the two here
@@ -15,29 +18,53 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 
 @runtime_checkable
 class TextEncoder(Protocol):
-    """Anything that turns texts into embeddings: a LUSIFER model or a plain embedder.
+    """What evaluation, serving, search and mining call on an embedding model: every
+    model here (:class:`lusifer.model.embedder.Embedder`: LUSIFER or a backbone alone,
+    torch or onnxruntime) provides all of it.
 
-    ``encode`` returns a float32 array of shape (len(texts), dim), rows in input order.
+    ``encode`` returns float32 rows of width ``embedding_size``, in input order.
     ``instruction`` is a one-line English task description (None: bare text) and
     ``kind`` says whether the texts are queries or documents (the paper's prompts differ).
-    An encoder that ignores ``instruction`` may say so with ``uses_instructions = False``
-    (evaluation then reuses a text's embedding across tasks), and one with a
-    ``fingerprint()`` method (a string that changes with its weights) has finished
-    evaluation results redone when it changes, not reused.
+    ``uses_instructions`` False means ``instruction`` is ignored (evaluation then reuses a
+    text's embedding across tasks); ``fingerprint()`` changes with the weights and
+    settings, so cached results of another model are redone, not reused. ``max_length``
+    is the token limit, ``device`` where batches run. An encoder of your own needs only
+    ``name`` and ``encode``: the rest is read with defaults where missing
+    (:func:`reads_instructions`).
     """
 
     name: str
 
+    @property
+    def embedding_size(self) -> int: ...
+
+    @property
+    def uses_instructions(self) -> bool: ...
+
+    @property
+    def max_length(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def fingerprint(self) -> str: ...
+
     def encode(
         self,
-        texts: list[str],
+        texts: str | list[str],
         *,
         instruction: str | None = None,
         kind: TextKind = "query",
         batch_size: int = 32,
+        max_length: int | None = None,
         normalize: bool = True,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
         show_progress: bool = False,
-    ) -> np.ndarray: ...
+        convert_to: str = "numpy",
+        use_head: bool | None = None,
+        route: str | None = None,
+    ) -> np.ndarray | torch.Tensor: ...
 
 
 def reads_instructions(encoder: object) -> bool:

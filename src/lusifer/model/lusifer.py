@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Unpack
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
@@ -16,10 +15,10 @@ from transformers import BatchEncoding
 
 from ..backbones import Backbone, load_backbone
 from ..config import ConfigError, LusiferConfig, from_dict
-from ..encoding import clip_text, encode_in_batches, validate_options
 from ..files import atomic_folder
-from ..types import TextKind, UploadOptions
+from ..types import UploadOptions
 from .connector import Connector
+from .embedder import TorchEmbedder
 from .head import ProjectionHead
 from .loading import (
     CONFIG_NAME,
@@ -32,9 +31,9 @@ from .loading import (
 )
 from .lora import add_lora, has_lora, load_lora_state_dict, lora_state_dict, merge_lora
 from .pooling import pool, pooling_mask
-from .prompts import format_prompt
+from .prompts import PromptProcessor
 from .router import LanguageRouter
-from .routing import NativeRoute, check_route, complete_route_settings, encode_routed
+from .routing import NativeRoute, complete_route_settings
 from .target import TargetModel, unwrap
 
 __all__ = [
@@ -48,8 +47,11 @@ __all__ = [
 ]
 
 
-class LusiferModel(nn.Module):
-    """A LUSIFER embedder. Build with :meth:`build`, reload with :meth:`from_pretrained`."""
+class LusiferModel(TorchEmbedder, nn.Module):
+    """A LUSIFER embedder. Build with :meth:`build`, reload with :meth:`from_pretrained`;
+    embed with ``encode`` (:meth:`Embedder.encode`: pre-head vectors unless ``use_head``)."""
+
+    own_route = "connector"
 
     def __init__(self, config: LusiferConfig, encoder: Backbone, target: Backbone) -> None:
         super().__init__()
@@ -60,7 +62,7 @@ class LusiferModel(nn.Module):
             )
         self.config = config
         self.encoder = encoder.model
-        self.tokenizer = encoder.tokenizer
+        self.processor = PromptProcessor(encoder.tokenizer, config)
         self.target = TargetModel(target)
         enc_size = unwrap(self.encoder).config.hidden_size
         self.connector = Connector(
@@ -178,70 +180,12 @@ class LusiferModel(nn.Module):
             raise ValueError("this model is not routed (config.routes is None)")
         return NativeRoute(self.target, self.config.target, self.config.routes)
 
-    @property
-    def uses_instructions(self) -> bool:
-        """False when the model ignores instructions (``use_instructions=False``): the
-        evaluation wrapper then reuses one embedding per text across tasks."""
-        return self.config.use_instructions
-
     # ----------------------------------------------------------------- forward
-    def tokenize(
-        self,
-        texts: list[str],
-        *,
-        instruction: str | None | list[str | None] = None,
-        kind: TextKind | list[TextKind] = "query",
-        max_length: int | None = None,
-        return_offsets: bool = False,
-    ) -> BatchEncoding:
-        """Prompt and tokenize with the encoder's tokenizer (the only tokenizer texts see).
-
-        ``instruction`` and ``kind`` are one for all texts, or lists with one per text;
-        a model built with ``use_instructions=False`` ignores ``instruction``."""
-        # never more tokens than the encoder has positions for (its tokenizer knows)
-        max_length = min(
-            max_length or self.config.max_length,
-            getattr(self.tokenizer, "model_max_length", None) or self.config.max_length,
-        )
-        instructions = instruction if isinstance(instruction, list) else [instruction] * len(texts)
-        if not self.config.use_instructions:
-            instructions = [None] * len(texts)
-        kinds = kind if isinstance(kind, list) else [kind] * len(texts)
-        prompts = [
-            format_prompt(
-                clip_text(t, max_length),
-                inst,
-                k,
-                query_template=self.config.query_template,
-                document_template=self.config.document_template,
-            )
-            for t, inst, k in zip(texts, instructions, kinds, strict=True)
-        ]
-        exclude = not self.config.pool_instruction and any(instructions)
-        enc = self.tokenizer(
-            prompts,
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-            return_offsets_mapping=return_offsets or exclude,
-        )
-        if exclude:
-            # the text ends every prompt: tokens wholly before it belong to the instruction
-            starts = torch.tensor(
-                [
-                    len(p) - len(clip_text(t, max_length))
-                    for p, t in zip(prompts, texts, strict=True)
-                ]
-            )
-            offsets = enc["offset_mapping"]
-            in_instruction = (offsets[..., 1] > offsets[..., 0]) & (
-                offsets[..., 1] <= starts[:, None]
-            )
-            enc["pool_mask"] = enc["attention_mask"] * (~in_instruction).long()
-            if not return_offsets:
-                del enc["offset_mapping"]
-        return enc
+    def tokenize(self, texts: list[str], **kwargs: Any) -> BatchEncoding:
+        """:attr:`processor`: LUSIFER's prompts, tokenized with the encoder's tokenizer
+        (the only tokenizer texts see); ``instruction`` and ``kind`` are one for all texts
+        or one per text (see :class:`PromptProcessor`)."""
+        return self.processor(texts, **kwargs)
 
     def connector_inputs(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -307,97 +251,21 @@ class LusiferModel(nn.Module):
             return self.head(pooled)
         return pooled
 
-    def encode(
-        self,
-        texts: str | list[str],
-        *,
-        instruction: str | None = None,
-        kind: TextKind = "query",
-        batch_size: int = 32,
-        max_length: int | None = None,
-        normalize: bool = True,
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
-        show_progress: bool = False,
-        convert_to: str = "numpy",
-        use_head: bool = False,
-        route: str | None = None,
-    ) -> np.ndarray | torch.Tensor:
-        """Embed texts: float32 rows in input order (pre-head vectors unless ``use_head``).
+    def embed_tokens(self, enc: BatchEncoding, *, use_head: bool = False) -> torch.Tensor:
+        enc = enc.to(self.device)
+        return self(
+            enc["input_ids"], enc["attention_mask"], enc.get("pool_mask"), use_head=use_head
+        )
 
-        ``route`` (routed models): "auto" (the default) sends text the router judges
-        English to the target alone and the rest through the connector; "native" or
-        "connector" sends every text one way. An unrouted model has only "connector"."""
-        instruction = validate_options(instruction, kind, max_length)
-        route = check_route(route, routed=self.routed)
-        if device is not None:
-            self.to(device)
+    def check_use_head(self, use_head: bool | None, route: str) -> bool:
         if use_head and route != "connector":
             raise ValueError(
                 "use_head=True has no native route (the head's space is not the target's)"
             )
-        options = dict(
-            instruction=instruction,
-            kind=kind,
-            batch_size=batch_size,
-            max_length=max_length,
-            normalize=normalize,
-            dtype=dtype,
-            show_progress=show_progress,
-        )
-        return encode_routed(
-            texts,
-            route,
-            router=self.router if self.routed else None,
-            encode_native=lambda batch, to: self.native_route.encode(
-                batch, convert_to=to, **options
-            ),
-            encode_connector=lambda batch, to: self._encode_connector(
-                batch, convert_to=to, use_head=use_head, **options
-            ),
-            dim=self.embedding_size,
-            convert_to=convert_to,
-        )
+        return bool(use_head)
 
-    def _encode_connector(
-        self,
-        texts: str | list[str],
-        *,
-        instruction: str | None,
-        kind: TextKind,
-        batch_size: int,
-        max_length: int | None,
-        normalize: bool,
-        dtype: torch.dtype | None,
-        show_progress: bool,
-        convert_to: str,
-        use_head: bool = False,
-    ) -> np.ndarray | torch.Tensor:
-        run_device = self.device
-        was_training = self.training
-        self.eval()
-
-        def embed_batch(batch: list[str]) -> torch.Tensor:
-            enc = self.tokenize(batch, instruction=instruction, kind=kind, max_length=max_length)
-            enc = enc.to(run_device)
-            with torch.autocast(run_device.type, dtype=dtype, enabled=dtype is not None):
-                return self(
-                    enc["input_ids"], enc["attention_mask"], enc.get("pool_mask"), use_head=use_head
-                )
-
-        try:
-            return encode_in_batches(
-                texts,
-                embed_batch,
-                batch_size=batch_size,
-                normalize=normalize,
-                show_progress=show_progress,
-                convert_to=convert_to,
-                desc="Encoding (LUSIFER)",
-                dim=self.embedding_size,
-            )
-        finally:
-            self.train(was_training)
+    def native_embedder(self) -> NativeRoute | None:
+        return self.native_route if self.routed else None
 
     # ------------------------------------------------------------- save / load
     def merge_and_unload(self) -> LusiferModel:

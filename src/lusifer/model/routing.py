@@ -10,44 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 
 from ..backbones import Backbone
 from ..config import ConfigError, LusiferConfig, RouteSettings
-from ..encoding import validate_texts
-from .embedder import PlainEmbedder
+from .embedder import ROUTES, PlainEmbedder, check_route
 from .router import LanguageRouter
 from .target import TargetModel
 
-Route = Literal["auto", "native", "connector"]
-ROUTES: tuple[str, ...] = ("auto", "native", "connector")
 # sentence-transformers' pooling modes -> ours
 _ST_POOLING = {
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
     "pooling_mode_lasttoken": "last",
 }
-
-
-def check_route(route: object, *, routed: bool) -> str:
-    """``route`` as given (``None``: the model's default, "auto" on a routed model and
-    "connector" on an unrouted one), refused when unknown or when the model has no native
-    route."""
-    if route is None:
-        return "auto" if routed else "connector"
-    if route not in ROUTES:
-        raise ValueError(f"route must be one of {list(ROUTES)}, got {route!r:.40}")
-    if not routed and route != "connector":
-        raise ValueError(
-            f"route={route!r} needs a routed model (model.routes in its config); this model "
-            "sends every text through the connector (route='connector')"
-        )
-    return str(route)
 
 
 def _read_json(folder: str, name: str) -> dict[str, Any] | None:
@@ -151,35 +130,6 @@ class NativeRoute(PlainEmbedder):
             return super().forward(input_ids, attention_mask)
 
 
-def encode_routed(
-    texts: str | Sequence[str],
-    route: str,
-    *,
-    router: Any,
-    encode_native: Callable[[Any, str], Any],
-    encode_connector: Callable[[Any, str], Any],
-    dim: int,
-    convert_to: str = "numpy",
-) -> np.ndarray | torch.Tensor:
-    """Embed texts on ``route`` ("auto": ``router.routes`` picks per text) and return
-    float32 rows in input order. Each ``encode_*(texts, convert_to)`` is a route's own
-    ``encode``; "connector" alone calls it directly (no router needed)."""
-    if route == "connector":
-        return encode_connector(texts, convert_to)
-    single = isinstance(texts, str)
-    texts = validate_texts(texts)
-    if convert_to not in ("numpy", "torch"):
-        raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
-    per_text = router.routes(texts) if route == "auto" else [route] * len(texts)
-    result = torch.zeros(len(texts), dim)
-    for name, encode in (("native", encode_native), ("connector", encode_connector)):
-        rows = [i for i, r in enumerate(per_text) if r == name]
-        if rows:
-            result[torch.tensor(rows)] = encode([texts[i] for i in rows], "torch").float().cpu()
-    out = result.numpy() if convert_to == "numpy" else result
-    return out[0] if single else out
-
-
 class RouteView:
     """An encoder whose ``encode`` always takes one route (``lusifer evaluate/encode/serve
     --route``): same model, its own fingerprint and name, so cached results of the two
@@ -232,12 +182,6 @@ def with_route(encoder: Any, route: str | None) -> Any:
     if is_routed(encoder):
         check_route(route, routed=True)
         return encoder if route == "auto" else RouteView(encoder, route)
-    if isinstance(getattr(encoder, "config", None), LusiferConfig):
-        check_route(route, routed=False)
-        return encoder
-    if route not in ("auto", "native"):
-        raise ValueError(
-            f"{getattr(encoder, 'name', 'this model')} is a backbone alone: it has only its "
-            f"own (native) route, not {route!r:.40}"
-        )
+    lusifer = isinstance(getattr(encoder, "config", None), LusiferConfig)
+    check_route(route, routed=False, own="connector" if lusifer else "native")
     return encoder

@@ -3,19 +3,20 @@ onnxruntime on CPU, with the torch model's tokenizer, prompts and batching loop.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from transformers import BatchEncoding
 
-from ..encoding import encode_in_batches, validate_options
-from ..model.embedder import PlainEmbedder
+from ..model.embedder import Embedder, PlainEmbedder
 from ..model.lusifer import LusiferModel
-from ..model.routing import check_route, encode_routed
 from ..threads import thread_policy
-from ..types import TextKind
 from .export import (
     INPUT_NAMES,
     PLAIN_INPUT_NAMES,
@@ -35,14 +36,11 @@ def cpu_session(onnx_path: Path, threads: int | None, *, alongside_torch: bool =
     return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
-def _check_cpu(device: str | None) -> None:
-    if device not in (None, "cpu"):
-        raise ValueError(f"the ONNX backend runs on CPU only, got device={device!r}")
-
-
-class _OnnxGraph:
+class _OnnxGraph(Embedder):
     """What both ONNX runners keep of the torch model or embedder they were exported from:
-    its fingerprint, tokenizer, width and name, and a CPU session of the graph."""
+    its fingerprint, processor (prompts and tokenizer), width and name, and a CPU session
+    of the graph. ``device``/``dtype`` exist for signature parity: only CPU float32
+    graphs are run."""
 
     def _open(
         self,
@@ -53,14 +51,34 @@ class _OnnxGraph:
     ) -> None:
         self.onnx_path = Path(onnx_path)
         self._fingerprint = source.fingerprint()
-        self.tokenizer = source.tokenizer
-        self.embedding_size = source.embedding_size
+        self.processor = source.processor
+        self._embedding_size = source.embedding_size
         self.name = f"{source.name} ({tag})"
         self.session = cpu_session(self.onnx_path, threads)
+
+    @property
+    def embedding_size(self) -> int:
+        return self._embedding_size
 
     def fingerprint(self) -> str:
         """The torch model's fingerprint: both give the same embeddings."""
         return self._fingerprint
+
+    def tokenize(self, texts: list[str], **kwargs: Any) -> BatchEncoding:
+        """The torch model's prompts and tokenization (its :attr:`processor`)."""
+        return self.processor(texts, **kwargs)
+
+    @contextlib.contextmanager
+    def running(
+        self, device: str | torch.device | None, dtype: torch.dtype | None
+    ) -> Iterator[None]:
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"the ONNX backend runs on CPU only, got device={device!r}")
+        yield
+
+    def _run(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        arrays = {name: t.numpy().astype(np.int64) for name, t in feeds.items()}
+        return torch.from_numpy(self.session.run(None, arrays)[0])
 
 
 class OnnxLusifer(_OnnxGraph):
@@ -69,6 +87,8 @@ class OnnxLusifer(_OnnxGraph):
     Build with :meth:`from_model` (a loaded model) or :meth:`from_pretrained` (a folder);
     the graph is exported on first use and cached (see :func:`ensure_exported`).
     """
+
+    own_route = "connector"
 
     def __init__(
         self,
@@ -136,109 +156,39 @@ class OnnxLusifer(_OnnxGraph):
             source=directory,
         )
 
-    # The torch model's prompt formatting and tokenisation, reused as is.
-    tokenize = LusiferModel.tokenize
-    uses_instructions = LusiferModel.uses_instructions
+    @property
+    def routed(self) -> bool:
+        return self.native is not None
 
-    def embed_tokens(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, pool_mask: np.ndarray
-    ) -> np.ndarray:
-        feeds = dict(zip(INPUT_NAMES, (input_ids, attention_mask, pool_mask), strict=True))
-        return self.session.run(None, {k: v.astype(np.int64) for k, v in feeds.items()})[0]
+    def native_embedder(self) -> OnnxPlainEmbedder | None:
+        return self.native
 
-    def encode(
-        self,
-        texts: str | list[str],
-        *,
-        instruction: str | None = None,
-        kind: TextKind = "query",
-        batch_size: int = 32,
-        max_length: int | None = None,
-        normalize: bool = True,
-        device: str | None = None,
-        dtype: torch.dtype | None = None,
-        show_progress: bool = False,
-        convert_to: str = "numpy",
-        use_head: bool | None = None,
-        route: str | None = None,
-    ) -> np.ndarray | torch.Tensor:
-        """Embed texts (float32 rows in input order), on the routes of
-        :meth:`LusiferModel.encode`. ``device``/``dtype`` exist for signature parity: only
-        CPU float32 graphs are run."""
-        instruction = validate_options(instruction, kind, max_length)
-        _check_cpu(device)
+    def check_use_head(self, use_head: bool | None, route: str) -> bool:
         if use_head is not None and use_head != self.use_head:
             raise ValueError(
                 f"this ONNX graph was exported with use_head={self.use_head}; re-export for "
                 f"use_head={use_head}"
             )
-        del dtype
-        route = check_route(route, routed=self.native is not None)
-        options = dict(
-            instruction=instruction,
-            kind=kind,
-            batch_size=batch_size,
-            max_length=max_length,
-            normalize=normalize,
-            show_progress=show_progress,
-        )
-        native = self.native
-        return encode_routed(
-            texts,
-            route,
-            router=self.router,
-            encode_native=lambda batch, to: native.encode(batch, convert_to=to, **options),
-            encode_connector=lambda batch, to: self._encode_connector(
-                batch, convert_to=to, **options
-            ),
-            dim=self.embedding_size,
-            convert_to=convert_to,
-        )
+        return self.use_head
 
-    def _encode_connector(
-        self,
-        texts: str | list[str],
-        *,
-        instruction: str | None,
-        kind: TextKind,
-        batch_size: int,
-        max_length: int | None,
-        normalize: bool,
-        show_progress: bool,
-        convert_to: str,
-    ) -> np.ndarray | torch.Tensor:
-
-        def embed_batch(batch: list[str]) -> torch.Tensor:
-            enc = self.tokenize(batch, instruction=instruction, kind=kind, max_length=max_length)
-            out = self.embed_tokens(
-                enc["input_ids"].numpy(), enc["attention_mask"].numpy(), pool_mask(enc).numpy()
-            )
-            return torch.from_numpy(out)
-
-        return encode_in_batches(
-            texts,
-            embed_batch,
-            batch_size=batch_size,
-            normalize=normalize,
-            show_progress=show_progress,
-            convert_to=convert_to,
-            desc="Encoding (LUSIFER, onnx)",
-        )
+    def embed_tokens(self, enc: BatchEncoding, *, use_head: bool = False) -> torch.Tensor:
+        feeds = (enc["input_ids"], enc["attention_mask"], pool_mask(enc))
+        return self._run(dict(zip(INPUT_NAMES, feeds, strict=True)))
 
 
 class OnnxPlainEmbedder(_OnnxGraph):
     """Same ``encode`` contract as :class:`PlainEmbedder` (a baseline backbone alone, e.g.
     the target or the encoder), run through onnxruntime; encoder backbones only."""
 
-    uses_instructions = PlainEmbedder.uses_instructions
-
     def __init__(
         self, onnx_path: str | Path, embedder: PlainEmbedder, *, threads: int | None = None
     ) -> None:
         self._open(onnx_path, embedder, threads)
-        self.prefixes = embedder.prefixes
-        self.max_length = embedder.max_length
         self.reference = embedder.reference
+
+    @property
+    def prefixes(self) -> dict[str, str]:
+        return self.processor.prefixes
 
     @classmethod
     def from_embedder(
@@ -253,41 +203,8 @@ class OnnxPlainEmbedder(_OnnxGraph):
         path = ensure_plain_exported(embedder, export_dir=export_dir)
         return cls(path, embedder, threads=threads)
 
-    # The torch embedder's prefixes and tokenisation, reused as is.
-    tokenize = PlainEmbedder.tokenize
-
-    def encode(
-        self,
-        texts: str | list[str],
-        *,
-        instruction: str | None = None,
-        kind: TextKind = "query",
-        batch_size: int = 32,
-        max_length: int | None = None,
-        normalize: bool = True,
-        device: str | None = None,
-        show_progress: bool = False,
-        convert_to: str = "numpy",
-    ) -> np.ndarray | torch.Tensor:
-        """Embed texts with the backbone alone (``instruction`` is ignored unless a prefix
-        asks for it)."""
-        instruction = validate_options(instruction, kind, max_length)
-        _check_cpu(device)
-
-        def embed_batch(batch: list[str]) -> torch.Tensor:
-            enc = self.tokenize(batch, kind=kind, max_length=max_length, instruction=instruction)
-            feeds = {n: enc[n].numpy().astype(np.int64) for n in PLAIN_INPUT_NAMES}
-            return torch.from_numpy(self.session.run(None, feeds)[0])
-
-        return encode_in_batches(
-            texts,
-            embed_batch,
-            batch_size=batch_size,
-            normalize=normalize,
-            show_progress=show_progress,
-            convert_to=convert_to,
-            desc=f"Encoding ({self.name})",
-        )
+    def embed_tokens(self, enc: BatchEncoding, *, use_head: bool = False) -> torch.Tensor:
+        return self._run({name: enc[name] for name in PLAIN_INPUT_NAMES})
 
 
 class OnnxEncoderStates:
