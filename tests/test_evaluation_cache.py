@@ -126,3 +126,40 @@ def test_models_without_a_fingerprint_are_never_cached(tasks, tmp_path):
         [model], task_dirs=dirs[:1], output_dir=tmp_path / "b", bootstrap=0, show_progress=False
     )
     assert len(model.calls) == 2 * calls
+
+
+def test_a_lusifer_model_is_evaluated_again_when_its_backbone_changes_in_place(tasks, tmp_path):
+    """The cache keys a LUSIFER model by its backbones' weights too: the same folder,
+    whose local target backbone was updated in place, is not answered from the cache."""
+    import torch
+
+    from lusifer import LusiferModel
+    from lusifer.backbones import load_backbone
+
+    dirs, _ = tasks
+    target = load_backbone("tiny:bert")
+    backbone_dir = tmp_path / "target-backbone"
+    target.model.save_pretrained(backbone_dir)
+    target.tokenizer.save_pretrained(backbone_dir)
+    folder = LusiferModel.build(encoder="tiny:xlmr", target=str(backbone_dir)).save_pretrained(
+        tmp_path / "model", card=False
+    )
+
+    def evaluated_texts(output: str) -> int:
+        model = LusiferModel.from_pretrained(folder)
+        calls = []
+        encode = model.encode
+        model.encode = lambda texts, **kw: calls.append(len(texts)) or encode(texts, **kw)
+        evaluate(
+            [model], task_dirs=dirs[:1], output_dir=tmp_path / output, bootstrap=0,
+            show_progress=False,
+        )  # fmt: skip
+        return sum(calls)
+
+    assert evaluated_texts("a") > 0
+    assert evaluated_texts("b") == 0  # unchanged: from the cache
+    with torch.no_grad():  # the backbone folder updated in place: same names and shapes
+        for p in target.model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    target.model.save_pretrained(backbone_dir)
+    assert evaluated_texts("c") > 0

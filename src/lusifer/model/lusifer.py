@@ -18,7 +18,7 @@ from ..config import ConfigError, LusiferConfig, from_dict
 from ..files import atomic_folder
 from ..types import UploadOptions
 from .connector import Connector
-from .embedder import TorchEmbedder
+from .embedder import TorchEmbedder, sampled_digest
 from .head import ProjectionHead
 from .loading import (
     CONFIG_NAME,
@@ -312,12 +312,16 @@ class LusiferModel(TorchEmbedder, nn.Module):
         return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
     def fingerprint(self) -> str:
-        """A key that changes whenever the embeddings would: config and trained tensors
-        (evaluation uses it to tell a retrained model from the one it scored); a model
+        """A key that changes whenever the embeddings would: config, trained tensors and
+        the backbones' own weights (sampled, :func:`sampled_digest`: a backbone folder
+        updated in place or another weights version changes it), so cached evaluation
+        results, ONNX exports and calibrations of another model are never reused. A model
         merged for inference keeps the one it had before merging."""
         if self._adapter_fingerprint is not None:
             return self._adapter_fingerprint
         h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True, default=str).encode())
+        for backbone in (self.encoder, self.target.model):
+            h.update(sampled_digest(backbone).encode())
         if self.routed:  # another detector version may route texts differently
             h.update(json.dumps(self.router.describe(), sort_keys=True, default=str).encode())
         for key, tensor in sorted(self.trained_state_dict().items()):
