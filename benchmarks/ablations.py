@@ -45,7 +45,7 @@ VARIANTS: dict[str, tuple[str, list[str], list[str] | None]] = {
         None,
     ),
     "without target distillation": ("minilm", ["representation.target_distill=0.0"], None),
-    # the English / cross-lingual trade-off (docs/english-out-of-domain.md): the weight on
+    # the English / cross-lingual trade-off (docs/research/english-out-of-domain.md): the weight on
     # the target's own embeddings of the same English text (the demo recipe: 1)
     "target distillation x3": ("minilm", ["representation.target_distill=3.0"], None),
     "target distillation x10": ("minilm", ["representation.target_distill=10.0"], None),

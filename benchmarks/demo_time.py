@@ -1,16 +1,18 @@
 """Where the demo's time goes, from one run, with this machine's speed beside it.
 
-    .venv/bin/python benchmarks/demo_time.py [--output lusifer-demo-time] [--quick]
+    .venv/bin/python benchmarks/demo_time.py [--output lusifer-demo-time] [--quick] [--target minilm] [--routed] [KEY=VALUE ...]
 
 Runs ``lusifer demo`` (the results cache off, so the baselines are scored too) into
-``--output`` (a finished run there is reused), then prints:
+``--output`` (a finished run there is reused; KEY=VALUE are training-config overrides, as
+``lusifer demo`` and ``benchmarks/demo_figures.py`` take them), then prints:
 - the machine: cores, torch threads, and a measured fp32 matmul GFLOP/s (compare two
   machines' figures with it);
 - each phase's minutes, as ``lusifer demo`` timed them;
 - stage-2 training examples/s (the median of the logged rates);
 - evaluation throughput against plain ``encode``: the seconds that encoding the
-  evaluation's distinct texts takes with each model's own ``encode`` (same backends, same
-  batch size), divided by the evaluation's seconds. 1.0 would mean evaluation costs no
+  evaluation's distinct texts takes with each model's own ``encode`` (the trained model
+  with its LoRA merged, as the demo evaluates it; same backends, same batch size), divided
+  by the evaluation's seconds. 1.0 would mean evaluation costs no
   more than encoding its texts once; the goal is at least 0.7.
 """
 
@@ -43,15 +45,19 @@ def distinct_texts(suite: Path) -> dict[str, list[str]]:
     return {kind: list(texts) for kind, texts in by_kind.items()}
 
 
-def plain_encode_seconds(out: Path, texts: dict[str, list[str]]) -> dict[str, float]:
-    """Seconds each of the demo's three models takes to ``encode`` ``texts`` once, on the
-    backends the demo evaluated them with."""
+def plain_encode_seconds(
+    out: Path, texts: dict[str, list[str]], target: str = "minilm"
+) -> dict[str, float]:
+    """Seconds each of the demo's three models takes to ``encode`` ``texts`` once, as the
+    demo evaluated them: the trained model merged (``run_demo`` merges it before
+    evaluating), every model on the backend the demo chose."""
     from lusifer.demo import ENCODER, TARGETS, _baselines, _fast_encoder
     from lusifer.model import LusiferModel
 
     model = LusiferModel.from_pretrained(out / "model")
+    model.merge_and_unload()  # as run_demo does before it evaluates
     baselines, _ = _baselines(
-        {name: name for name in (TARGETS["minilm"], ENCODER)}, model.config.max_length
+        {name: name for name in (TARGETS[target], ENCODER)}, model.config.max_length
     )
     models = {"LUSIFER-mini": _fast_encoder(model, out / "model"), **baselines}
     spent = {}
@@ -78,6 +84,9 @@ def main() -> None:
     )
     parser.add_argument("--output", type=Path, default=Path("lusifer-demo-time"))
     parser.add_argument("--quick", action="store_true", help="the quick demo")
+    parser.add_argument("--target", default="minilm", choices=["minilm", "smollm2"])
+    parser.add_argument("--routed", action="store_true", help="the routed recipe")
+    parser.add_argument("overrides", nargs="*", help="training-config overrides, e.g. run.seed=1")
     args = parser.parse_args()
 
     import torch
@@ -92,7 +101,15 @@ def main() -> None:
     )
     summary_file = args.output / "summary.json"
     if not summary_file.is_file():
-        if run_demo(args.output, quick=args.quick, use_cache=False) is None:
+        finished = run_demo(
+            args.output,
+            quick=args.quick,
+            target=args.target,
+            overrides=args.overrides,
+            use_cache=False,
+            routed=args.routed,
+        )
+        if finished is None:
             raise SystemExit("the demo was interrupted; run again to resume")
     timings = json.loads(summary_file.read_text())["timings_s"]
     print("| phase | minutes |\n|---|---|")
@@ -103,7 +120,7 @@ def main() -> None:
         print(f"stage-2 training: {rate:.1f} examples/s (median of the logged rates)")
 
     texts = distinct_texts(args.output / "suite")
-    spent = plain_encode_seconds(args.output, texts)
+    spent = plain_encode_seconds(args.output, texts, args.target)
     n = sum(len(t) for t in texts.values())
     for name, seconds in spent.items():
         print(f"plain encode, {name}: {n} distinct texts in {seconds:.1f} s ({n / seconds:.0f}/s)")

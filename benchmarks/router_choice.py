@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "src" / "lusifer" / "resources" / "offline_suite"
 LANGUAGES = ["en", "es", "ru", "fr", "vi", "fa", "id", "ar", "fi", "ko", "hi", "bn", "te", "sw"]
 LATIN = ["es", "fr", "vi", "id", "fi", "sw"]
-ENCODE_TEXTS_PER_S = 45  # LUSIFER-mini on a 2-core CPU (docs/benchmarks.md: 40-50)
+ENCODE_TEXTS_PER_S = 45  # LUSIFER-mini on a 2-core CPU (docs/research/benchmarks.md: 40-50)
 T_GRID = [round(0.02 * i, 2) for i in range(50)]
 N_GRID = [1, 3, 5, 8, 10, 12, 15, 20]
 

@@ -167,7 +167,7 @@ def run_demo(
     ``routed`` trains the routed recipe (``demo-minilm-routed.yaml``: English on the
     target alone) and also scores its connector route alone on the English and
     cross-lingual tasks; it misses the cross-lingual goal the unrouted recipe meets
-    (docs/routing.md), so it is not the default."""
+    (docs/research/routing.md), so it is not the default."""
     from .evaluation.local_tasks import offline_suite_dirs, read_task_spec
     from .evaluation.runner import evaluate
     from .evaluation.sampling import sample_task_dirs

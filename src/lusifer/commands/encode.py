@@ -74,7 +74,7 @@ def encode_command(
     ] = False,
 ) -> None:
     """Embed every text of INPUT with MODEL: into one .npy matrix (rows in input order), or,
-    when -o is a folder, into shards with a manifest (see docs/corpus-encoding.md)."""
+    when -o is a folder, into shards with a manifest (see docs/guides/corpus-encoding.md)."""
     if kind not in ("query", "document"):
         raise typer.BadParameter("must be 'query' or 'document'", param_hint="--kind")
     if dtype not in ("float32", "float16"):

@@ -10,7 +10,7 @@ metric mteb computed, ``evaluation_time``), ``model_meta.json`` (an mteb ``Model
     mteb.ResultCache("<output>/mteb").load_results(include_remote=False)
 
 The folder under ``results/`` is what the results repository
-(github.com/embeddings-benchmark/results) holds per model (see docs/publishing.md).
+(github.com/embeddings-benchmark/results) holds per model (see docs/guides/publishing.md).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ is confidently English; everything unsure goes to the connector:
 The defaults (``min_confidence=0.02``, i.e. English must be the top language, and
 ``min_letters=12``) were tuned on half of the bundled offline suite's texts and checked on
 the other half (English 93.4% native, at most 0.1% of any other language native):
-``benchmarks/router_choice.py``, results in ``docs/routing.md``.
+``benchmarks/router_choice.py``, results in ``docs/research/routing.md``.
 """
 
 from __future__ import annotations

@@ -232,7 +232,7 @@ def ensure_encoder_exported(model: LusiferModel, *, export_dir: str | Path | Non
 # MiniLM, 110 weight MatMuls) the three widest are e5's FFN output projections of layers
 # 4, 0 and 5, which a one-at-a-time probe also found the costliest to quantise; keeping
 # 2% (two of them) instead of 3% measured worse (benchmarks/int8_policy.py,
-# docs/benchmarks.md).
+# docs/research/benchmarks.md).
 INT8_POLICY = "v3"
 INT8_FLOAT_SHARE = 0.03
 
