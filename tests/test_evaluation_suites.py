@@ -242,7 +242,7 @@ def test_mteb_wrapper_dedupes_and_maps_prompt_type():
     assert out.shape == (5, 4) and out[:, 0].tolist() == [1, 2, 1, 3, 2]
     texts, instruction, kind = enc.seen[-1]
     assert texts == ["a", "bb", "ccc"] and kind == "document"
-    assert instruction.startswith("Given a scientific claim")
+    assert instruction == "Given a claim, retrieve documents that support or refute the claim."
     model.encode(
         batches, task_metadata=metadata, hf_split="test", hf_subset="default", prompt_type=None
     )
@@ -262,3 +262,73 @@ def test_mteb_wrapper_dedupes_and_maps_prompt_type():
     blind.encode(again, task_metadata=metadata, **kwargs)
     blind.encode(again, task_metadata=other, **kwargs)
     assert len(enc.seen) == calls + 3
+
+
+# The reference code's strings for a few tasks, as REFERENCE.md quotes them.
+REFERENCE_STRINGS = {
+    "NQ": "Given a question, retrieve passages that answer the question.",
+    "MLQARetrieval": "Given a question, retrieve passages that answer the question.",
+    "STS12": "Retrieve semantically similar text.",
+    "STS22.v2": "Retrieve semantically similar text.",
+    "SprintDuplicateQuestions": "Retrieve semantically similar text.",
+    "ArxivClusteringP2P": "Identify the category of the following passages.",
+    "Banking77Classification": "Given a online banking query, find the corresponding intents.",
+}
+
+
+def test_the_suites_evaluate_with_the_reference_codes_instructions(lusifer_suite):
+    from lusifer.evaluation.instructions import instruction_for, reference_instructions
+    from lusifer.evaluation.suites import build_crosslingual_suite
+
+    table = reference_instructions()
+    for name, text in REFERENCE_STRINGS.items():
+        assert table[name] == text and instruction_for(name) == text
+    # every task of both suites has the reference's own string, not a fallback
+    for entry in [*lusifer_suite, *build_crosslingual_suite()]:
+        assert entry.instruction in table.values(), entry.name
+        assert entry.instruction == instruction_for(entry.name), entry.name
+    # our own table stays available by name, and differs
+    ours = build_crosslingual_suite(instructions="lusifer")
+    assert {e.name: e.instruction for e in ours}["MLQARetrieval"] == (
+        "Given a question, retrieve Wikipedia passages that answer it"
+    )
+    with pytest.raises(ValueError, match="instructions must be one of"):
+        instruction_for("NQ", table="e5")
+
+
+def _reference_tables(path):
+    """The instruction dicts of the reference's ``lusifer/eval/constants.py``, read as
+    literals (nothing of it runs)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tables = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name.endswith("_TO_PROMPT") or name == "CROSS_LINGUAL_INSTRUCTION":
+                tables[name] = ast.literal_eval(node.value)
+    return tables
+
+
+def test_the_shipped_table_equals_the_reference_codes_task_by_task():
+    """Against a checkout of github.com/hieum98/lusifer (2937c83) named by
+    LUSIFER_REFERENCE_CODE; without one, against the strings REFERENCE.md quotes."""
+    import os
+    from pathlib import Path
+
+    from lusifer.evaluation.instructions import reference_instructions
+
+    shipped = reference_instructions()
+    checkout = os.environ.get("LUSIFER_REFERENCE_CODE")
+    if not checkout:
+        assert all(shipped[k] == v for k, v in REFERENCE_STRINGS.items())
+        pytest.skip("set LUSIFER_REFERENCE_CODE to a reference checkout for the full comparison")
+    tables = _reference_tables(Path(checkout) / "lusifer" / "eval" / "constants.py")
+    expected = {}
+    for group in tables["MTEB_DS_TO_PROMPT"].values():
+        expected.update(group)
+    for group in tables["MULTILINGUAL_DS_TO_PROMPT"].values():
+        expected.update(group)
+    expected.update(tables["CROSS_LINGUAL_INSTRUCTION"])
+    assert dict(shipped) == expected

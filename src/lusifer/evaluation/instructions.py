@@ -1,12 +1,24 @@
-"""One English instruction per task (E5-style one-liners), used on the query side.
+"""One English instruction per task, in two tables.
+
+``reference`` (the default of the mteb suites): the reference code's strings
+(``resources/reference_instructions.json``, from its ``lusifer/eval/constants.py``), which
+are the training sets' own instructions, so a model trained on ``paper.yaml`` is scored
+with the prompts it saw. ``lusifer``: our E5-style one-liners below, one per task.
 
 LUSIFER reads ``{instruction}.\\n{text}`` for queries and ``{instruction}. Candidate:\\n{text}``
-for documents, so an instruction is a short imperative phrase without a final period.
+for documents (a final period of the instruction is dropped first, so both tables give
+the same prompt form).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+
+#: The instruction tables ``instruction_for`` reads.
+INSTRUCTION_TABLES: tuple[str, ...] = ("reference", "lusifer")
 
 #: Fallback per task type (lusifer's simplified names).
 DEFAULT_INSTRUCTIONS: Mapping[str, str] = {
@@ -190,9 +202,31 @@ def base_task_name(name: str) -> str:
     return _SUCCESSOR_ALIASES.get(name, name)
 
 
-def instruction_for(name: str, task_type: str | None = None) -> str | None:
-    """The instruction of an mteb task name (any version), else the default for its type."""
-    found = TASK_INSTRUCTIONS.get(name) or TASK_INSTRUCTIONS.get(base_task_name(name))
+@cache
+def reference_instructions() -> Mapping[str, str]:
+    """The reference code's instruction of each task name, as it spelled the names."""
+    path = resources.files("lusifer") / "resources" / "reference_instructions.json"
+    return json.loads(path.read_text(encoding="utf-8"))["instructions"]
+
+
+@cache
+def _reference_by_base_name() -> Mapping[str, str]:
+    return {base_task_name(name): text for name, text in reference_instructions().items()}
+
+
+def instruction_for(
+    name: str, task_type: str | None = None, table: str = "reference"
+) -> str | None:
+    """The instruction of an mteb task name (any version) in ``table``; a task the table
+    lacks takes our own table's, then the default for its type."""
+    if table not in INSTRUCTION_TABLES:
+        raise ValueError(f"instructions must be one of {list(INSTRUCTION_TABLES)}, got {table!r}")
+    found = None
+    if table == "reference":
+        found = reference_instructions().get(name) or _reference_by_base_name().get(
+            base_task_name(name)
+        )
+    found = found or TASK_INSTRUCTIONS.get(name) or TASK_INSTRUCTIONS.get(base_task_name(name))
     if found is None and task_type is not None:
         found = DEFAULT_INSTRUCTIONS.get(task_type)
     return found

@@ -40,7 +40,9 @@ class MtebEncoder(AbsEncoder):
 
     Args:
         encoder: the model (anything with ``encode(texts, *, instruction, kind, ...)`` and ``name``).
-        instructions: task name -> instruction, overriding lusifer's table and the task's own prompt.
+        instructions: task name -> instruction, overriding the table and the task's own prompt.
+        instruction_table: "reference" (the reference code's instructions, default) or
+            "lusifer" (ours): see :mod:`lusifer.evaluation.instructions`.
         show_progress: forwarded to ``encoder.encode``.
         route: a routed LUSIFER model's route ("auto", "native" or "connector"; None: its
             default, "auto").
@@ -53,12 +55,15 @@ class MtebEncoder(AbsEncoder):
         *,
         show_progress: bool = False,
         route: str | None = None,
+        instruction_table: str = "reference",
     ) -> None:
         from ..model.routing import with_route
 
+        instruction_for("", table=instruction_table)  # an unknown table fails here
         encoder = with_route(encoder, route)
         self.model = encoder
         self.instructions = dict(instructions or {})
+        self.instruction_table = instruction_table
         self.show_progress = show_progress
         # (instruction, kind, text) -> unit-length row; encoders that ignore instructions
         # (``uses_instructions = False``) share rows across tasks with different ones
@@ -77,11 +82,12 @@ class MtebEncoder(AbsEncoder):
         )
 
     def task_instruction(self, task_metadata: TaskMetadata) -> str | None:
-        """Explicit override, else lusifer's per-task table, else the task's prompt, else a per-type default."""
+        """Explicit override, else the instruction table's, else the task's prompt, else a
+        per-type default."""
         name = task_metadata.name
         if name in self.instructions:
             return self.instructions[name]
-        found = instruction_for(name)
+        found = instruction_for(name, table=self.instruction_table)
         if found:
             return found
         prompt = task_metadata.prompt

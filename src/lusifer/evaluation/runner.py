@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..files import atomic_write
-from ..types import TextEncoder
+from ..types import TextEncoder, reads_instructions
 from . import aggregation, distributed, significance
 from .entry import TaskEntry
 from .languages import get_language, order_languages
@@ -40,9 +40,14 @@ RUN_FORMAT = 1
 
 
 def resolve_tasks(
-    suite: str | None, task_dirs: Sequence[Path] = (), languages: Sequence[str] | None = None
+    suite: str | None,
+    task_dirs: Sequence[Path] = (),
+    languages: Sequence[str] | None = None,
+    instructions: str = "reference",
 ) -> list[TaskEntry]:
-    """The task entries of a suite plus local task dirs, restricted to ``languages``."""
+    """The task entries of a suite plus local task dirs, restricted to ``languages``; the
+    mteb suites take their instructions from the ``instructions`` table (local tasks carry
+    their own)."""
     if languages is not None:
         for code in languages:
             get_language(code)
@@ -51,11 +56,11 @@ def resolve_tasks(
     if suite is None:
         pass
     elif suite == "lusifer":
-        entries += build_lusifer_suite(languages)
+        entries += build_lusifer_suite(languages, instructions=instructions)
     elif suite == "lusifer-v2":
-        entries += build_lusifer_suite(languages, newest_versions=True)
+        entries += build_lusifer_suite(languages, newest_versions=True, instructions=instructions)
     elif suite == "crosslingual":
-        entries += build_crosslingual_suite(languages)
+        entries += build_crosslingual_suite(languages, instructions=instructions)
     elif suite == "offline":
         bundled = offline_suite_dirs()
         if not bundled:
@@ -125,8 +130,8 @@ SCORING_VERSION = 1
 
 def result_cache_path(model: TextEncoder, identity: str | None, entry: TaskEntry) -> Path | None:
     """Where the lusifer cache keeps this model's finished result on this task, keyed by
-    the model's fingerprint and backend, the task's data hash and the scoring code's
-    version (``$LUSIFER_EVAL_CACHE``, else ``<lusifer cache>/evaluation``); None for a
+    the model's fingerprint and backend, the task's data hash and instruction (for a model
+    that reads instructions) and the scoring code's version (``$LUSIFER_EVAL_CACHE``, else ``<lusifer cache>/evaluation``); None for a
     model without a fingerprint (it is never cached)."""
     if identity is None:
         return None
@@ -142,6 +147,7 @@ def result_cache_path(model: TextEncoder, identity: str | None, entry: TaskEntry
         identity,
         entry.key,
         entry.fingerprint,
+        entry.instruction if reads_instructions(model) else None,
         RUN_FORMAT,
         SCORING_VERSION,
         mteb.__version__,
@@ -198,6 +204,7 @@ def evaluate(
     use_cache: bool = True,
     mteb_names: Sequence[str | None] | None = None,
     device: str | None = None,
+    instructions: str = "reference",
 ) -> EvaluationReport:
     """Evaluate ``models`` on a suite and/or local task dirs; write results, tables and a chart.
 
@@ -220,6 +227,9 @@ def evaluate(
             the mteb layout written to ``output_dir/mteb`` (default ``lusifer/<model>``).
         device: where the torch models run (moved there); None leaves them where they
             are, except under torchrun/accelerate with CUDA: ``cuda:LOCAL_RANK``.
+        instructions: the mteb suites' instruction table, "reference" (the reference
+            code's, the training sets' own) or "lusifer" (ours,
+            :mod:`lusifer.evaluation.instructions`).
 
     Under ``torchrun``/``accelerate launch`` the (model, task) pairs are split across the
     processes and rank 0 writes the report (:mod:`lusifer.evaluation.distributed`).
@@ -232,7 +242,7 @@ def evaluate(
     slugs = [model_slug(n) for n in names]
     if len(set(slugs)) != len(slugs):
         raise ValueError(f"model names must be distinct (after making them file-safe): {names}")
-    entries = resolve_tasks(suite, task_dirs, languages)
+    entries = resolve_tasks(suite, task_dirs, languages, instructions)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     instructions = {e.name: e.instruction for e in entries}

@@ -237,6 +237,7 @@ def _entry(
     *,
     crosslingual: bool,
     task: AbsTask,
+    instructions: str = "reference",
 ) -> TaskEntry:
     by_lang = {lang: tuple(subs) for lang, subs in by_language.items()}
     subsets = tuple(dict.fromkeys(s for subs in by_lang.values() for s in subs))
@@ -249,7 +250,7 @@ def _entry(
         type=task_type,
         main_metric=md.main_score,
         split=split,
-        instruction=instruction_for(name, task_type),
+        instruction=instruction_for(name, task_type, instructions),
         subsets_by_language=by_lang,
         crosslingual=crosslingual,
         source="mteb",
@@ -262,9 +263,13 @@ def _entry(
 
 
 def build_lusifer_suite(
-    languages: Sequence[str] | None = None, *, newest_versions: bool = False
+    languages: Sequence[str] | None = None,
+    *,
+    newest_versions: bool = False,
+    instructions: str = "reference",
 ) -> list[TaskEntry]:
-    """The per-language LUSIFER benchmark (paper Table 1) as task entries.
+    """The per-language LUSIFER benchmark (paper Table 1) as task entries, each with its
+    instruction from the ``instructions`` table (:mod:`lusifer.evaluation.instructions`).
 
     A task listed under several languages is one entry whose subsets are split by language
     (a subset involving two listed languages counts for both). With ``newest_versions`` every
@@ -287,13 +292,23 @@ def build_lusifer_suite(
                 raise ValueError(f"mteb task {name} has no subset for language {language!r}")
             plan.setdefault(name, {})[language] = subsets
     return [
-        _entry(name, by_lang, _eval_split(tasks[name]), crosslingual=False, task=tasks[name])
+        _entry(
+            name,
+            by_lang,
+            _eval_split(tasks[name]),
+            crosslingual=False,
+            task=tasks[name],
+            instructions=instructions,
+        )
         for name, by_lang in plan.items()
     ]
 
 
-def build_crosslingual_suite(languages: Sequence[str] | None = None) -> list[TaskEntry]:
-    """The cross-lingual benchmark (paper Table 2), as the reference code ran it.
+def build_crosslingual_suite(
+    languages: Sequence[str] | None = None, *, instructions: str = "reference"
+) -> list[TaskEntry]:
+    """The cross-lingual benchmark (paper Table 2), as the reference code ran it, with its
+    instructions (the ``instructions`` table).
 
     Its ``--eval_crosslingual`` called ``mteb.get_task(name, languages=<the 14 languages>)``:
     every subset involving one of ``languages`` (default: the 14), monolingual ones and
@@ -311,6 +326,13 @@ def build_crosslingual_suite(languages: Sequence[str] | None = None) -> list[Tas
         by_language = {lang: subs for lang, subs in by_language.items() if subs}
         if by_language:
             entries.append(
-                _entry(name, by_language, _eval_split(task), crosslingual=True, task=task)
+                _entry(
+                    name,
+                    by_language,
+                    _eval_split(task),
+                    crosslingual=True,
+                    task=task,
+                    instructions=instructions,
+                )
             )
     return entries
