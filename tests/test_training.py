@@ -111,6 +111,49 @@ def test_lm_labels_ignore_bos_soft_tokens_and_padding(tiny_model_factory):
     assert torch.allclose(embeds[1, 3], model.target.input_embeddings().weight[20])
 
 
+def test_backbones_saved_with_left_padding_are_padded_right(tmp_path):
+    """A folder whose tokenizer pads left (Llama-2/Gemma classes, padding_side="left")
+    trains stage 1 on the same tokens as one that pads right."""
+    import json
+
+    from lusifer import LusiferModel
+    from lusifer.backbones import load_backbone
+
+    tiny = load_backbone("tiny:llama")
+    folders = {}
+    for side in ("left", "right"):
+        folders[side] = tmp_path / side
+        tiny.model.save_pretrained(folders[side])
+        tiny.tokenizer.save_pretrained(folders[side])
+        config_file = folders[side] / "tokenizer_config.json"
+        config = json.loads(config_file.read_text())
+        config_file.write_text(json.dumps({**config, "padding_side": side}))
+    assert load_backbone(str(folders["left"])).tokenizer.padding_side == "right"
+    losses = []
+    for side in ("left", "right"):
+        torch.manual_seed(0)
+        model = LusiferModel.build(encoder="tiny:xlmr", target=str(folders[side]))
+        enc = model.tokenize(["a short text", "another, much longer text than that"])
+        tok = model.target.tokenizer(
+            ["it is short", "and a much longer one than the first"],
+            padding=True,
+            add_special_tokens=False,
+            return_tensors="pt",
+        )
+        assert tok["attention_mask"][0, 0] == 1  # padding after the text, not before
+        with torch.no_grad():
+            losses.append(
+                lm_alignment_loss(
+                    model,
+                    enc["input_ids"],
+                    enc["attention_mask"],
+                    tok["input_ids"],
+                    tok["attention_mask"],
+                )
+            )
+    torch.testing.assert_close(losses[0], losses[1])
+
+
 def test_lm_loss_uses_causal_attention(tiny_model_factory):
     model = tiny_model_factory("mistral")
     enc = model.tokenize(["a short text", "another one"])

@@ -127,4 +127,9 @@ def load_backbone(reference: str, *, torch_dtype=None) -> Backbone:
                 model = AutoModel.from_pretrained(path, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    # Right padding, whatever the folder says (Llama-2/Gemma tokenizers and folders saved
+    # with padding_side="left" pad left): the LM layout of stage 1 and the connector's
+    # learned tokens after each row's text read a row's tokens from its start, as the
+    # reference code, which sets "right" for the same reason.
+    tokenizer.padding_side = "right"
     return Backbone(reference, path, model, tokenizer, decoder)
