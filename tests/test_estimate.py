@@ -1,0 +1,68 @@
+"""``lusifer train --estimate``: parameter counts at full size on the meta device, and a
+memory estimate per GPU that moves the right way with GPUs, engines and memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from lusifer.training.config import load_train_config
+from lusifer.training.estimate import (
+    PAPER_TRAINABLE,
+    count_parameters,
+    estimate_run,
+    format_estimate,
+)
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load_train_config("src/lusifer/configs/paper.yaml")
+
+
+def test_paper_recipe_trains_as_many_parameters_as_the_paper_says(paper):
+    estimates = estimate_run(paper, gpus=8, gpu_memory_gib=80)
+    assert [e.objective for e in estimates] == ["alignment"] * 2 + ["representation"] * 2
+    for est in estimates:  # 12.4M and 87.9M in the paper, rounded
+        assert est.trainable == pytest.approx(PAPER_TRAINABLE[est.objective], rel=0.01)
+    # XLM-R-large (560M) + Mistral-7B (7.25B) + adapters, connector and head
+    assert 7.8e9 < estimates[0].total < 8.0e9
+    report = format_estimate(estimates, gpus=8, gpu_memory_gib=80)
+    assert "| align-reconstruct | alignment | 12.3M | 12.4M |" in report
+    assert "| rep-all | representation | 87.8M | 87.9M |" in report
+
+
+def test_counts_on_the_meta_device_equal_a_built_model():
+    from lusifer import LusiferModel
+    from lusifer.config import LoraSettings, LusiferConfig
+
+    lora = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    config = LusiferConfig(
+        encoder="tiny:xlmr",
+        target="tiny:llama",
+        encoder_lora=lora,
+        target_lora=lora,
+        projection_head=True,
+        num_learned_tokens=2,
+    )
+    counts = count_parameters(config)
+    model = LusiferModel.build(config)
+    assert counts.total == sum(p.numel() for p in model.parameters())
+    model.freeze(connector=True, head=True, encoder_lora=True, target_lora=True)
+    trained = counts.connector + counts.head + counts.encoder_lora + counts.target_lora
+    assert trained == model.trainable_parameter_count()
+
+
+def test_memory_moves_with_gpus_engines_and_memory(paper):
+    few = estimate_run(paper, gpus=2, gpu_memory_gib=80)
+    many = estimate_run(paper, gpus=8, gpu_memory_gib=80)
+    for a, b in zip(few, many, strict=True):
+        assert a.rows_per_forward == 4 * b.rows_per_forward
+        assert a.memory_gib["fsdp"] > b.memory_gib["fsdp"]
+        for est in (a, b):
+            assert est.memory_gib["zero3"] <= est.memory_gib["zero2"] <= est.memory_gib["ddp"]
+    # stage 1 forwards the whole local slice: on 2 GPUs it does not fit under DDP
+    assert not few[0].fits["ddp"] and few[0].micro_batch_that_fits["ddp"] < 128
+    small = estimate_run(paper, gpus=8, gpu_memory_gib=40)
+    assert small[0].micro_batch_that_fits["ddp"] <= many[0].micro_batch_that_fits["ddp"]
+    with pytest.raises(ValueError, match="gpus"):
+        estimate_run(paper, gpus=0)
