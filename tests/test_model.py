@@ -404,3 +404,14 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
         atomic_write(path, b'{"new": 2}')
     assert path.read_text() == '{"old": 1}'
     assert sorted(p.name for p in path.parent.iterdir()) == ["report.json"]  # no temp left
+
+
+def test_the_head_runs_on_a_half_precision_target():
+    from lusifer import LusiferModel
+
+    model = LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert", projection_head=True)
+    want = model.encode(["hello there", "bonjour"], use_head=True)
+    model.target.model.to(torch.bfloat16)
+    got = model.encode(["hello there", "bonjour"], use_head=True)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert (got * want).sum(axis=1).min() > 0.98  # bf16 rounding only

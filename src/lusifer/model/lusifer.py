@@ -248,7 +248,8 @@ class LusiferModel(TorchEmbedder, nn.Module):
             mask = pooling_mask(mask, attention_mask, pool_mask, n)
         pooled = pool(hidden, mask, self.config.pooling)
         if use_head and self.head is not None:
-            return self.head(pooled)
+            # the head keeps its own (trained, fp32) dtype under a half-precision target
+            return self.head(pooled.to(next(self.head.parameters()).dtype))
         return pooled
 
     def embed_tokens(self, enc: BatchEncoding, *, use_head: bool = False) -> torch.Tensor:
