@@ -340,7 +340,9 @@ def test_paper_config_has_the_papers_structure():
         5e-6,
     )
     assert all(s.loss == "nt_xent" and s.temperature == 0.05 for s in (r1, r2))
-    assert any(not d.in_batch_negatives for d in r2.data)
+    # in-batch negatives in the retrieval phase only, as the reference (main.py:309)
+    assert all(d.in_batch_negatives for d in r1.data)
+    assert not any(d.in_batch_negatives for d in r2.data)
     # every stage-2 source has hard negatives: a negatives field, or mined JSONL
     assert all(d.hf_negatives_field or d.path for d in r1.data + r2.data)
     # no BEIR set of the authors (their BEIR data merged test qrels into training)
