@@ -131,53 +131,81 @@ def make_encode_fn(encoder, *, max_length: int | None, batch_size: int):
     return encode
 
 
-def create_app(
-    encoder,
-    *,
-    model_name: str | None = None,
-    backend: str = "torch",
-    settings: ServerSettings | None = None,
-) -> FastAPI:
-    """An app serving ``encoder`` (anything with the ``TextEncoder.encode`` contract)."""
-    settings = settings or ServerSettings()
-    if settings.api_key is not None and not settings.api_key.strip():
-        raise ValueError("the API key must not be empty (use None for no key)")
-    name = model_name or getattr(encoder, "name", "lusifer")
-    dims = getattr(encoder, "embedding_size", None)
-    # A model built with ``use_instructions: false`` reads bare text; requests that send an
-    # instruction still succeed (OpenAI clients cannot drop fields) and get a header saying so.
-    uses_instructions = reads_instructions(encoder)
-    routes = routes_of(encoder)
+def _check_text(text: str, param: str, limit: int) -> None:
+    """Refuse an input or instruction that is too long or not valid Unicode."""
+    if len(text) > limit:
+        raise ApiError(
+            400, f"'{param}' has {len(text)} characters; at most {limit} per input", param=param
+        )
+    if (at := _lone_surrogate(text)) is not None:
+        raise ApiError(
+            400,
+            f"'{param}' has a lone surrogate (an unpaired \\u escape) at character {at}; "
+            "expected valid Unicode text",
+            param=param,
+        )
 
-    batcher = MicroBatcher(
-        make_encode_fn(
-            encoder, max_length=settings.max_length, batch_size=settings.encode_batch_size
-        ),
-        max_batch_size=settings.max_batch_size,
-        max_wait_ms=settings.max_wait_ms,
-        max_queue=settings.max_queue,
-    )
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        await batcher.start()
-        try:
-            yield
-        finally:
-            await batcher.close()  # in-flight requests finish first
+def _checked_request(
+    body: EmbeddingRequest, settings: ServerSettings, dims: int | None, routes: tuple[str, ...]
+) -> list[str]:
+    """The request's texts, after every limit and field is checked (a 400 names the
+    first bad one)."""
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    if not texts:
+        raise ApiError(400, "'input' must not be an empty list", param="input")
+    if len(texts) > settings.max_inputs_per_request:
+        raise ApiError(
+            400,
+            f"'input' has {len(texts)} items; at most {settings.max_inputs_per_request} "
+            "per request",
+            param="input",
+        )
+    for i, text in enumerate(texts):
+        param = "input" if isinstance(body.input, str) else f"input[{i}]"
+        if not text:
+            raise ApiError(400, f"'{param}' is an empty string", param=param)
+        _check_text(text, param, settings.max_chars_per_input)
+    if body.instruction is not None:
+        _check_text(body.instruction, "instruction", settings.max_chars_per_input)
+    if body.dimensions is not None and dims is not None and body.dimensions > dims:
+        raise ApiError(
+            400, f"'dimensions' is {body.dimensions}; this model has {dims}", param="dimensions"
+        )
+    if body.route is not None and body.route not in routes:
+        raise ApiError(
+            400,
+            f"'route' is {body.route!r}; this model takes {', '.join(routes)}",
+            param="route",
+        )
+    return texts
 
-    app = FastAPI(
-        title="LUSIFER embeddings",
-        description="OpenAI-compatible multilingual embeddings from a LUSIFER model.",
-        version="1",
-        lifespan=lifespan,
-    )
-    app.state.batcher = batcher
-    app.state.settings = settings
-    # The last added runs first: request id and API key, then load shedding.
-    app.add_middleware(ShedWhenFullMiddleware, batcher=batcher, path="/v1/embeddings")
-    app.add_middleware(RequestContextMiddleware, api_key=settings.api_key, open_paths=OPEN_PATHS)
-    card = ModelCard(id=name, created=int(time.time()))
+
+def _embedding_content(
+    vectors: np.ndarray, tokens: list[int], body: EmbeddingRequest, name: str
+) -> dict[str, Any]:
+    """The response body (the shape of ``EmbeddingResponse``, built by hand: validating
+    thousands of floats through pydantic again costs more than the JSON itself)."""
+    if body.dimensions is not None:
+        vectors = vectors[:, : body.dimensions]
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.clip(norms, 1e-12, None)
+    vectors = vectors.astype("<f4", copy=False)
+    if body.encoding_format == "base64":
+        values = [base64.b64encode(v.tobytes()).decode("ascii") for v in vectors]
+    else:
+        values = vectors.tolist()
+    total = int(sum(tokens))
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
+        "model": name,
+        "usage": {"prompt_tokens": total, "total_tokens": total},
+    }
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error in the OpenAI error shape, with the request id."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -209,6 +237,79 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_error(exc).response()
+
+
+async def _submit(batcher: MicroBatcher, request: Request, *args: Any) -> tuple[Any, Any]:
+    """Vectors and token counts from the batcher, its failures as API errors (the
+    worker carries on after a model failure)."""
+    try:
+        return await batcher.submit(*args)
+    except QueueFullError as err:
+        raise overloaded(err) from None
+    except ShuttingDownError as err:
+        raise ApiError(503, str(err), type="server_shutting_down") from None
+    except Exception as err:
+        request_id = request.state.request_id
+        log.error(
+            "request_id=%s the model failed: %s: %s",
+            request_id,
+            type(err).__name__,
+            err,
+            exc_info=err,
+        )
+        message = f"the model failed on this request: {type(err).__name__}: {err}"
+        raise ApiError(500, message, type="server_error") from None
+
+
+def create_app(
+    encoder,
+    *,
+    model_name: str | None = None,
+    backend: str = "torch",
+    settings: ServerSettings | None = None,
+) -> FastAPI:
+    """An app serving ``encoder`` (anything with the ``TextEncoder.encode`` contract)."""
+    settings = settings or ServerSettings()
+    if settings.api_key is not None and not settings.api_key.strip():
+        raise ValueError("the API key must not be empty (use None for no key)")
+    name = model_name or getattr(encoder, "name", "lusifer")
+    dims = getattr(encoder, "embedding_size", None)
+    # A model built with ``use_instructions: false`` reads bare text; requests that send an
+    # instruction still succeed (OpenAI clients cannot drop fields) and get a header saying so.
+    uses_instructions = reads_instructions(encoder)
+    routes = routes_of(encoder)
+    routed = is_routed(encoder)
+
+    batcher = MicroBatcher(
+        make_encode_fn(
+            encoder, max_length=settings.max_length, batch_size=settings.encode_batch_size
+        ),
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue=settings.max_queue,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.close()  # in-flight requests finish first
+
+    app = FastAPI(
+        title="LUSIFER embeddings",
+        description="OpenAI-compatible multilingual embeddings from a LUSIFER model.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    app.state.settings = settings
+    # The last added runs first: request id and API key, then load shedding.
+    app.add_middleware(ShedWhenFullMiddleware, batcher=batcher, path="/v1/embeddings")
+    app.add_middleware(RequestContextMiddleware, api_key=settings.api_key, open_paths=OPEN_PATHS)
+    _add_error_handlers(app)
+    card = ModelCard(id=name, created=int(time.time()))
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
@@ -244,114 +345,19 @@ def create_app(
     @app.post(
         "/v1/embeddings",
         response_model=EmbeddingResponse,
-        responses={
-            400: {"model": ErrorResponse},
-            401: {"model": ErrorResponse},
-            500: {"model": ErrorResponse},
-            503: {"model": ErrorResponse},
-        },
+        responses={code: {"model": ErrorResponse} for code in (400, 401, 500, 503)},
     )
     async def embeddings(
         body: EmbeddingRequest, request: Request
     ) -> EmbeddingResponse | JSONResponse:
-        texts = [body.input] if isinstance(body.input, str) else list(body.input)
-        if not texts:
-            raise ApiError(400, "'input' must not be an empty list", param="input")
-        if len(texts) > settings.max_inputs_per_request:
-            raise ApiError(
-                400,
-                f"'input' has {len(texts)} items; at most {settings.max_inputs_per_request} "
-                "per request",
-                param="input",
-            )
-        for i, text in enumerate(texts):
-            param = "input" if isinstance(body.input, str) else f"input[{i}]"
-            if not text:
-                raise ApiError(400, f"'{param}' is an empty string", param=param)
-            if len(text) > settings.max_chars_per_input:
-                raise ApiError(
-                    400,
-                    f"'{param}' has {len(text)} characters; at most "
-                    f"{settings.max_chars_per_input} per input",
-                    param=param,
-                )
-            if (at := _lone_surrogate(text)) is not None:
-                raise ApiError(
-                    400,
-                    f"'{param}' has a lone surrogate (an unpaired \\u escape) at character {at}; "
-                    "expected valid Unicode text",
-                    param=param,
-                )
-        if body.instruction is not None:
-            if len(body.instruction) > settings.max_chars_per_input:
-                raise ApiError(
-                    400,
-                    f"'instruction' has {len(body.instruction)} characters; at most "
-                    f"{settings.max_chars_per_input}",
-                    param="instruction",
-                )
-            if (at := _lone_surrogate(body.instruction)) is not None:
-                raise ApiError(
-                    400,
-                    f"'instruction' has a lone surrogate (an unpaired \\u escape) at character "
-                    f"{at}; expected valid Unicode text",
-                    param="instruction",
-                )
-        if body.dimensions is not None and dims is not None and body.dimensions > dims:
-            raise ApiError(
-                400,
-                f"'dimensions' is {body.dimensions}; this model has {dims}",
-                param="dimensions",
-            )
+        texts = _checked_request(body, settings, dims, routes)
         instruction = body.instruction if uses_instructions else None
-        if body.route is not None and body.route not in routes:
-            raise ApiError(
-                400,
-                f"'route' is {body.route!r}; this model takes {', '.join(routes)}",
-                param="route",
-            )
         # only a routed model is told its route; the others have one route each
-        route = body.route if is_routed(encoder) and body.route != "auto" else None
-        try:
-            vectors, tokens = await batcher.submit(texts, instruction, body.kind, route)
-        except QueueFullError as err:
-            raise overloaded(err) from None
-        except ShuttingDownError as err:
-            raise ApiError(503, str(err), type="server_shutting_down") from None
-        except Exception as err:  # the model failed; the worker carries on
-            request_id = request.state.request_id
-            log.error(
-                "request_id=%s the model failed: %s: %s",
-                request_id,
-                type(err).__name__,
-                err,
-                exc_info=err,
-            )
-            message = f"the model failed on this request: {type(err).__name__}: {err}"
-            raise ApiError(500, message, type="server_error") from None
-        if body.dimensions is not None:
-            vectors = vectors[:, : body.dimensions]
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.clip(norms, 1e-12, None)
-        vectors = vectors.astype("<f4", copy=False)
-        if body.encoding_format == "base64":
-            values = [base64.b64encode(v.tobytes()).decode("ascii") for v in vectors]
-        else:
-            values = vectors.tolist()
-        total = int(sum(tokens))
-        # Built by hand (same shape as EmbeddingResponse): validating thousands of floats
-        # through pydantic again costs more than the JSON itself.
-        content = {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)
-            ],
-            "model": name,
-            "usage": {"prompt_tokens": total, "total_tokens": total},
-        }
+        route = body.route if routed and body.route != "auto" else None
+        vectors, tokens = await _submit(batcher, request, texts, instruction, body.kind, route)
         headers = {}
         if body.instruction and not uses_instructions:
             headers[IGNORED_INSTRUCTION_HEADER] = "this model reads no instructions"
-        return JSONResponse(content, headers=headers)
+        return JSONResponse(_embedding_content(vectors, tokens, body, name), headers=headers)
 
     return app
