@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -261,6 +262,34 @@ async def _submit(batcher: MicroBatcher, request: Request, *args: Any) -> tuple[
         raise ApiError(500, message, type="server_error") from None
 
 
+def _add_info_routes(app: FastAPI, name: str, health: Callable[[], Health]) -> None:
+    """``GET /health``, ``/v1/models`` and ``/v1/models/{id}``."""
+    card = ModelCard(id=name, created=int(time.time()))
+
+    @app.get("/health", response_model=Health)
+    async def _health() -> Health:
+        return health()
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        return ModelList(data=[card])
+
+    @app.get(
+        "/v1/models/{model_id:path}",
+        response_model=ModelCard,
+        responses={404: {"model": ErrorResponse}},
+    )
+    async def model(model_id: str) -> ModelCard:
+        if model_id != name:
+            raise ApiError(
+                404,
+                f"the model '{model_id}' does not exist; this server serves '{name}'",
+                param="model",
+                code="model_not_found",
+            )
+        return card
+
+
 def create_app(
     encoder,
     *,
@@ -277,9 +306,7 @@ def create_app(
     # A model built with ``use_instructions: false`` reads bare text; requests that send an
     # instruction still succeed (OpenAI clients cannot drop fields) and get a header saying so.
     uses_instructions = reads_instructions(encoder)
-    routes = routes_of(encoder)
-    routed = is_routed(encoder)
-
+    routes, routed = routes_of(encoder), is_routed(encoder)
     batcher = MicroBatcher(
         make_encode_fn(
             encoder, max_length=settings.max_length, batch_size=settings.encode_batch_size
@@ -309,10 +336,8 @@ def create_app(
     app.add_middleware(ShedWhenFullMiddleware, batcher=batcher, path="/v1/embeddings")
     app.add_middleware(RequestContextMiddleware, api_key=settings.api_key, open_paths=OPEN_PATHS)
     _add_error_handlers(app)
-    card = ModelCard(id=name, created=int(time.time()))
 
-    @app.get("/health", response_model=Health)
-    async def health() -> Health:
+    def health() -> Health:
         return Health(
             status="shutting_down" if batcher.closing else "ok",
             model=name,
@@ -323,24 +348,7 @@ def create_app(
             max_queue=settings.max_queue,
         )
 
-    @app.get("/v1/models", response_model=ModelList)
-    async def models() -> ModelList:
-        return ModelList(data=[card])
-
-    @app.get(
-        "/v1/models/{model_id:path}",
-        response_model=ModelCard,
-        responses={404: {"model": ErrorResponse}},
-    )
-    async def model(model_id: str) -> ModelCard:
-        if model_id != name:
-            raise ApiError(
-                404,
-                f"the model '{model_id}' does not exist; this server serves '{name}'",
-                param="model",
-                code="model_not_found",
-            )
-        return card
+    _add_info_routes(app, name, health)
 
     @app.post(
         "/v1/embeddings",
