@@ -245,7 +245,7 @@ def evaluate(
     entries = resolve_tasks(suite, task_dirs, languages, instructions)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    instructions = {e.name: e.instruction for e in entries}
+    task_instructions = {e.name: e.instruction for e in entries}
 
     runs: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
     errors: dict[str, dict[str, str]] = {}
@@ -259,70 +259,19 @@ def evaluate(
         unit="task",
     )
     for model_index, (model, name, slug) in enumerate(zip(models, names, slugs, strict=True)):
-        wrapper = MtebEncoder(model, instructions, show_progress=show_progress)
-        identity = model_fingerprint(model)
-        pending = []
-        for entry_index, entry in enumerate(entries):
-            if not shard.owns(model_index * len(entries) + entry_index):
-                others[name].append(entry)
-                progress.update(1)
-                continue
-            path = output_dir / "runs" / slug / f"{_safe(entry.key)}.json"
-            run = _load_finished(path, entry, name, identity)
-            cached = result_cache_path(model, identity, entry) if use_cache else None
-            if run is None and cached is not None:
-                run = _load_finished(cached, entry, None, identity)
-                if run is not None:
-                    run["model"] = name
-                    _write_json_atomic(path, run)
-            if run is None:
-                pending.append(entry)
-            else:
-                runs[name][entry.key] = run
-                progress.update(1)
-        # every pending local task's texts, encoded once, in large length-sorted batches
-        prefetch_local_tasks(wrapper, pending, max(batch_size, 64))
-        for entry in pending:
-            progress.set_postfix_str(f"{name} | {entry.key}")
-            path = output_dir / "runs" / slug / f"{_safe(entry.key)}.json"
-            try:
-                run = _run_one(wrapper, entry, batch_size, show_progress)
-            except Exception as err:
-                if entry.source == "local":
-                    raise
-                logger.warning("%s on %s failed: %s", name, entry.key, err)
-                errors.setdefault(name, {})[entry.key] = f"{type(err).__name__}: {err}"
-                progress.update(1)
-                continue
-            run["model"] = name
-            run["model_fingerprint"] = identity
-            _write_json_atomic(path, run)
-            cached = result_cache_path(model, identity, entry) if use_cache else None
-            if cached is not None:
-                try:
-                    _write_json_atomic(cached, run)
-                except OSError as err:  # a read-only or full cache only costs the reuse
-                    logger.warning("could not cache %s on %s: %s", name, entry.key, err)
-            runs[name][entry.key] = run
-            progress.update(1)
+        owned = [shard.owns(model_index * len(entries) + i) for i in range(len(entries))]
+        mine = [e for e, own in zip(entries, owned, strict=True) if own]
+        others[name] = [e for e, own in zip(entries, owned, strict=True) if not own]
+        progress.update(len(others[name]))
+        wrapper = MtebEncoder(model, task_instructions, show_progress=show_progress)
+        runs[name], failed = _evaluate_model(
+            wrapper, name, mine, output_dir / "runs" / slug, batch_size, use_cache, progress
+        )
+        if failed:
+            errors[name] = failed
     progress.close()
     if shard.distributed:
-        identities = {name: model_fingerprint(m) for m, name in zip(models, names, strict=True)}
-        slug_of = dict(zip(names, slugs, strict=True))
-        distributed.merge_runs(
-            shard,
-            runs,
-            errors,
-            others,
-            lambda name, entry: _load_finished(
-                output_dir / "runs" / slug_of[name] / f"{_safe(entry.key)}.json",
-                entry,
-                name,
-                identities[name],
-            ),
-        )
-        runs = {n: {e.key: r[e.key] for e in entries if e.key in r} for n, r in runs.items()}
-
+        runs = _merge_ranks(shard, models, names, slugs, entries, runs, errors, others, output_dir)
     report = summarise(
         entries, names, runs, suite=suite, bootstrap=bootstrap, seed=seed, output_dir=output_dir
     )
@@ -333,6 +282,126 @@ def evaluate(
             output_dir, models, names, entries, runs, mteb_names=mteb_names, batch_size=batch_size
         )
     return report
+
+
+def _merge_ranks(
+    shard: Any,
+    models: Sequence[TextEncoder],
+    names: list[str],
+    slugs: list[str],
+    entries: Sequence[TaskEntry],
+    runs: dict[str, dict[str, dict[str, Any]]],
+    errors: dict[str, dict[str, str]],
+    others: dict[str, list[TaskEntry]],
+    output_dir: Path,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every rank's runs, read back from the shared output folder, in task order."""
+    identities = {name: model_fingerprint(m) for m, name in zip(models, names, strict=True)}
+    slug_of = dict(zip(names, slugs, strict=True))
+    distributed.merge_runs(
+        shard,
+        runs,
+        errors,
+        others,
+        lambda name, entry: _load_finished(
+            output_dir / "runs" / slug_of[name] / f"{_safe(entry.key)}.json",
+            entry,
+            name,
+            identities[name],
+        ),
+    )
+    return {n: {e.key: r[e.key] for e in entries if e.key in r} for n, r in runs.items()}
+
+
+def _evaluate_model(
+    wrapper: Any,
+    name: str,
+    entries: Sequence[TaskEntry],
+    run_dir: Path,
+    batch_size: int,
+    use_cache: bool,
+    progress: Any,
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """One model's runs on ``entries`` (finished ones reused) and the mteb tasks that
+    failed, each with its error."""
+    model = wrapper.model
+    identity = model_fingerprint(model)
+    runs: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    pending = []
+    for entry in entries:
+        run = _finished_run(model, name, identity, entry, run_dir, use_cache)
+        if run is None:
+            pending.append(entry)
+        else:
+            runs[entry.key] = run
+            progress.update(1)
+    # every pending local task's texts, encoded once, in large length-sorted batches
+    prefetch_local_tasks(wrapper, pending, max(batch_size, 64))
+    for entry in pending:
+        progress.set_postfix_str(f"{name} | {entry.key}")
+        run, error = _run_and_store(
+            wrapper, model, name, identity, entry, run_dir, batch_size, use_cache
+        )
+        if run is not None:
+            runs[entry.key] = run
+        else:
+            errors[entry.key] = error
+        progress.update(1)
+    return runs, errors
+
+
+def _finished_run(
+    model: TextEncoder,
+    name: str,
+    identity: str | None,
+    entry: TaskEntry,
+    run_dir: Path,
+    use_cache: bool,
+) -> dict[str, Any] | None:
+    """A finished run of ``model`` on ``entry``: this output folder's, else the lusifer
+    cache's (copied into the folder); None when it must run."""
+    path = run_dir / f"{_safe(entry.key)}.json"
+    run = _load_finished(path, entry, name, identity)
+    cached = result_cache_path(model, identity, entry) if use_cache else None
+    if run is None and cached is not None:
+        run = _load_finished(cached, entry, None, identity)
+        if run is not None:
+            run["model"] = name
+            _write_json_atomic(path, run)
+    return run
+
+
+def _run_and_store(
+    wrapper: Any,
+    model: TextEncoder,
+    name: str,
+    identity: str | None,
+    entry: TaskEntry,
+    run_dir: Path,
+    batch_size: int,
+    use_cache: bool,
+) -> tuple[dict[str, Any] | None, str]:
+    """Run ``entry`` and write its run to the output folder and the cache: (run, "") or,
+    when an mteb task fails, (None, the error) so the others still run; a local task's
+    failure is raised (it is the user's data)."""
+    try:
+        run = _run_one(wrapper, entry, batch_size, wrapper.show_progress)
+    except Exception as err:
+        if entry.source == "local":
+            raise
+        logger.warning("%s on %s failed: %s", name, entry.key, err)
+        return None, f"{type(err).__name__}: {err}"
+    run["model"] = name
+    run["model_fingerprint"] = identity
+    _write_json_atomic(run_dir / f"{_safe(entry.key)}.json", run)
+    cached = result_cache_path(model, identity, entry) if use_cache else None
+    if cached is not None:
+        try:
+            _write_json_atomic(cached, run)
+        except OSError as err:  # a read-only or full cache only costs the reuse
+            logger.warning("could not cache %s on %s: %s", name, entry.key, err)
+    return run, ""
 
 
 # --------------------------------------------------------------------------- summarising
@@ -346,6 +415,70 @@ def _task_score(entry: TaskEntry, subset_scores: dict[str, float]) -> float:
         if score is not None:
             return score
     return fmean(subset_scores.values())
+
+
+def _task_summary(
+    entry: TaskEntry, run: dict[str, Any], bootstrap: int, seed: int
+) -> tuple[TaskScore, np.ndarray | None, float | None]:
+    """One task's scores, with its bootstrap replicates and their centre when it has
+    per-example results (one subset)."""
+    subset_scores = {s: v for s, v in run["subset_scores"].items() if s in entry.subsets}
+    language_scores = aggregation.task_language_scores(subset_scores, entry.subsets_by_language)
+    score = TaskScore(
+        key=entry.key,
+        name=entry.name,
+        type=entry.type,
+        metric=entry.main_metric,
+        split=entry.split,
+        languages=order_languages(language_scores),
+        crosslingual=entry.crosslingual,
+        score=_task_score(entry, subset_scores),
+        language_scores=language_scores,
+        subset_scores=subset_scores,
+        evaluation_time=run.get("evaluation_time"),
+    )
+    per_example = run.get("per_example")
+    if not (bootstrap > 0 and per_example and len(subset_scores) == 1):
+        return score, None, None
+    n = significance.example_count(entry.type, per_example)
+    idx = significance.resample_indices(n, bootstrap, seed, entry.key)
+    reps = significance.replicate_scores(entry.type, entry.main_metric, per_example, idx)
+    center = significance.replicate_center(entry.type, entry.main_metric, per_example, reps)
+    interval = significance.percentile_interval(reps, estimate=score.score, center=center)
+    score.ci = interval.to_list() if interval else None
+    return score, reps, center
+
+
+def _model_summary(
+    tasks: dict[str, TaskScore],
+    replicates: dict[str, np.ndarray],
+    identity: dict[str, float],
+) -> ModelSummary:
+    """A model's language, type and cross-lingual averages, with a bootstrap interval per
+    language whose tasks all have replicates."""
+    per_task_lang = {k: t.language_scores for k, t in tasks.items()}
+    lang_avgs = aggregation.language_averages(per_task_lang)
+    language_ci: dict[str, list[float] | None] = {}
+    for lang in lang_avgs:
+        keys = [k for k, t in tasks.items() if lang in t.language_scores]
+        language_ci[lang] = None
+        if keys and all(k in replicates for k in keys):
+            interval = significance.percentile_interval(
+                significance.mean_replicates([replicates[k] for k in keys]),
+                estimate=lang_avgs[lang],
+                center=fmean(identity[k] for k in keys),
+            )
+            language_ci[lang] = interval.to_list() if interval else None
+    cross = {k: t.score for k, t in tasks.items() if t.crosslingual}
+    return ModelSummary(
+        tasks=tasks,
+        languages={k: lang_avgs[k] for k in order_languages(lang_avgs)},
+        language_ci={k: language_ci[k] for k in order_languages(lang_avgs)},
+        average=aggregation.overall_average(lang_avgs),
+        task_types=aggregation.type_averages(per_task_lang, {k: t.type for k, t in tasks.items()}),
+        crosslingual=cross,
+        crosslingual_average=fmean(cross.values()) if cross else None,
+    )
 
 
 def summarise(
@@ -367,68 +500,10 @@ def summarise(
         tasks: dict[str, TaskScore] = {}
         replicates[model], identity[model] = {}, {}
         for key, run in runs[model].items():
-            entry = by_key[key]
-            subset_scores = {s: v for s, v in run["subset_scores"].items() if s in entry.subsets}
-            language_scores = aggregation.task_language_scores(
-                subset_scores, entry.subsets_by_language
-            )
-            score = TaskScore(
-                key=key,
-                name=entry.name,
-                type=entry.type,
-                metric=entry.main_metric,
-                split=entry.split,
-                languages=order_languages(language_scores),
-                crosslingual=entry.crosslingual,
-                score=_task_score(entry, subset_scores),
-                language_scores=language_scores,
-                subset_scores=subset_scores,
-                evaluation_time=run.get("evaluation_time"),
-            )
-            per_example = run.get("per_example")
-            if bootstrap > 0 and per_example and len(subset_scores) == 1:
-                n = significance.example_count(entry.type, per_example)
-                idx = significance.resample_indices(n, bootstrap, seed, key)
-                reps = significance.replicate_scores(
-                    entry.type, entry.main_metric, per_example, idx
-                )
-                center = significance.replicate_center(
-                    entry.type, entry.main_metric, per_example, reps
-                )
-                interval = significance.percentile_interval(
-                    reps, estimate=score.score, center=center
-                )
-                score.ci = interval.to_list() if interval else None
-                replicates[model][key] = reps
-                identity[model][key] = center
-            tasks[key] = score
-        per_task_lang = {k: t.language_scores for k, t in tasks.items()}
-        lang_avgs = aggregation.language_averages(per_task_lang)
-        language_ci: dict[str, list[float] | None] = {}
-        for lang in lang_avgs:
-            keys = [k for k, t in tasks.items() if lang in t.language_scores]
-            if keys and all(k in replicates[model] for k in keys):
-                interval = significance.percentile_interval(
-                    significance.mean_replicates([replicates[model][k] for k in keys]),
-                    estimate=lang_avgs[lang],
-                    center=fmean(identity[model][k] for k in keys),
-                )
-                language_ci[lang] = interval.to_list() if interval else None
-            else:
-                language_ci[lang] = None
-        cross = {k: t.score for k, t in tasks.items() if t.crosslingual}
-        summaries[model] = ModelSummary(
-            tasks=tasks,
-            languages={k: lang_avgs[k] for k in order_languages(lang_avgs)},
-            language_ci={k: language_ci[k] for k in order_languages(lang_avgs)},
-            average=aggregation.overall_average(lang_avgs),
-            task_types=aggregation.type_averages(
-                per_task_lang, {k: t.type for k, t in tasks.items()}
-            ),
-            crosslingual=cross,
-            crosslingual_average=fmean(cross.values()) if cross else None,
-        )
-
+            tasks[key], reps, center = _task_summary(by_key[key], run, bootstrap, seed)
+            if reps is not None:
+                replicates[model][key], identity[model][key] = reps, center
+        summaries[model] = _model_summary(tasks, replicates[model], identity[model])
     paired = []
     if bootstrap > 0:
         reference = models[0]
