@@ -6,7 +6,8 @@ Two row shapes cover both training stages:
 - :class:`PairRow` for pair data, ``{"query", "positive", "negatives"?, "instruction"?,
   "dataset"?, "label"?, "source"?, "license"?}`` a line.
 
-A malformed row (bad JSON, a missing field, a wrong type) is never skipped: it raises
+Files are read by :mod:`lusifer.jsonl` (gzip, byte order mark, blank lines). A malformed
+row (bad JSON, a missing field, a wrong type) is never skipped: it raises
 :class:`DataFormatError` naming the file, the line and the field, and saying what was
 expected. A row whose text is empty or only whitespace (common in hub data sets, e.g.
 wikitext's blank lines) is skipped and counted in a :class:`ReadStats`, as is an empty
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..jsonl import DataFormatError, read_lines
+
 __all__ = [
     "DataFormatError",
     "PairRow",
@@ -40,17 +43,6 @@ __all__ = [
     "read_text_rows",
     "write_jsonl",
 ]
-
-
-class DataFormatError(ValueError):
-    """A data file (or data set) holds a row that does not have the expected shape."""
-
-    def __init__(self, where: str, line: int | None, field: str | None, problem: str):
-        self.where, self.line, self.field, self.problem = where, line, field, problem
-        loc = where + (f", line {line}" if line is not None else "")
-        shown = repr(field if field is None or len(field) <= 80 else field[:80] + "...")
-        what = f"field {shown}: " if field else ""  # a huge key is cut short
-        super().__init__(f"{loc}: {what}{problem}")
 
 
 @dataclass
@@ -109,78 +101,6 @@ _PAIR_REQUIRED = ("query", "positive")
 
 
 # --------------------------------------------------------------------------- files
-
-
-def _open_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            yield from enumerate(fh, start=1)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise DataFormatError(str(path), None, None, f"not a valid gzip file ({e})") from e
-
-
-def json_problem(err: ValueError | RecursionError) -> str:
-    """Why ``json.loads`` refused a text, in a few words (also for the errors it raises
-    that are not ``JSONDecodeError``: nesting too deep, a number too long)."""
-    if isinstance(err, json.JSONDecodeError):
-        return f"{err.msg} at column {err.colno}"
-    if isinstance(err, RecursionError):
-        return "nested too deeply"
-    if "digits" in str(err):
-        return "a number with too many digits"
-    return str(err)
-
-
-def _iter_objects(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """Yield (file, line number, JSON object) for each non-blank line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    where = str(path)
-    for lineno, raw in _open_lines(path):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            # Decode leniently to find which field holds the bad bytes.
-            bad_field = _field_with_bad_bytes(raw)
-            raise DataFormatError(
-                where,
-                lineno,
-                bad_field,
-                f"invalid UTF-8 byte {raw[e.start : e.start + 1]!r} at byte {e.start} of "
-                "the line; expected UTF-8 encoded text (re-encode the file as UTF-8)",
-            ) from e
-        try:
-            obj = json.loads(text)
-        except (ValueError, RecursionError) as e:
-            raise DataFormatError(
-                where,
-                lineno,
-                None,
-                f"bad JSON ({json_problem(e)}); expected one JSON object per line",
-            ) from None
-        if not isinstance(obj, dict):
-            raise DataFormatError(
-                where, lineno, None, f"expected a JSON object, got {type(obj).__name__}"
-            )
-        yield where, lineno, obj
-
-
-def _field_with_bad_bytes(raw: bytes) -> str | None:
-    try:
-        obj = json.loads(raw.decode("utf-8", errors="surrogateescape"))
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(obj, dict):
-        return None
-    for key, value in obj.items():
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v) for v in values):
-            return key
-    return None
 
 
 def _type_name(value: Any) -> str:
@@ -318,7 +238,8 @@ def iter_pair_rows(path: str | Path, stats: ReadStats | None = None) -> Iterator
     """
     default = _stem(path)
     stats = stats if stats is not None else ReadStats()
-    for where, line, obj in _iter_objects(path):
+    where = str(path)
+    for line, obj in read_lines(path):
         try:
             row = _pair_from_obj(obj, where, line, default, _DEFAULT_FIELDS, stats)
         except _SkipRow:
@@ -348,7 +269,8 @@ def iter_text_rows(path: str | Path, stats: ReadStats | None = None) -> Iterator
     """Stream :class:`TextRow` s (``{"text": ..., "source"?: ...}``) from a JSONL(.gz) file;
     empty texts are skipped and counted in ``stats``."""
     stats = stats if stats is not None else ReadStats()
-    for where, line, obj in _iter_objects(path):
+    where = str(path)
+    for line, obj in read_lines(path):
         try:
             text = _req_str(obj, "text", where, line)
         except _SkipRow:
