@@ -4,8 +4,8 @@ Every reader of the package (``lusifer encode``, training data, ``lusifer mine``
 evaluation task folders) goes through :func:`iter_lines`, so a file is accepted or refused
 the same way everywhere:
 
-- gzip: a name ending in ``.gz``, or content starting with gzip's magic bytes, is read
-  decompressed; a damaged gzip stream refuses the whole file;
+- gzip: a name ending in ``.gz``, or JSON lines starting with gzip's magic bytes (a
+  compressed ``test.jsonl``), is read decompressed; a damaged gzip stream refuses the file;
 - a UTF-8 byte order mark before the first line is dropped; lines may end in ``\\r\\n``;
 - blank (whitespace-only) lines are skipped;
 - a line that is not UTF-8, not JSON, or not a JSON object is a :class:`BadLine`;
@@ -64,6 +64,8 @@ def is_jsonl(path: str | Path) -> bool:
 def _is_gzip(path: Path) -> bool:
     if path.name.lower().endswith(".gz"):
         return True
+    if not is_jsonl(path):  # a .txt file is read as it is
+        return False
     with open(path, "rb") as fh:
         return fh.read(2) == GZIP_MAGIC
 
