@@ -94,6 +94,21 @@ def text_lines(path: str | Path) -> Iterator[tuple[int, str | BadLine]]:
         raise DataFormatError(str(path), None, None, f"not a valid gzip file ({err})") from err
 
 
+def read_text(path: str | Path, error: type[DataFormatError] = DataFormatError) -> str:
+    """The whole text of ``path`` (a byte order mark dropped), or ``error`` naming the line
+    of the first byte that is not UTF-8 (for ``task.json`` and TSV files)."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        bad = raw[err.start : err.start + 1]
+        line = 1 + raw.count(b"\n", 0, err.start)
+        why = (
+            f"invalid UTF-8 byte {bad!r}; expected UTF-8 encoded text (re-encode the file as UTF-8)"
+        )
+        raise error(str(path), line, None, why) from None
+
+
 def json_problem(err: ValueError | RecursionError) -> str:
     """Why ``json.loads`` refused a text, in a few words (also for the errors it raises
     that are not ``JSONDecodeError``: nesting too deep, a number too long)."""
@@ -141,6 +156,28 @@ def read_lines(
         if isinstance(item, BadLine):
             raise item.error(error)
         yield item
+
+
+def check_unicode(
+    value: str,
+    where: str,
+    line: int | None,
+    key: str,
+    error: type[DataFormatError] = DataFormatError,
+) -> str:
+    """``value``, or ``error`` for a lone surrogate (a ``\\ud800`` escape without its pair,
+    which JSON allows): no tokenizer or Arrow table takes one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise error(
+            where,
+            line,
+            key,
+            f"lone surrogate {value[err.start]!r} at character {err.start} (a broken \\u "
+            "escape); expected valid Unicode text",
+        ) from None
+    return value
 
 
 def _field_with_bad_bytes(raw: bytes) -> str | None:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..jsonl import DataFormatError, read_lines
+from ..jsonl import DataFormatError, check_unicode, read_lines
 
 __all__ = [
     "DataFormatError",
@@ -107,22 +107,6 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _check_unicode(value: str, where: str, line: int | None, key: str) -> str:
-    """Refuse a lone surrogate (a ``\\ud800`` escape without its pair): no tokenizer
-    reads one."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise DataFormatError(
-            where,
-            line,
-            key,
-            f"lone surrogate {value[e.start]!r} at character {e.start} (a broken \\u escape); "
-            "expected valid Unicode text",
-        ) from None
-    return value
-
-
 def _req_str(obj: dict, key: str, where: str, line: int | None) -> str:
     """A required text field; raises :class:`_SkipRow` when it is empty or whitespace."""
     if key not in obj:
@@ -132,7 +116,7 @@ def _req_str(obj: dict, key: str, where: str, line: int | None) -> str:
         raise DataFormatError(
             where, line, key, f"expected a non-empty string, got {_type_name(value)}"
         )
-    _check_unicode(value, where, line, key)
+    check_unicode(value, where, line, key)
     if not value.strip():
         raise _SkipRow(key)
     return value
@@ -150,7 +134,7 @@ def _positives(obj: dict, key: str, where: str, line: int | None) -> list[str]:
             raise DataFormatError(
                 where, line, name, f"expected a non-empty string, got {_type_name(item)}"
             )
-        _check_unicode(item, where, line, f"{key}[{i}]" if isinstance(value, list) else key)
+        check_unicode(item, where, line, f"{key}[{i}]" if isinstance(value, list) else key)
     kept = [item for item in items if item.strip()]
     if not kept:
         raise _SkipRow(key)
@@ -165,7 +149,7 @@ def _opt_str(obj: dict, key: str, where: str, line: int | None) -> str | None:
         raise DataFormatError(
             where, line, key, f"expected a string or null, got {_type_name(value)}"
         )
-    return _check_unicode(value, where, line, key)
+    return check_unicode(value, where, line, key)
 
 
 def _negatives(
@@ -183,7 +167,7 @@ def _negatives(
             raise DataFormatError(
                 where, line, f"{key}[{i}]", f"expected a non-empty string, got {_type_name(item)}"
             )
-        _check_unicode(item, where, line, f"{key}[{i}]")
+        check_unicode(item, where, line, f"{key}[{i}]")
     kept = [item for item in value if item.strip()]
     if stats is not None:
         stats.dropped_negatives += len(value) - len(kept)
