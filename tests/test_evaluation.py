@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lusifer.evaluation import aggregation, significance
-from lusifer.evaluation.local_tasks import TaskDirError, load_task_dirs, read_task_spec
+from lusifer.evaluation.local_data import load_task_dirs
+from lusifer.evaluation.local_tasks import TaskDirError, read_task_spec
 from lusifer.evaluation.paper import (
     PAPER_TABLE1,
     PAPER_TABLE1_AVERAGES,

@@ -35,7 +35,8 @@ from lusifer.data.readers import (
     read_pair_rows,
     read_text_rows,
 )
-from lusifer.evaluation.local_tasks import TaskDirError, load_task_dirs, read_task_spec
+from lusifer.evaluation.local_data import load_task_dirs
+from lusifer.evaluation.local_tasks import TaskDirError, read_task_spec
 from lusifer.training.config import TrainConfig, load_train_config
 
 FUZZ = settings(

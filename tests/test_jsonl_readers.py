@@ -26,7 +26,8 @@ from lusifer.commands.mine import _load_rows
 from lusifer.corpus import CorpusInputError
 from lusifer.corpus.streaming import read_records
 from lusifer.data.readers import DataFormatError, read_pair_rows, read_text_rows
-from lusifer.evaluation.local_tasks import TaskDirError, load_task_dirs
+from lusifer.evaluation.local_data import load_task_dirs
+from lusifer.evaluation.local_tasks import TaskDirError
 
 runner = CliRunner()
 

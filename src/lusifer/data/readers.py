@@ -179,7 +179,6 @@ def _pair_from_obj(
     where: str,
     line: int | None,
     default_dataset: str,
-    fields: dict[str, str],
     stats: ReadStats | None = None,
 ) -> PairRow:
     label = obj.get("label")
@@ -188,12 +187,12 @@ def _pair_from_obj(
             where, line, "label", f"expected a string, an integer or null, got {_type_name(label)}"
         )
     dataset = _opt_str(obj, "dataset", where, line) or default_dataset
-    query = _req_str(obj, fields["query"], where, line)
-    positive, *others = _positives(obj, fields["positive"], where, line)
+    query = _req_str(obj, "query", where, line)
+    positive, *others = _positives(obj, "positive", where, line)
     return PairRow(
         query=query,
         positive=positive,
-        negatives=_negatives(obj, fields["negatives"], where, line, stats),
+        negatives=_negatives(obj, "negatives", where, line, stats),
         instruction=_opt_str(obj, "instruction", where, line),
         dataset=dataset,
         label=label,
@@ -210,9 +209,6 @@ def _stem(path: str | Path) -> str:
     return name
 
 
-_DEFAULT_FIELDS = {"query": "query", "positive": "positive", "negatives": "negatives"}
-
-
 def iter_pair_rows(path: str | Path, stats: ReadStats | None = None) -> Iterator[PairRow]:
     """Stream :class:`PairRow` s from a ``.jsonl`` or ``.jsonl.gz`` file.
 
@@ -225,7 +221,7 @@ def iter_pair_rows(path: str | Path, stats: ReadStats | None = None) -> Iterator
     where = str(path)
     for line, obj in read_lines(path):
         try:
-            row = _pair_from_obj(obj, where, line, default, _DEFAULT_FIELDS, stats)
+            row = _pair_from_obj(obj, where, line, default, stats)
         except _SkipRow:
             stats.skipped_rows += 1
             continue
@@ -471,7 +467,6 @@ def load_hf_pairs(
     _check_columns(ds, where, [query_field, positive_field])
     neg_columns = negative_columns(negatives_field, list(ds.column_names), where)
     dataset = dataset_name or _stem(str(name_or_path).rstrip("/"))
-    fields = {"query": "query", "positive": "positive", "negatives": "negatives"}
     stats = stats if stats is not None else ReadStats()
     rows = []
     for i, record in _limited_records(ds, limit, seed):
@@ -487,7 +482,7 @@ def load_hf_pairs(
             "dataset": dataset,
         }
         try:
-            rows.append(_pair_from_obj(obj, where, None, dataset, fields, stats))
+            rows.append(_pair_from_obj(obj, where, None, dataset, stats))
         except _SkipRow:
             stats.skipped_rows += 1
             continue

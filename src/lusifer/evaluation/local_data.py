@@ -8,11 +8,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..jsonl import check_unicode, read_lines, read_text
-from .local_tasks import LocalTaskSpec, TaskDirError, fail, show
+from .local_tasks import LocalTaskSpec, TaskDirError, fail, read_task_spec, show
 
 _STR = "a non-empty string"
 _NUM = "a number"
@@ -101,35 +102,24 @@ def _qrels_rows(
             f"expected the header 'query-id<TAB>corpus-id<TAB>score', got {show(header)}",
             line=1,
         )
-    for lineno, cells in enumerate(reader, start=2):
+    for line, cells in enumerate(reader, start=2):
         if not cells or not any(c.strip() for c in cells):
             continue
         if len(cells) < 3:
-            raise fail(path, f"expected 3 tab-separated columns, got {len(cells)}", line=lineno)
+            raise fail(path, f"expected 3 tab-separated columns, got {len(cells)}", line)
         qid, did, score = (c.strip() for c in cells[:3])
-        if qid not in query_ids:
-            raise fail(
-                path,
-                f"unknown query id {show(qid)} (not in queries.jsonl)",
-                line=lineno,
-                field_name="query-id",
-            )
-        if did not in corpus_ids:
-            raise fail(
-                path,
-                f"unknown corpus id {show(did)} (not in corpus.jsonl)",
-                line=lineno,
-                field_name="corpus-id",
-            )
+        for kind, value, known, file in (
+            ("query", qid, query_ids, "queries"),
+            ("corpus", did, corpus_ids, "corpus"),
+        ):
+            if value not in known:
+                why = f"unknown {kind} id {show(value)} (not in {file}.jsonl)"
+                raise fail(path, why, line, f"{kind}-id")
         try:
             value = int(float(score))
         except (ValueError, OverflowError):  # not a number, nan, inf
-            raise fail(
-                path,
-                f"expected an integer relevance, got {show(score)}",
-                line=lineno,
-                field_name="score",
-            ) from None
+            why = f"expected an integer relevance, got {show(score)}"
+            raise fail(path, why, line, "score") from None
         qrels.setdefault(qid, {})[did] = value
     return qrels
 
@@ -264,3 +254,19 @@ _LOADERS = {
 def load_task_data(spec: LocalTaskSpec) -> Any:
     """Read and check the data files of ``spec``; returns the mteb dataset structure."""
     return _LOADERS[spec.type](spec.path)
+
+
+def load_task_dirs(
+    task_dirs: Sequence[str | Path], *, check_data: bool = True
+) -> list[LocalTaskSpec]:
+    """Parse every task dir (and, with ``check_data``, its data files) before anything runs."""
+    specs = [read_task_spec(d) for d in task_dirs]
+    names: dict[str, Path] = {}
+    for spec in specs:
+        if spec.name in names:
+            why = f"{spec.name!r} is also the name of {names[spec.name]}; task names must be unique"
+            raise fail(spec.path / "task.json", why, field_name="name")
+        names[spec.name] = spec.path
+        if check_data:
+            load_task_data(spec)
+    return specs

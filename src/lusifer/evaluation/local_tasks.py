@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import reprlib
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, from_dict
+from ..config import short_repr as show
 from ..jsonl import DataFormatError, check_unicode, json_problem, read_text
-from .entry import TaskEntry
 from .instructions import DEFAULT_INSTRUCTIONS
-from .languages import aggregation_languages, get_language
+from .languages import get_language
 
 TASK_TYPES: tuple[str, ...] = (
     "retrieval",
@@ -79,17 +76,6 @@ def fail(
     path: Path, message: str, line: int | None = None, field_name: str | None = None
 ) -> TaskDirError:
     return TaskDirError(str(path), line, field_name, message)
-
-
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 80
-_short.maxlist = _short.maxdict = 6
-_short.maxlevel = 3
-
-
-def show(value: Any) -> str:
-    """``repr(value)``, cut short: a message never quotes a whole huge or deep value."""
-    return _short.repr(value)
 
 
 @dataclass(frozen=True)
@@ -168,7 +154,7 @@ def _task_json(path: Path) -> TaskJson:
 
 
 def read_task_spec(task_dir: str | Path) -> LocalTaskSpec:
-    """Parse and check ``task_dir/task.json`` (not the data files: see :func:`load_task_dirs`)."""
+    """Parse and check ``task_dir/task.json`` (not the data files: see :func:`.local_data.load_task_dirs`)."""
     task_dir = Path(task_dir)
     path = task_dir / "task.json"
     if not task_dir.is_dir():
@@ -206,49 +192,6 @@ def read_task_spec(task_dir: str | Path) -> LocalTaskSpec:
         license=meta.license,
         domain=meta.domain,
     )
-
-
-def _new_mteb_task(spec: LocalTaskSpec) -> Any:
-    from .local_mteb import make_mteb_task  # imports mteb
-
-    return make_mteb_task(spec)
-
-
-def task_entry(spec: LocalTaskSpec) -> TaskEntry:
-    """The runner's view of a local task: one subset ("default") counted for its languages."""
-    counts_for = aggregation_languages(list(spec.languages))
-    return TaskEntry(
-        key=spec.name,
-        name=spec.name,
-        type=spec.type,
-        main_metric=spec.main_score,
-        split="test",
-        instruction=spec.instruction,
-        subsets_by_language={lang: ("default",) for lang in counts_for},
-        crosslingual=spec.crosslingual,
-        source="local",
-        fingerprint=spec.fingerprint(),
-        factory=partial(_new_mteb_task, spec),
-        spec=spec,
-    )
-
-
-def load_task_dirs(
-    task_dirs: Sequence[str | Path], *, check_data: bool = True
-) -> list[LocalTaskSpec]:
-    """Parse every task dir (and, with ``check_data``, its data files) before anything runs."""
-    from .local_data import load_task_data
-
-    specs = [read_task_spec(d) for d in task_dirs]
-    names: dict[str, Path] = {}
-    for spec in specs:
-        if spec.name in names:
-            why = f"{spec.name!r} is also the name of {names[spec.name]}; task names must be unique"
-            raise fail(spec.path / "task.json", why, field_name="name")
-        names[spec.name] = spec.path
-        if check_data:
-            load_task_data(spec)
-    return specs
 
 
 def offline_suite_dirs() -> list[Path]:
