@@ -31,11 +31,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from lusifer import LusiferModel  # noqa: E402
-from lusifer.evaluation.local_tasks import (  # noqa: E402
-    load_task_data,
-    offline_suite_dirs,
-    read_task_spec,
-)
+from lusifer.evaluation.local_data import load_task_data  # noqa: E402
+from lusifer.evaluation.local_tasks import offline_suite_dirs, read_task_spec  # noqa: E402
 from lusifer.model import PlainEmbedder  # noqa: E402
 from lusifer.model.pooling import pool  # noqa: E402
 from lusifer.training.losses import real_offsets, token_alignment  # noqa: E402

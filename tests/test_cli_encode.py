@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from lusifer import LusiferModel
 from lusifer.cli import app
-from lusifer.inputs import InputFileError, read_texts
+from lusifer.corpus import CorpusInputError
+from lusifer.corpus.streaming import read_records
 
 runner = CliRunner()
 
@@ -61,10 +62,10 @@ def test_bad_lines_are_reported_by_number(tmp_path):
         ":2: no string field 'text'",
         ":3: invalid JSON",
         ":4: invalid UTF-8",
-        ":5: blank line",
         ":6:",
     ):
         assert line in result.output, result.output
+    assert ":5:" not in result.output  # a blank line of a JSON-lines file is skipped
     assert not out.exists()
     result = runner.invoke(
         app, ["encode", "tiny:bert", str(src), "-o", str(out), "--skip-bad-lines"]
@@ -72,16 +73,14 @@ def test_bad_lines_are_reported_by_number(tmp_path):
     assert result.exit_code == 0 and np.load(out).shape == (1, 24)
 
 
-def test_read_texts_errors(tmp_path):
+def test_read_records_errors(tmp_path):
     path = tmp_path / "x.txt"
     path.write_bytes(b"fine\n\n")
-    try:
-        read_texts(path)
-    except InputFileError as err:
-        assert err.problems == [(2, "blank line")]
-    else:
-        raise AssertionError("a blank line must be reported")
-    assert read_texts(path, skip_bad_lines=True).texts == ["fine"]
+    with pytest.raises(CorpusInputError) as err:
+        read_records(path)
+    assert [(p.line, p.why) for p in err.value.problems] == [(2, "blank line")]
+    records, bad = read_records(path, skip_bad_lines=True)
+    assert [r.text for r in records] == ["fine"] and [b.line for b in bad] == [2]
 
 
 @pytest.mark.parametrize("command", ["encode", "serve"])

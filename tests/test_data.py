@@ -128,7 +128,7 @@ GOOD = b'{"query": "q", "positive": "p"}'
 @pytest.mark.parametrize(
     ("bad_line", "field", "expected"),
     [
-        (b'{"query": "q", "positive": "p"', None, "bad JSON"),
+        (b'{"query": "q", "positive": "p"', None, "invalid JSON"),
         (b'{"query": "q"}', "positive", "missing; expected a non-empty string"),
         (b'{"query": "q", "positive": 5}', "positive", "expected a non-empty string, got int"),
         (b'{"query": "q", "positive": "p", "negatives": "n"}', "negatives", "list"),

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lusifer.evaluation import aggregation, significance
-from lusifer.evaluation.local_tasks import TaskDirError, load_task_dirs, read_task_spec
+from lusifer.evaluation.local_data import load_task_dirs
+from lusifer.evaluation.local_tasks import TaskDirError, read_task_spec
 from lusifer.evaluation.paper import (
     PAPER_TABLE1,
     PAPER_TABLE1_AVERAGES,
@@ -601,7 +602,7 @@ def test_intervals_contain_the_reported_score(two_model_run):
 
 
 def test_read_jsonl_keeps_rows_as_written(tmp_path):
-    from lusifer.evaluation.local_tasks import read_jsonl
+    from lusifer.evaluation.local_data import read_jsonl
 
     path = tmp_path / "rows.jsonl"
     path.write_text('{"text": "a", "label": 1}\n\n{"text": "b", "label": 2, "source": "s"}\n')

@@ -1,6 +1,6 @@
 """The mteb methods and settings lusifer's local tasks rely on, checked against the installed mteb.
 
-``lusifer.evaluation.local_tasks`` subclasses mteb's abstract tasks and overrides some of their
+``lusifer.evaluation.local_mteb`` subclasses mteb's abstract tasks and overrides some of their
 methods (several private to mteb) to keep per-example results; pyproject.toml pins mteb to the
 minor version this was written for. When an mteb upgrade renames, removes or re-signs one of
 those methods, or changes the k-means settings we copy, these tests fail and name it.
@@ -14,8 +14,6 @@ import random
 import numpy as np
 import pytest
 
-from lusifer.evaluation import local_tasks
-
 pytest.importorskip("mteb")
 
 from mteb.abstasks import (  # noqa: E402
@@ -25,6 +23,8 @@ from mteb.abstasks import (  # noqa: E402
     AbsTaskRetrieval,
     AbsTaskSTS,
 )
+
+from lusifer.evaluation import local_mteb  # noqa: E402
 
 # task type -> (the mteb class its local task subclasses, the mteb methods it overrides)
 OVERRIDES = {
@@ -62,7 +62,7 @@ def _our_methods(cls: type) -> dict[str, object]:
     """The methods lusifer's own classes in ``cls``'s MRO define, nearest first."""
     found: dict[str, object] = {}
     for klass in cls.__mro__:
-        if klass.__module__ != local_tasks.__name__:
+        if klass.__module__ != local_mteb.__name__:
             continue
         for name, value in vars(klass).items():
             if inspect.isfunction(value) and not name.startswith("__"):
@@ -73,19 +73,19 @@ def _our_methods(cls: type) -> dict[str, object]:
 @pytest.mark.parametrize("task_type", sorted(OVERRIDES))
 def test_every_overridden_mteb_method_exists_with_the_signature_we_override(task_type):
     base, hooks = OVERRIDES[task_type]
-    cls = local_tasks._task_classes()[task_type]
+    cls = local_mteb.TASK_CLASSES[task_type]
     assert issubclass(cls, base)
     ours = _our_methods(cls)
     for hook in hooks:
         theirs = getattr(base, hook, None)
         assert theirs is not None, (
             f"mteb's {base.__name__}.{hook} is gone (renamed or removed in this mteb version); "
-            f"lusifer.evaluation.local_tasks overrides it for its {task_type} tasks"
+            f"lusifer.evaluation.local_mteb overrides it for its {task_type} tasks"
         )
         assert hook in ours, f"local {task_type} task no longer overrides {hook}: update OVERRIDES"
         assert _params(ours[hook]) == _params(theirs), (
             f"mteb's {base.__name__}.{hook} changed its signature to "
-            f"{inspect.signature(theirs)}; lusifer.evaluation.local_tasks overrides it as "
+            f"{inspect.signature(theirs)}; lusifer.evaluation.local_mteb overrides it as "
             f"{inspect.signature(ours[hook])}"
         )
     # every other method of ours must not shadow an mteb method unnoticed
@@ -102,7 +102,7 @@ def test_mteb_attributes_the_local_tasks_use_exist(base):
     for name in ATTRIBUTES[base]:
         declared = any(name in vars(k).get("__annotations__", {}) for k in base.__mro__)
         assert hasattr(base, name) or declared, (
-            f"mteb's {base.__name__}.{name} is gone; lusifer.evaluation.local_tasks uses it"
+            f"mteb's {base.__name__}.{name} is gone; lusifer.evaluation.local_mteb uses it"
         )
 
 
@@ -112,7 +112,7 @@ def test_recorder_is_an_mteb_encoder():
     class Inner:
         mteb_model_meta = object()
 
-    assert isinstance(local_tasks._Recorder(Inner()), EncoderProtocol)
+    assert isinstance(local_mteb._Recorder(Inner()), EncoderProtocol)
 
 
 def test_full_set_kmeans_has_mteb_clustering_settings(monkeypatch):
@@ -121,7 +121,7 @@ def test_full_set_kmeans_has_mteb_clustering_settings(monkeypatch):
 
     hook = "mteb.abstasks.clustering._evaluate_clustering_bootstrapped"
     evaluate = getattr(clustering, "_evaluate_clustering_bootstrapped", None)
-    assert evaluate is not None, f"{hook} is gone; local_tasks._mteb_kmeans copies its settings"
+    assert evaluate is not None, f"{hook} is gone; local_mteb._mteb_kmeans copies its settings"
     made = []
     real = clustering.MiniBatchKMeans
 
@@ -146,8 +146,8 @@ def test_full_set_kmeans_has_mteb_clustering_settings(monkeypatch):
             seed=5,
         )
     except TypeError as err:
-        pytest.fail(f"{hook} changed its signature ({err}); check local_tasks._mteb_kmeans")
+        pytest.fail(f"{hook} changed its signature ({err}); check local_mteb._mteb_kmeans")
     assert made, f"{hook} no longer builds sklearn's MiniBatchKMeans"
-    assert made[0] == local_tasks._mteb_kmeans(3, 7, 5).get_params(), (
-        f"{hook} now clusters with {made[0]}; local_tasks._mteb_kmeans copies the old settings"
+    assert made[0] == local_mteb._mteb_kmeans(3, 7, 5).get_params(), (
+        f"{hook} now clusters with {made[0]}; local_mteb._mteb_kmeans copies the old settings"
     )

@@ -20,7 +20,16 @@ PoolingMethod = Literal["mean", "last", "cls"]
 
 
 class ConfigError(ValueError):
-    """A configuration value is unknown, missing or of the wrong type."""
+    """A configuration value is unknown, missing or of the wrong type (``key``: which one,
+    when known; ``problem``: the message without the key)."""
+
+    def __init__(self, message: str, key: str | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.key, self.problem = key, problem or message
+
+
+def _bad(key: str, problem: str) -> ConfigError:
+    return ConfigError(f"{key}: {problem}", key, problem)
 
 
 @dataclass
@@ -120,7 +129,7 @@ _short.maxlevel = 3
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def _show(value: Any) -> str:
+def short_repr(value: Any) -> str:
     """``repr(value)``, cut short: an error never quotes a whole huge (or YAML-alias
     exploded) value."""
     return _short.repr(value)
@@ -151,46 +160,46 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
+        raise _bad(key, f"expected {_type_name(tp)}, got {short_repr(value)}")
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"{key}: expected one of {list(get_args(tp))}, got {_show(value)}")
+            raise _bad(key, f"expected one of {list(get_args(tp))}, got {short_repr(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {_show(value)}")
+            raise _bad(key, f"expected a mapping for {tp.__name__}, got {short_repr(value)}")
         return from_dict(tp, value, prefix=f"{key}.")
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {_show(value)}")
+            raise _bad(key, f"expected a list, got {short_repr(value)}")
         (item_tp, *_) = get_args(tp) or (Any,)
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {_show(value)}")
+            raise _bad(key, f"expected a mapping, got {short_repr(value)}")
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ConfigError(f"{key}: keys must be strings, got {_show(k)}")
+                raise _bad(key, f"keys must be strings, got {short_repr(k)}")
             if not isinstance(v, _SCALARS):  # plain facts, never a nested (or cyclic) tree
-                raise ConfigError(
-                    f"{key}.{k}: expected a string, number, boolean or null, got {_show(v)}"
+                raise _bad(
+                    f"{key}.{k}", f"expected a string, number, boolean or null, got {short_repr(v)}"
                 )
             out[k] = v
         return out
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {_show(value)}")
+            raise _bad(key, f"expected a number, got {short_repr(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
+            raise _bad(key, f"expected an integer, got {short_repr(value)}")
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
-            raise ConfigError(f"{key}: expected {tp.__name__}, got {_show(value)}")
+            raise _bad(key, f"expected {tp.__name__}, got {short_repr(value)}")
         return value
     return value
 
@@ -198,21 +207,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, refusing unknown keys and wrong types."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or cls.__name__}: expected a mapping, got {_show(data)}")
+        raise ConfigError(f"{prefix or cls.__name__}: expected a mapping, got {short_repr(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(str(k) for k in data if k not in fields)
     if unknown:
         raise ConfigError(
             f"unknown config key(s) {', '.join(prefix + _short.repr(k)[1:-1] for k in unknown)}; "
-            f"valid keys for {cls.__name__}: {', '.join(sorted(fields))}"
+            f"valid keys for {cls.__name__}: {', '.join(sorted(fields))}",
+            prefix + unknown[0],
+            f"unknown key; valid keys: {', '.join(sorted(fields))}",
         )
     kwargs = {}
     for name, f in fields.items():
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], prefix + name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required config key {prefix + name}")
+            raise ConfigError(
+                f"missing required config key {prefix + name}", prefix + name, "missing (required)"
+            )
     try:
         return cls(**kwargs)
     except ConfigError as err:

@@ -112,8 +112,8 @@ def _encode_to_npy(
     """One process, one matrix in memory: ``lusifer encode MODEL in.txt -o out.npy``."""
     import numpy as np
 
-    from ..corpus import CorpusInputError, stream_records
-    from ..inputs import InputFileError, read_texts
+    from ..corpus import CorpusInputError
+    from ..corpus.streaming import read_records
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         typer.echo(
@@ -123,24 +123,11 @@ def _encode_to_npy(
         )
         raise typer.Exit(2)
     try:
-        if input.is_file() and input.suffix.lower() in (".txt", ".jsonl", ".ndjson"):
-            data = read_texts(input, skip_bad_lines=skip_bad_lines)
-            texts = data.texts
-            skipped = [f"{input}:{line}: {why}" for line, why in data.skipped]
-        else:
-            skipped = []
-            texts = [
-                r.text
-                for r in stream_records(
-                    input,
-                    skip_bad_lines=skip_bad_lines,
-                    on_bad_line=lambda bad: skipped.append(str(bad)),
-                )
-            ]
-    except (InputFileError, CorpusInputError, FileNotFoundError) as err:
+        records, bad = read_records(input, skip_bad_lines=skip_bad_lines)
+    except CorpusInputError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    for line in skipped:
+    for line in bad:
         typer.echo(f"skipped {line}", err=True)
     encoder = load_encoder_or_exit(model, backend, quantize, threads, device, route)
     if instruction and not reads_instructions(encoder):
@@ -150,7 +137,7 @@ def _encode_to_npy(
         )
     kind_value: TextKind = kind  # type: ignore[assignment]
     vectors = encoder.encode(
-        texts,
+        [r.text for r in records],
         instruction=instruction,
         kind=kind_value,
         batch_size=batch_size,

@@ -249,8 +249,9 @@ def mine_command(
 ) -> None:
     """Mine hard negatives for INPUT's rows with MODEL as the retriever and write them,
     as pair data for `lusifer train`, to OUTPUT (resumable: rerun the same command)."""
+    from ..corpus import CorpusInputError
+    from ..corpus.streaming import read_records
     from ..data import mining
-    from ..inputs import InputFileError, read_texts
     from ..types import reads_instructions
 
     if output.name.endswith(".gz") or output.suffix not in (".jsonl", ".ndjson"):
@@ -264,8 +265,8 @@ def mine_command(
     extra: list[str] = []
     if corpus is not None:
         try:
-            extra = read_texts(corpus).texts
-        except (InputFileError, FileNotFoundError) as err:
+            extra = [r.text for r in read_records(corpus)[0]]
+        except CorpusInputError as err:
             raise _fail(str(err)) from None
     mining_corpus = mining.build_corpus(rows, extra)
     settings: dict[str, Any] = {

@@ -1,25 +1,29 @@
 """Reading a corpus to embed one record at a time, in constant memory.
 
 Inputs: ``.txt`` (one text a line; the id is the line number), ``.jsonl`` / ``.ndjson``
-(a ``text`` field and an optional ``id``, default the line number), ``.parquet`` (a
+(optionally ``.gz``, read by :mod:`lusifer.jsonl`; a ``text`` field and an optional ``id``,
+default the line number), ``.parquet`` (a
 ``text`` column and an optional ``id`` column, read in record batches; the default id is
 the row number, from 1), or a folder of such files read in sorted path order (recursive,
 hidden files skipped), where default ids are ``<relative path>:<line>``. Ids are strings
 (an integer id is written as its decimal string).
 
-A bad line (invalid UTF-8, blank, bad JSON, no string ``text``, an id that is neither a
-string nor an integer, a null text in parquet) is a :class:`BadLine` naming its
+A bad line (invalid UTF-8, a blank ``.txt`` line, bad JSON, not a JSON object, no string
+``text``, an id that is neither a string nor an integer, a null text in parquet, a JSON-lines
+file without any row) is a :class:`BadLine` naming its
 ``file:line``; :func:`scan_input` lists them before anything is encoded.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SUFFIXES = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+from ..jsonl import SUFFIXES as JSONL_SUFFIXES
+from ..jsonl import BadLine, DataFormatError, is_jsonl, iter_lines, text_lines
+
+SUFFIXES = (".txt", *JSONL_SUFFIXES, ".parquet")
 PARQUET_BATCH_ROWS = 2048
 SHOWN_PROBLEMS = 20
 
@@ -32,16 +36,6 @@ class Record:
     text: str
     source: str
     line: int
-
-
-@dataclass(frozen=True)
-class BadLine:
-    source: str
-    line: int
-    why: str
-
-    def __str__(self) -> str:
-        return f"{self.source}:{self.line}: {self.why}"
 
 
 class CorpusInputError(ValueError):
@@ -74,7 +68,7 @@ def input_files(path: str | Path) -> list[tuple[Path, str]]:
     path = Path(path)
     if path.is_dir():
         files = sorted(
-            (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES),
+            (p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES)),
             key=lambda p: p.relative_to(path).as_posix(),
         )
         files = [
@@ -85,7 +79,7 @@ def input_files(path: str | Path) -> list[tuple[Path, str]]:
         return [(p, f"{p.relative_to(path).as_posix()}:") for p in files]
     if not path.exists():
         raise CorpusInputError(f"input {path} does not exist")
-    if path.suffix.lower() not in SUFFIXES:
+    if not path.name.lower().endswith(SUFFIXES):
         raise CorpusInputError(
             f"cannot read {path}: the input must be a {', '.join(SUFFIXES)} file or a folder "
             "of them"
@@ -107,48 +101,29 @@ def _iter_lines(
     path: Path, prefix: str, is_jsonl: bool, text_field: str, id_field: str
 ) -> Iterator[Record | BadLine]:
     source = str(path)
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                yield BadLine(source, number, f"invalid UTF-8 at byte {err.start}")
-                continue
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            if not line.strip():
+    if not is_jsonl:
+        for number, line in text_lines(path):
+            if isinstance(line, BadLine):
+                yield line
+            elif not line.strip():
                 yield BadLine(source, number, "blank line")
-                continue
-            default_id = f"{prefix}{number}"
-            if not is_jsonl:
-                yield Record(default_id, line, source, number)
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                yield BadLine(source, number, f"invalid JSON ({err.msg})")
-                continue
-            except RecursionError:
-                yield BadLine(source, number, "invalid JSON (nested too deeply)")
-                continue
-            except ValueError:  # an integer longer than Python reads (4300 digits)
-                yield BadLine(source, number, "invalid JSON (a number with too many digits)")
-                continue
-            if not isinstance(row, dict):
-                yield BadLine(source, number, f"not a JSON object with a {text_field!r} field")
-                continue
-            text = row.get(text_field)
-            if not isinstance(text, str):
-                yield BadLine(source, number, f"no string field {text_field!r}")
-                continue
-            if id_field in row:
-                rid = _id_of(row[id_field])
-                if rid is None:
-                    yield BadLine(source, number, f"{id_field!r} must be a string or an integer")
-                    continue
             else:
-                rid = default_id
-            yield Record(rid, text, source, number)
+                yield Record(f"{prefix}{number}", line, source, number)
+        return
+    for item in iter_lines(path):
+        if isinstance(item, BadLine):
+            yield item
+            continue
+        number, row = item
+        text = row.get(text_field)
+        if not isinstance(text, str):
+            yield BadLine(source, number, f"no string field {text_field!r}")
+            continue
+        rid = _id_of(row[id_field]) if id_field in row else f"{prefix}{number}"
+        if rid is None:
+            yield BadLine(source, number, f"{id_field!r} must be a string or an integer")
+            continue
+        yield Record(rid, text, source, number)
 
 
 def _iter_parquet(
@@ -201,11 +176,13 @@ def iter_items(
 ) -> Iterator[Record | BadLine]:
     """Every record and bad line of ``path`` in order, one at a time."""
     for file, prefix in input_files(path):
-        kind = SUFFIXES[file.suffix.lower()]
-        if kind == "parquet":
+        if file.suffix.lower() == ".parquet":
             yield from _iter_parquet(file, prefix, text_field, id_field)
-        else:
-            yield from _iter_lines(file, prefix, kind == "jsonl", text_field, id_field)
+            continue
+        try:
+            yield from _iter_lines(file, prefix, is_jsonl(file), text_field, id_field)
+        except DataFormatError as err:  # a damaged gzip file
+            raise CorpusInputError(str(err)) from None
 
 
 def stream_records(
@@ -227,6 +204,20 @@ def stream_records(
                 on_bad_line(item)
             continue
         yield item
+
+
+def read_records(
+    path: str | Path, *, skip_bad_lines: bool = False, text_field: str = "text"
+) -> tuple[list[Record], list[BadLine]]:
+    """Every record of ``path``, in memory, and the bad lines skipped; without
+    ``skip_bad_lines`` any bad line raises :class:`CorpusInputError` listing them."""
+    records: list[Record] = []
+    bad: list[BadLine] = []
+    for item in iter_items(path, text_field=text_field):
+        (bad if isinstance(item, BadLine) else records).append(item)  # type: ignore[arg-type]
+    if bad and not skip_bad_lines:
+        raise bad_lines_error(bad[:SHOWN_PROBLEMS], len(bad))
+    return records, bad
 
 
 @dataclass

@@ -6,7 +6,8 @@ Two row shapes cover both training stages:
 - :class:`PairRow` for pair data, ``{"query", "positive", "negatives"?, "instruction"?,
   "dataset"?, "label"?, "source"?, "license"?}`` a line.
 
-A malformed row (bad JSON, a missing field, a wrong type) is never skipped: it raises
+Files are read by :mod:`lusifer.jsonl` (gzip, byte order mark, blank lines). A malformed
+row (bad JSON, a missing field, a wrong type) is never skipped: it raises
 :class:`DataFormatError` naming the file, the line and the field, and saying what was
 expected. A row whose text is empty or only whitespace (common in hub data sets, e.g.
 wikitext's blank lines) is skipped and counted in a :class:`ReadStats`, as is an empty
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..jsonl import DataFormatError, check_unicode, read_lines
+
 __all__ = [
     "DataFormatError",
     "PairRow",
@@ -40,17 +43,6 @@ __all__ = [
     "read_text_rows",
     "write_jsonl",
 ]
-
-
-class DataFormatError(ValueError):
-    """A data file (or data set) holds a row that does not have the expected shape."""
-
-    def __init__(self, where: str, line: int | None, field: str | None, problem: str):
-        self.where, self.line, self.field, self.problem = where, line, field, problem
-        loc = where + (f", line {line}" if line is not None else "")
-        shown = repr(field if field is None or len(field) <= 80 else field[:80] + "...")
-        what = f"field {shown}: " if field else ""  # a huge key is cut short
-        super().__init__(f"{loc}: {what}{problem}")
 
 
 @dataclass
@@ -111,96 +103,8 @@ _PAIR_REQUIRED = ("query", "positive")
 # --------------------------------------------------------------------------- files
 
 
-def _open_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            yield from enumerate(fh, start=1)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise DataFormatError(str(path), None, None, f"not a valid gzip file ({e})") from e
-
-
-def json_problem(err: ValueError | RecursionError) -> str:
-    """Why ``json.loads`` refused a text, in a few words (also for the errors it raises
-    that are not ``JSONDecodeError``: nesting too deep, a number too long)."""
-    if isinstance(err, json.JSONDecodeError):
-        return f"{err.msg} at column {err.colno}"
-    if isinstance(err, RecursionError):
-        return "nested too deeply"
-    if "digits" in str(err):
-        return "a number with too many digits"
-    return str(err)
-
-
-def _iter_objects(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """Yield (file, line number, JSON object) for each non-blank line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    where = str(path)
-    for lineno, raw in _open_lines(path):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            # Decode leniently to find which field holds the bad bytes.
-            bad_field = _field_with_bad_bytes(raw)
-            raise DataFormatError(
-                where,
-                lineno,
-                bad_field,
-                f"invalid UTF-8 byte {raw[e.start : e.start + 1]!r} at byte {e.start} of "
-                "the line; expected UTF-8 encoded text (re-encode the file as UTF-8)",
-            ) from e
-        try:
-            obj = json.loads(text)
-        except (ValueError, RecursionError) as e:
-            raise DataFormatError(
-                where,
-                lineno,
-                None,
-                f"bad JSON ({json_problem(e)}); expected one JSON object per line",
-            ) from None
-        if not isinstance(obj, dict):
-            raise DataFormatError(
-                where, lineno, None, f"expected a JSON object, got {type(obj).__name__}"
-            )
-        yield where, lineno, obj
-
-
-def _field_with_bad_bytes(raw: bytes) -> str | None:
-    try:
-        obj = json.loads(raw.decode("utf-8", errors="surrogateescape"))
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(obj, dict):
-        return None
-    for key, value in obj.items():
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v) for v in values):
-            return key
-    return None
-
-
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
-
-
-def _check_unicode(value: str, where: str, line: int | None, key: str) -> str:
-    """Refuse a lone surrogate (a ``\\ud800`` escape without its pair): no tokenizer
-    reads one."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise DataFormatError(
-            where,
-            line,
-            key,
-            f"lone surrogate {value[e.start]!r} at character {e.start} (a broken \\u escape); "
-            "expected valid Unicode text",
-        ) from None
-    return value
 
 
 def _req_str(obj: dict, key: str, where: str, line: int | None) -> str:
@@ -212,7 +116,7 @@ def _req_str(obj: dict, key: str, where: str, line: int | None) -> str:
         raise DataFormatError(
             where, line, key, f"expected a non-empty string, got {_type_name(value)}"
         )
-    _check_unicode(value, where, line, key)
+    check_unicode(value, where, line, key)
     if not value.strip():
         raise _SkipRow(key)
     return value
@@ -230,7 +134,7 @@ def _positives(obj: dict, key: str, where: str, line: int | None) -> list[str]:
             raise DataFormatError(
                 where, line, name, f"expected a non-empty string, got {_type_name(item)}"
             )
-        _check_unicode(item, where, line, f"{key}[{i}]" if isinstance(value, list) else key)
+        check_unicode(item, where, line, f"{key}[{i}]" if isinstance(value, list) else key)
     kept = [item for item in items if item.strip()]
     if not kept:
         raise _SkipRow(key)
@@ -245,7 +149,7 @@ def _opt_str(obj: dict, key: str, where: str, line: int | None) -> str | None:
         raise DataFormatError(
             where, line, key, f"expected a string or null, got {_type_name(value)}"
         )
-    return _check_unicode(value, where, line, key)
+    return check_unicode(value, where, line, key)
 
 
 def _negatives(
@@ -263,7 +167,7 @@ def _negatives(
             raise DataFormatError(
                 where, line, f"{key}[{i}]", f"expected a non-empty string, got {_type_name(item)}"
             )
-        _check_unicode(item, where, line, f"{key}[{i}]")
+        check_unicode(item, where, line, f"{key}[{i}]")
     kept = [item for item in value if item.strip()]
     if stats is not None:
         stats.dropped_negatives += len(value) - len(kept)
@@ -275,7 +179,6 @@ def _pair_from_obj(
     where: str,
     line: int | None,
     default_dataset: str,
-    fields: dict[str, str],
     stats: ReadStats | None = None,
 ) -> PairRow:
     label = obj.get("label")
@@ -284,12 +187,12 @@ def _pair_from_obj(
             where, line, "label", f"expected a string, an integer or null, got {_type_name(label)}"
         )
     dataset = _opt_str(obj, "dataset", where, line) or default_dataset
-    query = _req_str(obj, fields["query"], where, line)
-    positive, *others = _positives(obj, fields["positive"], where, line)
+    query = _req_str(obj, "query", where, line)
+    positive, *others = _positives(obj, "positive", where, line)
     return PairRow(
         query=query,
         positive=positive,
-        negatives=_negatives(obj, fields["negatives"], where, line, stats),
+        negatives=_negatives(obj, "negatives", where, line, stats),
         instruction=_opt_str(obj, "instruction", where, line),
         dataset=dataset,
         label=label,
@@ -306,9 +209,6 @@ def _stem(path: str | Path) -> str:
     return name
 
 
-_DEFAULT_FIELDS = {"query": "query", "positive": "positive", "negatives": "negatives"}
-
-
 def iter_pair_rows(path: str | Path, stats: ReadStats | None = None) -> Iterator[PairRow]:
     """Stream :class:`PairRow` s from a ``.jsonl`` or ``.jsonl.gz`` file.
 
@@ -318,9 +218,10 @@ def iter_pair_rows(path: str | Path, stats: ReadStats | None = None) -> Iterator
     """
     default = _stem(path)
     stats = stats if stats is not None else ReadStats()
-    for where, line, obj in _iter_objects(path):
+    where = str(path)
+    for line, obj in read_lines(path):
         try:
-            row = _pair_from_obj(obj, where, line, default, _DEFAULT_FIELDS, stats)
+            row = _pair_from_obj(obj, where, line, default, stats)
         except _SkipRow:
             stats.skipped_rows += 1
             continue
@@ -348,7 +249,8 @@ def iter_text_rows(path: str | Path, stats: ReadStats | None = None) -> Iterator
     """Stream :class:`TextRow` s (``{"text": ..., "source"?: ...}``) from a JSONL(.gz) file;
     empty texts are skipped and counted in ``stats``."""
     stats = stats if stats is not None else ReadStats()
-    for where, line, obj in _iter_objects(path):
+    where = str(path)
+    for line, obj in read_lines(path):
         try:
             text = _req_str(obj, "text", where, line)
         except _SkipRow:
@@ -565,7 +467,6 @@ def load_hf_pairs(
     _check_columns(ds, where, [query_field, positive_field])
     neg_columns = negative_columns(negatives_field, list(ds.column_names), where)
     dataset = dataset_name or _stem(str(name_or_path).rstrip("/"))
-    fields = {"query": "query", "positive": "positive", "negatives": "negatives"}
     stats = stats if stats is not None else ReadStats()
     rows = []
     for i, record in _limited_records(ds, limit, seed):
@@ -581,7 +482,7 @@ def load_hf_pairs(
             "dataset": dataset,
         }
         try:
-            rows.append(_pair_from_obj(obj, where, None, dataset, fields, stats))
+            rows.append(_pair_from_obj(obj, where, None, dataset, stats))
         except _SkipRow:
             stats.skipped_rows += 1
             continue

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .entry import TaskEntry
-from .local_tasks import LocalTaskSpec, load_task_data
+from .local_data import load_task_data
+from .local_tasks import LocalTaskSpec
 
 
 def _document(row: dict[str, Any]) -> str:

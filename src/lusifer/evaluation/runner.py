@@ -24,12 +24,13 @@ from ..types import TextEncoder, reads_instructions
 from . import aggregation, distributed, significance
 from .entry import TaskEntry
 from .languages import get_language, order_languages
-from .local_tasks import load_task_dirs, offline_suite_dirs, task_entry
+from .local_data import load_task_dirs
+from .local_tasks import offline_suite_dirs
 from .mteb_results import serialise_task_result, write_mteb_results
 from .prefetch import prefetch_local_tasks
 from .report import write_outputs
 from .results import EvaluationReport, ModelSummary, TaskScore  # also re-exported from here
-from .suites import SUITES, build_crosslingual_suite, build_lusifer_suite
+from .suites import SUITES, build_crosslingual_suite, build_lusifer_suite, local_task_entry
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def resolve_tasks(
     else:
         raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     for spec in load_task_dirs(dirs):
-        entry = task_entry(spec)
+        entry = local_task_entry(spec)
         if languages is None or set(entry.languages) & set(languages):
             entries.append(entry)
     keys = [e.key for e in entries]

@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 
 from ..files import atomic_folder
-from .local_tasks import read_jsonl, read_task_spec
+from .local_data import read_jsonl
+from .local_tasks import read_task_spec
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -1,6 +1,6 @@
 """Bootstrap statistics the paper does not report: per-task 95% CIs and paired tests.
 
-Each task keeps per-example results from its mteb run (see ``local_tasks``); a replicate
+Each task keeps per-example results from its mteb run (see ``local_mteb``); a replicate
 resamples the task's examples (queries, pairs, test items) with replacement and recomputes
 the main score from them:
 

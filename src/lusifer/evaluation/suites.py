@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from .entry import MTEB_TYPE_TO_TYPE, TaskEntry
 from .instructions import instruction_for
-from .languages import LUSIFER_LANGUAGES, involves
+from .languages import LUSIFER_LANGUAGES, aggregation_languages, involves
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
+
+    from .local_tasks import LocalTaskSpec
 
 _ENGLISH_MTEB: tuple[str, ...] = (
     "AmazonCounterfactualClassification", "AmazonPolarityClassification",
@@ -224,6 +226,31 @@ def _mteb_factory(name: str, subsets: tuple[str, ...], split: str) -> AbsTask:
         task.hf_subsets = list(subsets)
     task.filter_eval_splits([split])
     return task
+
+
+def _local_factory(spec: LocalTaskSpec) -> AbsTask:
+    from .local_mteb import make_mteb_task
+
+    return make_mteb_task(spec)
+
+
+def local_task_entry(spec: LocalTaskSpec) -> TaskEntry:
+    """The runner's view of a local task: one subset ("default") counted for its languages."""
+    counts_for = aggregation_languages(list(spec.languages))
+    return TaskEntry(
+        key=spec.name,
+        name=spec.name,
+        type=spec.type,
+        main_metric=spec.main_score,
+        split="test",
+        instruction=spec.instruction,
+        subsets_by_language={lang: ("default",) for lang in counts_for},
+        crosslingual=spec.crosslingual,
+        source="local",
+        fingerprint=spec.fingerprint(),
+        factory=partial(_local_factory, spec),
+        spec=spec,
+    )
 
 
 def _fingerprint(*parts: object) -> str:
