@@ -11,6 +11,7 @@ TextKind = Literal["query", "document"]
 # how a model runs: torch, onnxruntime (CPU), or the faster of the two here
 Backend = Literal["torch", "onnx", "auto"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+Quantize = Literal["int8"]  # dynamic int8 quantisation (onnx backend)
 
 
 @runtime_checkable

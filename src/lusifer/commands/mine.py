@@ -26,7 +26,8 @@ from .options import (
     QuantizeOption,
     ThreadsOption,
     device_name,
-    load_encoder_or_exit,
+    load_encoder,
+    reports_errors,
 )
 
 SIDECAR_SUFFIX = ".mine.json"
@@ -179,6 +180,7 @@ def _texts_digest(texts: list[str]) -> str:
     return h.hexdigest()[:20]
 
 
+@reports_errors()
 def mine_command(
     model: ModelArgument,
     input: Annotated[
@@ -306,7 +308,7 @@ def mine_command(
             cache.unlink(missing_ok=True)
             typer.echo(f"{output} is already complete ({done} rows); nothing to do")
             return
-    encoder = load_encoder_or_exit(model, backend, quantize, threads, device)
+    encoder = load_encoder(model, backend, quantize, threads, device)
     device = device_name(encoder)  # where the loader placed it: the search runs there too
     if instruction and not reads_instructions(encoder):
         typer.echo(

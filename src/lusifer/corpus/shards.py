@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -47,8 +48,10 @@ from .streaming import (
 MANIFEST_FILE = "manifest.json"
 SETTINGS_FILE = "encode-settings.json"
 MANIFEST_VERSION = 1
+ShardDtype = Literal["float32", "float16"]
+ShardFormat = Literal["npy", "parquet"]
 DTYPES = {"float32": np.float32, "float16": np.float16}
-FORMATS = ("npy", "parquet")
+FORMATS: tuple[str, ...] = get_args(ShardFormat)
 DEFAULT_SHARD_SIZE = 10_000
 HASH_CHUNK = 1 << 20
 

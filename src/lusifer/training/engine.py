@@ -160,8 +160,7 @@ class CheckpointWriteError(RuntimeError):
         )
         super().__init__(
             f"writing {folder} failed: {why}. Nothing half-written was left behind and "
-            f"{kept}; {todo}, then resume the run with `lusifer train CONFIG --resume` "
-            "(the same config)."
+            f"{kept}; {todo}, then rerun `lusifer train CONFIG` (the same config) to resume."
         )
 
 
@@ -825,6 +824,9 @@ class StageTrainer:
         start = 0
         if resume:
             self.remove_partial_checkpoints()
+        elif self.accelerator.is_main_process:  # a fresh start never resumes an older run
+            for old in self.checkpoint_root.glob("step-*"):
+                discard(old)
         if resume and (ckpt := self.latest_checkpoint()) is not None:
             start = self.load_checkpoint(ckpt)
             tqdm.write(f"Resuming {self.stage} from {ckpt} (step {start})")
