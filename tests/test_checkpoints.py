@@ -156,25 +156,10 @@ def test_every_processes_random_state_is_saved_and_restored(tmp_path):
     folder = trainer.checkpoint_root / "step-00000001"
     rng = torch.load(folder / "rng-0.pt", weights_only=True)  # plain values and tensors
     assert {"python", "numpy", "cpu"} <= set(rng)
-    assert not (folder / "rng.pt").exists()
     random.seed(0), np.random.seed(0), torch.manual_seed(0)  # another process's state
     assert draws() != expected
     assert trainer.load_checkpoint(folder) == 1
     assert draws() == expected
-
-
-def test_a_checkpoint_of_the_old_layout_restores_its_single_random_state(tmp_path):
-    trainer = make_trainer(tmp_path)
-    trainer.save_checkpoint(1)
-    folder = trainer.checkpoint_root / "step-00000001"
-    torch.manual_seed(5)
-    expected = torch.rand(3).tolist()
-    torch.manual_seed(5)
-    torch.save({"cpu": torch.get_rng_state()}, folder / "rng.pt")
-    (folder / "rng-0.pt").unlink()
-    torch.manual_seed(0)
-    trainer.load_checkpoint(folder)
-    assert torch.rand(3).tolist() == expected
 
 
 # --------------------------------------------------------------- safe loading
