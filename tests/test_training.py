@@ -522,8 +522,7 @@ def test_two_processes_match_one_process(tmp_path):
                 str(torchrun),
                 "--nproc_per_node",
                 str(nproc),
-                "--master_port",
-                str(29511 + nproc),
+                "--standalone",  # a free rendezvous port: overlapping runs do not collide
                 str(DIST_SCRIPT),
                 str(path),
             ],
