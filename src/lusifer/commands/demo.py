@@ -81,6 +81,12 @@ def demo_command(
         )
         raise typer.Exit(130)
     _print_tables(result.report)
+    _print_figures(result)
+
+
+def _print_figures(result) -> None:
+    """The demo's headline figures: the gap closed, the gain per language, English in and
+    out of the training domain, the connector route, the time taken and where things are."""
     figures = result.figures
     xl = figures["crosslingual"]
     gains = figures["language_gain"]

@@ -11,16 +11,34 @@ from ..evaluation.suites import Suite
 from ..types import Backend
 from .options import DeviceOption, RouteOption, ThreadsOption, load_encoder, reports_errors
 
+ModelsArgument = Annotated[
+    list[str],
+    typer.Argument(
+        help="One or more models: a LUSIFER model folder, a bundled offline backbone "
+        "(all-MiniLM-L6-v2, multilingual-e5-small), a local Hugging Face folder or a hub id."
+    ),
+]
+EvalBackendOption = Annotated[
+    Backend,
+    typer.Option(
+        help="torch; onnx: LUSIFER models and encoder backbones through onnxruntime "
+        "(CPU, same scores; decoder backbones alone stay on torch); or auto: whichever "
+        "is faster on this machine (measured once per model, cached)."
+    ),
+]
+MtebNameOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mteb-name",
+        help="The name (org/name[@revision]) a model's results carry in the mteb layout "
+        "under OUTPUT/mteb, one per MODEL in order (default lusifer/<model>).",
+    ),
+]
+
 
 @reports_errors()
 def evaluate_command(
-    models: Annotated[
-        list[str],
-        typer.Argument(
-            help="One or more models: a LUSIFER model folder, a bundled offline backbone "
-            "(all-MiniLM-L6-v2, multilingual-e5-small), a local Hugging Face folder or a hub id."
-        ),
-    ],
+    models: ModelsArgument,
     suite: Annotated[
         Suite | None,
         typer.Option(
@@ -43,14 +61,7 @@ def evaluate_command(
         int, typer.Option(min=0, help="Bootstrap resamples for CIs and paired tests (0: off).")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
-    backend: Annotated[
-        Backend,
-        typer.Option(
-            help="torch; onnx: LUSIFER models and encoder backbones through onnxruntime "
-            "(CPU, same scores; decoder backbones alone stay on torch); or auto: whichever "
-            "is faster on this machine (measured once per model, cached)."
-        ),
-    ] = "torch",
+    backend: EvalBackendOption = "torch",
     device: DeviceOption = None,
     route: RouteOption = None,
     threads: ThreadsOption = None,
@@ -61,14 +72,7 @@ def evaluate_command(
             "lusifer cache; --no-cache scores everything afresh."
         ),
     ] = True,
-    mteb_name: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--mteb-name",
-            help="The name (org/name[@revision]) a model's results carry in the mteb layout "
-            "under OUTPUT/mteb, one per MODEL in order (default lusifer/<model>).",
-        ),
-    ] = None,
+    mteb_name: MtebNameOption = None,
 ) -> None:
     """Evaluate MODELS; writes results.json, table.md, table.csv, chart.png and mteb's
     results layout (mteb/results/...) to --output. Under torchrun or accelerate launch the

@@ -19,75 +19,81 @@ from .options import (
     reports_errors,
 )
 
+InputArgument = Annotated[
+    str,
+    typer.Argument(
+        help="Pair data: the project's pair .jsonl(.gz) ({query, positive, ...} a line), "
+        "or a Hugging Face data set (hub id, save_to_disk folder, .jsonl/.parquet/.csv "
+        "file) read with --query-field / --positive-field."
+    ),
+]
+CorpusOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Extra passages to mine from, besides the positives: .txt (one a line) or "
+        ".jsonl (a 'text' field)."
+    ),
+]
+InstructionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The retriever's task instruction (queries and passages); also written "
+        "into rows that have none."
+    ),
+]
+PositiveFieldOption = Annotated[
+    str | None,
+    typer.Option(help="Data set column of the positives, a string or a list (default 'positive')."),
+]
+TopKOption = Annotated[
+    int,
+    typer.Option(
+        min=1, help="Search depth: negatives come from ranks SKIP+1..TOP_K (the paper: 31..128)."
+    ),
+]
+SplitOption = Annotated[
+    str, typer.Option(help="Data set split (a hub data set also takes a slice: 'train[:50000]').")
+]
+SkipOption = Annotated[
+    int, typer.Option(min=0, help="Skip the first SKIP ranks (likely false negatives).")
+]
+ChunkSizeOption = Annotated[
+    int, typer.Option(min=1, help="Queries searched (and written) per chunk.")
+]
+OverwriteOption = Annotated[
+    bool, typer.Option(help="Start again instead of resuming an existing output.")
+]
+
 
 @reports_errors()
 def mine_command(
     model: ModelArgument,
-    input: Annotated[
-        str,
-        typer.Argument(
-            help="Pair data: the project's pair .jsonl(.gz) ({query, positive, ...} a line), "
-            "or a Hugging Face data set (hub id, save_to_disk folder, .jsonl/.parquet/.csv "
-            "file) read with --query-field / --positive-field."
-        ),
-    ],
+    input: InputArgument,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write the mined pair .jsonl.")
     ],
     query_field: Annotated[
         str | None, typer.Option(help="Data set column of the queries (default 'query').")
     ] = None,
-    positive_field: Annotated[
-        str | None,
-        typer.Option(
-            help="Data set column of the positives, a string or a list (default 'positive')."
-        ),
-    ] = None,
+    positive_field: PositiveFieldOption = None,
     subset: Annotated[str | None, typer.Option(help="Data set configuration (hub).")] = None,
-    split: Annotated[
-        str,
-        typer.Option(help="Data set split (a hub data set also takes a slice: 'train[:50000]')."),
-    ] = "train",
-    corpus: Annotated[
-        Path | None,
-        typer.Option(
-            help="Extra passages to mine from, besides the positives: .txt (one a line) or "
-            ".jsonl (a 'text' field)."
-        ),
-    ] = None,
-    instruction: Annotated[
-        str | None,
-        typer.Option(
-            help="The retriever's task instruction (queries and passages); also written "
-            "into rows that have none."
-        ),
-    ] = None,
-    skip: Annotated[
-        int, typer.Option(min=0, help="Skip the first SKIP ranks (likely false negatives).")
-    ] = 30,
-    top_k: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Search depth: negatives come from ranks SKIP+1..TOP_K (the paper: 31..128).",
-        ),
-    ] = 128,
+    split: SplitOption = "train",
+    corpus: CorpusOption = None,
+    instruction: InstructionOption = None,
+    skip: SkipOption = 30,
+    top_k: TopKOption = 128,
     num_negatives: Annotated[
         int | None,
         typer.Option(min=1, help="Negatives kept per row, most similar first (default: all)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per encoder batch.")] = 32,
-    chunk_size: Annotated[
-        int, typer.Option(min=1, help="Queries searched (and written) per chunk.")
-    ] = 1024,
+    chunk_size: ChunkSizeOption = 1024,
     max_length: Annotated[int | None, typer.Option(min=8)] = None,
     device: DeviceOption = None,
     backend: BackendOption = "torch",
     quantize: QuantizeOption = None,
     threads: ThreadsOption = None,
-    overwrite: Annotated[
-        bool, typer.Option(help="Start again instead of resuming an existing output.")
-    ] = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Mine hard negatives for INPUT's rows with MODEL as the retriever and write them,
     as pair data for `lusifer train`, to OUTPUT (resumable: rerun the same command)."""
