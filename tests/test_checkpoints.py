@@ -156,25 +156,10 @@ def test_every_processes_random_state_is_saved_and_restored(tmp_path):
     folder = trainer.checkpoint_root / "step-00000001"
     rng = torch.load(folder / "rng-0.pt", weights_only=True)  # plain values and tensors
     assert {"python", "numpy", "cpu"} <= set(rng)
-    assert not (folder / "rng.pt").exists()
     random.seed(0), np.random.seed(0), torch.manual_seed(0)  # another process's state
     assert draws() != expected
     assert trainer.load_checkpoint(folder) == 1
     assert draws() == expected
-
-
-def test_a_checkpoint_of_the_old_layout_restores_its_single_random_state(tmp_path):
-    trainer = make_trainer(tmp_path)
-    trainer.save_checkpoint(1)
-    folder = trainer.checkpoint_root / "step-00000001"
-    torch.manual_seed(5)
-    expected = torch.rand(3).tolist()
-    torch.manual_seed(5)
-    torch.save({"cpu": torch.get_rng_state()}, folder / "rng.pt")
-    (folder / "rng-0.pt").unlink()
-    torch.manual_seed(0)
-    trainer.load_checkpoint(folder)
-    assert torch.rand(3).tolist() == expected
 
 
 # --------------------------------------------------------------- safe loading
@@ -258,7 +243,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_how_to_resume(tmp_pa
         trainer.save_checkpoint(2)
     message = str(err.value)
     assert "disk is full" in message and "free space" in message
-    assert "lusifer train CONFIG --resume" in message
+    assert "rerun `lusifer train CONFIG`" in message
     assert "step-00000001 is intact" in message and "step-00000002" in message
     assert isinstance(err.value.__cause__, OSError) and err.value.__cause__.errno == errno.ENOSPC
     assert sorted(p.name for p in root.iterdir()) == ["step-00000001"]  # no partial folder
@@ -373,8 +358,37 @@ def test_the_train_command_reports_a_refused_checkpoint_without_a_traceback(tmp_
     folder = Path(cfg.run.output_dir) / "alignment/checkpoints/step-00000001"
     marker = tmp_path / "ran"
     torch.save({"state": Payload(marker)}, folder / "optimizer.pt")
-    result = CliRunner().invoke(app, ["train", str(tmp_path / "run.yaml"), "--resume"])
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "run.yaml")])
     assert result.exit_code == 1, result.output
     assert "error:" in result.output and "could run code" in result.output
     assert not isinstance(result.exception, CheckpointError)  # reported, not raised
     assert not marker.exists()
+
+
+def test_the_train_command_resumes_on_its_own_and_overwrite_starts_over(tmp_path):
+    from typer.testing import CliRunner
+
+    from lusifer.cli import app
+
+    cfg = small_config(tmp_path, steps=3)
+    out = Path(cfg.run.output_dir)
+    assert run_training(cfg, stop_after=2) is None  # interrupted after step 2 of stage 1
+    command = ["train", str(tmp_path / "run.yaml")]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "alignment/summary.json").read_text())
+    assert summary["steps_run_from"] == 2  # resumed, not started over
+    # a finished run is kept: nothing is retrained
+    assert CliRunner().invoke(app, command).exit_code == 0
+    assert json.loads((out / "alignment/summary.json").read_text()) == summary
+    # another config is refused, and --overwrite starts over
+    changed = CliRunner().invoke(app, [*command, "alignment.steps=2"])
+    assert changed.exit_code == 2 and "another config" in changed.output
+    result = CliRunner().invoke(app, [*command, "alignment.steps=2", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "alignment/summary.json").read_text())
+    assert summary["steps_run_from"] == 0
+    assert sorted(p.name for p in (out / "alignment/checkpoints").iterdir()) == [
+        "step-00000001",
+        "step-00000002",
+    ]

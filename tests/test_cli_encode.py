@@ -86,7 +86,7 @@ def test_read_records_errors(tmp_path):
 @pytest.mark.parametrize("command", ["encode", "serve"])
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
-    [("--backend", "tensorrt", "torch, onnx"), ("--quantize", "int4", "only 'int8'")],
+    [("--backend", "tensorrt", "'torch', 'onnx'"), ("--quantize", "int4", "'int8'")],
 )
 def test_encode_and_serve_refuse_a_bad_backend_choice(tmp_path, command, flag, value, message):
     texts = tmp_path / "in.txt"

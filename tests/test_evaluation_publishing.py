@@ -130,8 +130,7 @@ def test_two_processes_give_the_report_of_one(one_process, tmp_path):
             str(torchrun),
             "--nproc_per_node",
             "2",
-            "--master_port",
-            "29577",
+            "--standalone",  # a free rendezvous port: overlapping runs do not collide
             "-m",
             "lusifer.cli",
             "evaluate",

@@ -8,9 +8,7 @@ through :mod:`lusifer.jsonl`.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import json
 import re
 from collections.abc import Callable
@@ -18,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from lusifer.cli import app
-from lusifer.commands.mine import _load_rows
 from lusifer.corpus import CorpusInputError
+from lusifer.corpus.mining import load_pair_rows
 from lusifer.corpus.streaming import read_records
 from lusifer.data.readers import DataFormatError, read_pair_rows, read_text_rows
 from lusifer.evaluation.local_data import load_task_dirs
@@ -98,13 +95,7 @@ def _pairs(path: Path, tmp: Path) -> str | None:
 
 
 def _mine_input(path: Path, tmp: Path) -> str | None:
-    told = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(told):
-            _load_rows(str(path), None, None, None, "train", None)
-    except typer.Exit:
-        return told.getvalue()
-    return None
+    return _library(lambda: load_pair_rows(str(path)), DataFormatError)
 
 
 def _task_folder(path: Path, tmp: Path) -> str | None:

@@ -1,4 +1,5 @@
-"""SIGKILL at random moments, then ``--resume``: the run ends exactly as an uninterrupted one.
+"""SIGKILL at random moments, then the same command again (it resumes): the run ends exactly as
+an uninterrupted one.
 
 ``lusifer train`` runs in a subprocess on tiny backbones with LoRA dropout (so the saved
 random state matters) and is killed between checkpoints, while a checkpoint is being
@@ -76,22 +77,18 @@ def write_run(folder: Path) -> Path:
     return path
 
 
-def launch(config: Path, resume: bool, log: Path) -> subprocess.Popen:
+def launch(config: Path, log: Path) -> subprocess.Popen:
     args = [sys.executable, "-m", "lusifer.cli", "train", str(config)]
     with log.open("a") as handle:
-        return subprocess.Popen(
-            [*args, "--resume"] if resume else args,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=ENV,
-        )
+        return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=ENV)
 
 
-def run_until(config: Path, trigger: Trigger | None, delay: float, resume: bool) -> bool:
-    """Run ``lusifer train``; SIGKILL it ``delay`` s after ``trigger`` first holds.
-    Returns whether it was killed (False: it finished on its own, successfully)."""
+def run_until(config: Path, trigger: Trigger | None, delay: float) -> bool:
+    """Run ``lusifer train`` (resuming what the output folder holds); SIGKILL it ``delay`` s
+    after ``trigger`` first holds. Returns whether it was killed (False: it finished on its
+    own, successfully)."""
     out, log = config.parent / "out", config.parent / "train.log"
-    proc = launch(config, resume, log)
+    proc = launch(config, log)
     deadline = time.monotonic() + 240
     while proc.poll() is None:
         if trigger is not None and trigger(out):
@@ -195,7 +192,7 @@ def assert_same_run(out: Path, reference: Path) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     config = write_run(tmp_path_factory.mktemp("whole"))
-    assert not run_until(config, None, 0.0, resume=False)
+    assert not run_until(config, None, 0.0)
     return config.parent / "out"
 
 
@@ -234,12 +231,12 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path, uninterrupted,
     out = tmp_path / "out"
     kills = 0
     for trigger, delay, temporary in scenario(seed):
-        if not run_until(config, trigger, delay, resume=kills > 0):
+        if not run_until(config, trigger, delay):
             break
         kills += 1
         if temporary is not None:  # the kill landed mid-write: its temporary is left
             assert list(out.glob(temporary)), sorted(str(p) for p in out.rglob("*"))
         assert_checkpoints_load(out)  # whatever the moment, what is on disk loads
     assert kills == 2, "a kill did not land (the run finished first)"
-    assert not run_until(config, None, 0.0, resume=True)  # resumes to the end
+    assert not run_until(config, None, 0.0)  # resumes to the end
     assert_same_run(out, uninterrupted)

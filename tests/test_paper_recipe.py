@@ -398,8 +398,7 @@ def test_two_processes_give_the_gradients_of_one_process(tmp_path):
                 str(torchrun),
                 "--nproc_per_node",
                 str(nproc),
-                "--master_port",
-                str(29531 + nproc),
+                "--standalone",  # a free rendezvous port: overlapping runs do not collide
                 str(GRAD_SCRIPT),
                 str(path),
                 str(out),

@@ -109,7 +109,6 @@ def test_card_metadata_is_what_the_hub_parses(tmp_path):
 def test_the_cards_usage_snippets_run_on_a_saved_folder(model, tmp_path, monkeypatch):
     """save_pretrained writes README.md; its sentence-transformers and lusifer snippets,
     with the folder's path in place of the repo id, run and give the model's vectors."""
-    from lusifer.model.card import lusifer_snippet, sentence_transformers_snippet
 
     folder = model.save_pretrained(tmp_path / "m", model_id=REPO)
     text = (folder / "README.md").read_text()
@@ -344,3 +343,23 @@ def test_lusifer_commands_take_a_hub_repo_id(model, hub_cache, tmp_path, monkeyp
     assert fast.onnx_path.parent == tmp_path / "lusifer-cache" / "onnx"
     got, want = fast.encode(TEXTS), model.encode(TEXTS)
     assert (got * want).sum(1).min() > 0.99999  # unit vectors: cosines
+
+
+# ------------------------------------------------------------- the card's code
+def sentence_transformers_snippet(card_text: str) -> str:
+    """The card's sentence-transformers usage code (the test runs it)."""
+    return _code_block_with(card_text, "SentenceTransformer(")
+
+
+def lusifer_snippet(card_text: str) -> str:
+    """The card's lusifer usage code."""
+    return _code_block_with(card_text, "LusiferModel.from_pretrained(")
+
+
+def _code_block_with(text: str, needle: str) -> str:
+    blocks: list[str] = text.split("```python\n")[1:]
+    for block in blocks:
+        code = block.split("```", 1)[0]
+        if needle in code:
+            return code
+    raise ValueError(f"no python code block with {needle!r} in the card")

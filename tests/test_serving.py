@@ -521,7 +521,7 @@ def test_is_loopback(host, loopback):
 def fake_serve(monkeypatch):
     """``lusifer serve`` with a fake model and no server: what it would have served."""
     served = {}
-    monkeypatch.setattr(serve_module, "load_encoder_or_exit", lambda *a: SlowEncoder(0))
+    monkeypatch.setattr(serve_module, "load_encoder", lambda *a: SlowEncoder(0))
     monkeypatch.setattr(lusifer.serving, "serve", lambda app, **kw: served.update(app=app, **kw))
     monkeypatch.delenv("LUSIFER_API_KEY", raising=False)
     return served

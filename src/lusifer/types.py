@@ -14,6 +14,11 @@ TextKind = Literal["query", "document"]
 # how a model runs: torch, onnxruntime (CPU), or the faster of the two here
 Backend = Literal["torch", "onnx", "auto"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+# which way a routed model sends a text: "auto" (the router decides per text), "native"
+# (the target alone) or "connector" (encoder -> connector -> target)
+Route = Literal["auto", "native", "connector"]
+ROUTES: tuple[str, ...] = get_args(Route)
+Quantize = Literal["int8"]  # dynamic int8 quantisation (onnx backend)
 
 
 @runtime_checkable

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from ..demo import DemoTarget
+from .options import reports_errors
+
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
@@ -33,13 +36,15 @@ def _print_tables(report) -> None:
         console.print(table)
 
 
+@reports_errors()
 def demo_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where everything goes.")] = Path(
         "lusifer-demo"
     ),
     quick: Annotated[bool, typer.Option(help="A few minutes: fewer steps, smaller tasks.")] = False,
     target: Annotated[
-        str, typer.Option(help="minilm (all-MiniLM-L6-v2) or smollm2 (SmolLM2-135M, LM alignment).")
+        DemoTarget,
+        typer.Option(help="minilm (all-MiniLM-L6-v2) or smollm2 (SmolLM2-135M, LM alignment)."),
     ] = "minilm",
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Training config overrides, e.g. alignment.steps=100")
@@ -60,39 +65,28 @@ def demo_command(
     ] = False,
 ) -> None:
     """Train LUSIFER-mini on English only, offline, and show its zero-shot multilingual gain."""
-    from ..backbones.cache import CacheError
-    from ..backbones.offline import MissingBackbonePackageError
-    from ..config import ConfigError
     from ..demo import run_demo
 
-    if target not in ("minilm", "smollm2"):
-        raise typer.BadParameter("must be minilm or smollm2", param_hint="--target")
-    try:
-        result = run_demo(
-            output,
-            quick=quick,
-            target=target,
-            overrides=overrides or [],
-            use_cache=cache,
-            routed=routed,
-        )
-    except (MissingBackbonePackageError, CacheError, ConfigError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    except OSError as err:
-        if err.errno == 28:  # ENOSPC
-            typer.echo(
-                f"error: the disk is full while writing {err.filename or output}: free some space",
-                err=True,
-            )
-            raise typer.Exit(2) from None
-        raise
+    result = run_demo(
+        output,
+        quick=quick,
+        target=target,
+        overrides=overrides or [],
+        use_cache=cache,
+        routed=routed,
+    )
     if result is None:
         typer.echo(
             f"Interrupted. Run the same command again to resume from the last checkpoint in {output}."
         )
         raise typer.Exit(130)
     _print_tables(result.report)
+    _print_figures(result)
+
+
+def _print_figures(result) -> None:
+    """The demo's headline figures: the gap closed, the gain per language, English in and
+    out of the training domain, the connector route, the time taken and where things are."""
     figures = result.figures
     xl = figures["crosslingual"]
     gains = figures["language_gain"]

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ..corpus.shards import ShardDtype, ShardFormat
 from ..files import atomic_write
 from ..types import TextKind, reads_instructions
 from .options import (
@@ -20,10 +21,12 @@ from .options import (
     QuantizeOption,
     RouteOption,
     ThreadsOption,
-    load_encoder_or_exit,
+    load_encoder,
+    reports_errors,
 )
 
 
+@reports_errors()
 def encode_command(
     model: ModelArgument,
     input: Annotated[
@@ -45,7 +48,7 @@ def encode_command(
     instruction: Annotated[
         str | None, typer.Option(help="One-line English task instruction.")
     ] = None,
-    kind: Annotated[str, typer.Option(help="query or document.")] = "query",
+    kind: Annotated[TextKind, typer.Option(help="query or document.")] = "query",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     max_length: Annotated[int | None, typer.Option(min=8)] = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
@@ -58,9 +61,9 @@ def encode_command(
     quantize: QuantizeOption = None,
     threads: ThreadsOption = None,
     format: Annotated[
-        str, typer.Option("--format", help="Shards: npy (+ .ids.jsonl) or parquet.")
+        ShardFormat, typer.Option("--format", help="Shards: npy (+ .ids.jsonl) or parquet.")
     ] = "npy",
-    dtype: Annotated[str, typer.Option(help="float32 or float16 (stored values).")] = "float32",
+    dtype: Annotated[ShardDtype, typer.Option(help="Stored values.")] = "float32",
     shard_size: Annotated[int, typer.Option(min=1, help="Rows per shard.")] = 10_000,
     store_text: Annotated[
         bool, typer.Option(help="Shards: store each row's text beside its id (for search).")
@@ -75,12 +78,6 @@ def encode_command(
 ) -> None:
     """Embed every text of INPUT with MODEL: into one .npy matrix (rows in input order), or,
     when -o is a folder, into shards with a manifest (see docs/guides/corpus-encoding.md)."""
-    if kind not in ("query", "document"):
-        raise typer.BadParameter("must be 'query' or 'document'", param_hint="--kind")
-    if dtype not in ("float32", "float16"):
-        raise typer.BadParameter("must be 'float32' or 'float16'", param_hint="--dtype")
-    if format not in ("npy", "parquet"):
-        raise typer.BadParameter("must be 'npy' or 'parquet'", param_hint="--format")
     if output.suffix == ".npy":
         if format != "npy" or store_text:
             raise typer.BadParameter(
@@ -112,7 +109,6 @@ def _encode_to_npy(
     """One process, one matrix in memory: ``lusifer encode MODEL in.txt -o out.npy``."""
     import numpy as np
 
-    from ..corpus import CorpusInputError
     from ..corpus.streaming import read_records
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -122,24 +118,19 @@ def _encode_to_npy(
             err=True,
         )
         raise typer.Exit(2)
-    try:
-        records, bad = read_records(input, skip_bad_lines=skip_bad_lines)
-    except CorpusInputError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    records, bad = read_records(input, skip_bad_lines=skip_bad_lines)
     for line in bad:
         typer.echo(f"skipped {line}", err=True)
-    encoder = load_encoder_or_exit(model, backend, quantize, threads, device, route)
+    encoder = load_encoder(model, backend, quantize, threads, device, route)
     if instruction and not reads_instructions(encoder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used",
             err=True,
         )
-    kind_value: TextKind = kind  # type: ignore[assignment]
     vectors = encoder.encode(
         [r.text for r in records],
         instruction=instruction,
-        kind=kind_value,
+        kind=kind,
         batch_size=batch_size,
         max_length=max_length,
         normalize=normalize,
@@ -173,14 +164,10 @@ def _encode_to_shards(
     overwrite, *, route=None,
 ) -> None:  # fmt: skip
     """Streamed, sharded, resumable; every process of a torchrun/accelerate launch runs it."""
-    from ..corpus import CorpusError, CorpusInputError, encode_corpus, scan_input
+    from ..corpus import encode_corpus, scan_input
     from ..corpus.streaming import bad_lines_error
 
-    try:  # fail before loading a model (and in every process alike) on a bad input
-        summary = scan_input(input)
-    except CorpusInputError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    summary = scan_input(input)  # fail before loading a model (in every process alike)
     if summary.bad and not skip_bad_lines:
         typer.echo(f"error: {bad_lines_error(summary.problems, summary.bad)}", err=True)
         raise typer.Exit(2)
@@ -189,7 +176,7 @@ def _encode_to_shards(
     # One GPU per local rank: the loader's default (and a bare --device cuda) under
     # torchrun/accelerate is cuda:LOCAL_RANK; on CPU each process takes its share of the
     # cores (lusifer.threads.cpu_threads).
-    encoder = load_encoder_or_exit(model, backend, quantize, threads, device, route)
+    encoder = load_encoder(model, backend, quantize, threads, device, route)
     if rank == 0 and instruction and not reads_instructions(encoder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used",
@@ -221,9 +208,6 @@ def _encode_to_shards(
             show_progress=True,
             log=lambda message: typer.echo(message, err=True),
         )
-    except (CorpusInputError, CorpusError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
     finally:
         if world > 1:
             _close_process_group()

@@ -7,21 +7,43 @@ from typing import Annotated
 
 import typer
 
-from .options import DeviceOption, RouteOption, ThreadsOption, check_route_option
+from ..evaluation.suites import Suite
+from ..types import Backend
+from .options import DeviceOption, RouteOption, ThreadsOption, load_encoder, reports_errors
+
+ModelsArgument = Annotated[
+    list[str],
+    typer.Argument(
+        help="One or more models: a LUSIFER model folder, a bundled offline backbone "
+        "(all-MiniLM-L6-v2, multilingual-e5-small), a local Hugging Face folder or a hub id."
+    ),
+]
+EvalBackendOption = Annotated[
+    Backend,
+    typer.Option(
+        help="torch; onnx: LUSIFER models and encoder backbones through onnxruntime "
+        "(CPU, same scores; decoder backbones alone stay on torch); or auto: whichever "
+        "is faster on this machine (measured once per model, cached)."
+    ),
+]
+MtebNameOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mteb-name",
+        help="The name (org/name[@revision]) a model's results carry in the mteb layout "
+        "under OUTPUT/mteb, one per MODEL in order (default lusifer/<model>).",
+    ),
+]
 
 
+@reports_errors()
 def evaluate_command(
-    models: Annotated[
-        list[str],
-        typer.Argument(
-            help="One or more models: a LUSIFER model folder, a bundled offline backbone "
-            "(all-MiniLM-L6-v2, multilingual-e5-small), a local Hugging Face folder or a hub id."
-        ),
-    ],
+    models: ModelsArgument,
     suite: Annotated[
-        str | None,
+        Suite | None,
         typer.Option(
-            help="lusifer | lusifer-v2 | crosslingual (mteb hub data, needs internet) | offline (bundled local tasks)."
+            help="lusifer, lusifer-v2, crosslingual (mteb hub data, needs internet) or "
+            "offline (bundled local tasks)."
         ),
     ] = None,
     task_dir: Annotated[
@@ -39,14 +61,7 @@ def evaluate_command(
         int, typer.Option(min=0, help="Bootstrap resamples for CIs and paired tests (0: off).")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
-    backend: Annotated[
-        str,
-        typer.Option(
-            help="torch; onnx: LUSIFER models and encoder backbones through onnxruntime "
-            "(CPU, same scores; decoder backbones alone stay on torch); or auto: whichever "
-            "is faster on this machine (measured once per model, cached)."
-        ),
-    ] = "torch",
+    backend: EvalBackendOption = "torch",
     device: DeviceOption = None,
     route: RouteOption = None,
     threads: ThreadsOption = None,
@@ -57,25 +72,14 @@ def evaluate_command(
             "lusifer cache; --no-cache scores everything afresh."
         ),
     ] = True,
-    mteb_name: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--mteb-name",
-            help="The name (org/name[@revision]) a model's results carry in the mteb layout "
-            "under OUTPUT/mteb, one per MODEL in order (default lusifer/<model>).",
-        ),
-    ] = None,
+    mteb_name: MtebNameOption = None,
 ) -> None:
     """Evaluate MODELS; writes results.json, table.md, table.csv, chart.png and mteb's
     results layout (mteb/results/...) to --output. Under torchrun or accelerate launch the
     (model, task) pairs are split across the processes and rank 0 writes the report."""
-    from ..evaluation.local_tasks import TaskDirError
     from ..evaluation.runner import evaluate
-    from ..evaluation.suites import SUITES
-    from .options import load_encoder_or_exit
+    from ..model.routing import is_routed, with_route
 
-    if suite is not None and suite not in SUITES:
-        raise typer.BadParameter(f"choose one of {', '.join(SUITES)}", param_hint="--suite")
     if suite is None and not task_dir:
         raise typer.BadParameter("give --suite and/or --task-dir", param_hint="--suite")
     wanted = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
@@ -84,30 +88,22 @@ def evaluate_command(
             f"give one --mteb-name per model ({len(models)}), got {len(mteb_name)}",
             param_hint="--mteb-name",
         )
-
-    from ..model.routing import is_routed, with_route
-
-    check_route_option(route)
-    encoders = [load_encoder_or_exit(ref, backend, None, threads, device) for ref in models]
+    encoders = [load_encoder(ref, backend, None, threads, device) for ref in models]
     # --route picks the route of the routed models; baselines are scored as they are
     encoders = [with_route(e, route) if is_routed(e) else e for e in encoders]
-    try:
-        report = evaluate(
-            encoders,
-            suite=suite,
-            task_dirs=task_dir or (),
-            languages=wanted,
-            output_dir=output,
-            batch_size=batch_size,
-            bootstrap=bootstrap,
-            seed=seed,
-            use_cache=cache,
-            mteb_names=mteb_name,
-            device=device,
-        )
-    except (TaskDirError, ValueError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    report = evaluate(
+        encoders,
+        suite=suite,
+        task_dirs=task_dir or (),
+        languages=wanted,
+        output_dir=output,
+        batch_size=batch_size,
+        bootstrap=bootstrap,
+        seed=seed,
+        use_cache=cache,
+        mteb_names=mteb_name,
+        device=device,
+    )
     if not report.files:  # another process of a multi-process run writes the report
         return
     typer.echo(report.files["markdown"].read_text(encoding="utf-8"))

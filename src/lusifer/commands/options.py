@@ -1,12 +1,18 @@
-"""Command-line options shared by the commands that load a model to embed with
-(``encode``, ``search``, ``evaluate``, ``serve``, ``mine``), and the one way they load it
-(:func:`lusifer.load`)."""
+"""What the commands share: the options of the commands that load a model to embed with
+(``encode``, ``search``, ``evaluate``, ``serve``, ``mine``), the one way they load it
+(:func:`lusifer.load`), and the one way every command reports the package's errors
+(:func:`reports_errors`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import errno
+import functools
+from collections.abc import Callable, Mapping
+from typing import Annotated, TypeVar
 
 import typer
+
+from ..types import Backend, Quantize, Route
 
 ModelArgument = Annotated[
     str,
@@ -16,14 +22,14 @@ ModelArgument = Annotated[
     ),
 ]
 BackendOption = Annotated[
-    str,
+    Backend,
     typer.Option(
         help="torch; onnx (onnxruntime, CPU); or auto: the faster of the two on this machine "
         "(measured once per model, cached)."
     ),
 ]
 QuantizeOption = Annotated[
-    str | None, typer.Option(help="int8: dynamic int8 quantisation (onnx backend).")
+    Quantize | None, typer.Option(help="int8: dynamic int8 quantisation (onnx backend).")
 ]
 ThreadsOption = Annotated[
     int | None,
@@ -37,25 +43,60 @@ DeviceOption = Annotated[
         "cpu for --backend onnx)."
     ),
 ]
-
 RouteOption = Annotated[
-    str | None,
+    Route | None,
     typer.Option(
         help="A routed model's route: auto (English on the target alone, other languages "
         "through the connector; the default), native or connector for every text."
     ),
 ]
 
+# The errors a command reports as one line ``error: ...`` instead of a traceback, by the
+# qualified name of a class in the error's MRO (nothing is imported to check them), with
+# their exit code: 2 for a bad input, config, data set or choice (the package's own errors
+# are ValueErrors), 1 for a checkpoint that could not be written.
+KNOWN_ERRORS: dict[str, int] = {
+    "builtins.ValueError": 2,
+    "builtins.FileNotFoundError": 2,
+    "lusifer.backbones.cache.CacheError": 2,
+    "lusifer.backbones.offline.MissingBackbonePackageError": 2,
+    "lusifer.training.engine.CheckpointWriteError": 1,
+}
+Command = TypeVar("Command", bound=Callable[..., None])
 
-def check_route_option(route: str | None) -> None:
-    """A ``--route`` value that is none of the routes is a usage error (exit code 2)."""
-    from ..model.routing import ROUTES
 
-    if route is not None and route not in ROUTES:
-        raise typer.BadParameter(f"must be one of {', '.join(ROUTES)}", param_hint="--route")
+def reports_errors(exit_codes: Mapping[str, int] | None = None) -> Callable[[Command], Command]:
+    """Decorate a command so that the package's known errors (:data:`KNOWN_ERRORS`, then
+    ``exit_codes`` for this command) and a full disk end it with a one-line message on
+    stderr and their exit code; anything else propagates (a traceback: a bug)."""
+    codes = {**KNOWN_ERRORS, **(exit_codes or {})}
+
+    def decorate(command: Command) -> Command:
+        @functools.wraps(command)
+        def run(*args, **kwargs) -> None:
+            try:
+                command(*args, **kwargs)
+            except Exception as err:
+                if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    where = err.filename or "the output"
+                    typer.echo(
+                        f"error: the disk is full while writing {where}: free some space",
+                        err=True,
+                    )
+                    raise typer.Exit(2) from None
+                names = [f"{c.__module__}.{c.__qualname__}" for c in type(err).__mro__]
+                code = next((codes[n] for n in names if n in codes), None)
+                if code is None:
+                    raise
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(code) from None
+
+        return run  # type: ignore[return-value]
+
+    return decorate
 
 
-def load_encoder_or_exit(
+def load_encoder(
     model: str,
     backend: str,
     quantize: str | None,
@@ -64,22 +105,12 @@ def load_encoder_or_exit(
     route: str | None = None,
 ):
     """The model behind MODEL on the chosen backend, placed on ``device`` (None:
-    automatic), through :func:`lusifer.load`, fixed to ``route`` when one is given; a bad
-    choice or an unloadable model ends the command with a one-line error (exit code 2)."""
-    from ..loading import BACKENDS, load
+    automatic), through :func:`lusifer.load`, fixed to ``route`` when one is given."""
+    from ..loading import load
     from ..model.routing import with_route
 
-    if backend not in BACKENDS:
-        raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--backend")
-    if quantize not in (None, "int8"):
-        raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
-    check_route_option(route)
-    try:
-        encoder = load(model, backend=backend, quantize=quantize, device=device, threads=threads)
-        return with_route(encoder, route)
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    encoder = load(model, backend=backend, quantize=quantize, device=device, threads=threads)
+    return with_route(encoder, route)
 
 
 def device_name(encoder) -> str | None:

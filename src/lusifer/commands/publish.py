@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from .options import reports_errors
+
 FolderArgument = Annotated[
     Path, typer.Argument(help="A LUSIFER model folder (saved by save_pretrained or lusifer train).")
 ]
@@ -32,6 +34,7 @@ TrainConfigOption = Annotated[
 LicenseOption = Annotated[str | None, typer.Option(help="A hub license id, e.g. mit.")]
 
 
+@reports_errors()
 def card_command(
     model: FolderArgument,
     results: ResultsOption = None,
@@ -51,24 +54,21 @@ def card_command(
     if checkpoint_layout(model) != "lusifer":
         typer.echo(f"error: {model} has no {CONFIG_NAME}: not a LUSIFER folder", err=True)
         raise typer.Exit(2)
-    try:
-        card = card_for_folder(
-            model,
-            model_id=repo_id,
-            evaluation=results,
-            evaluation_model=results_model,
-            training=train_config,
-            license=license,
-        )
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    card = card_for_folder(
+        model,
+        model_id=repo_id,
+        evaluation=results,
+        evaluation_model=results_model,
+        training=train_config,
+        license=license,
+    )
     max_length = json.loads((model / CONFIG_NAME).read_text())["config"].get("max_length", 512)
     write_sentence_transformers_files(model, max_seq_length=int(max_length))
     path = write_model_card(model, card)
     typer.echo(f"wrote {path}")
 
 
+@reports_errors()
 def push_command(
     model: FolderArgument,
     repo_id: Annotated[str, typer.Argument(help="The hub repo, e.g. your-name/lusifer-mini.")],
@@ -87,22 +87,18 @@ def push_command(
 
     if results_model is not None and results is None:
         raise typer.BadParameter("needs --results", param_hint="--results-model")
-    try:
-        info = push_folder(
-            model,
-            repo_id,
-            private=private or None,
-            revision=revision,
-            commit_message=message,
-            create_pr=create_pr,
-            evaluation=results,
-            evaluation_model=results_model,
-            training=train_config,
-            license=license,
-        )
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    info = push_folder(
+        model,
+        repo_id,
+        private=private or None,
+        revision=revision,
+        commit_message=message,
+        create_pr=create_pr,
+        evaluation=results,
+        evaluation_model=results_model,
+        training=train_config,
+        license=license,
+    )
     typer.echo(f"pushed {model} to {repo_id}: {getattr(info, 'commit_url', info)}")
 
 

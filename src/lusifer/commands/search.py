@@ -8,9 +8,18 @@ from typing import Annotated
 
 import typer
 
-from .options import BackendOption, DeviceOption, RouteOption, ThreadsOption, load_encoder_or_exit
+from ..corpus.search import Engine
+from .options import (
+    BackendOption,
+    DeviceOption,
+    RouteOption,
+    ThreadsOption,
+    load_encoder,
+    reports_errors,
+)
 
 
+@reports_errors()
 def search_command(
     corpus: Annotated[
         Path, typer.Argument(help="A folder of shards and manifest.json (lusifer encode -o DIR).")
@@ -29,7 +38,7 @@ def search_command(
         typer.Option(help="The encoded input (file or folder), to print the hits' texts."),
     ] = None,
     engine: Annotated[
-        str, typer.Option(help="auto (faiss when installed, else numpy), numpy or faiss.")
+        Engine, typer.Option(help="auto (faiss when installed, else numpy), numpy or faiss.")
     ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False,
     device: DeviceOption = None,
@@ -41,18 +50,12 @@ def search_command(
     normalised corpus), streamed shard by shard."""
     import numpy as np
 
-    from ..corpus import CorpusError, CorpusInputError, load_manifest
-    from ..corpus.search import ENGINES, fingerprint_warning, resolve_hits, search_vectors
+    from ..corpus import load_manifest
+    from ..corpus.search import fingerprint_warning, resolve_hits, search_vectors
 
-    if engine not in ENGINES:
-        raise typer.BadParameter(f"must be one of {', '.join(ENGINES)}", param_hint="--engine")
-    try:
-        manifest = load_manifest(corpus)
-    except CorpusError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    manifest = load_manifest(corpus)
     reference = model or manifest["model"]["reference"]
-    encoder = load_encoder_or_exit(reference, backend, None, threads, device, route)
+    encoder = load_encoder(reference, backend, None, threads, device, route)
     warning = fingerprint_warning(encoder, manifest)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
@@ -63,12 +66,8 @@ def search_command(
         max_length=manifest.get("max_length"),
         normalize=bool(manifest.get("normalized", True)),
     )  # on the device the loader placed the model on
-    try:
-        results = search_vectors(corpus, np.asarray(vectors), k, engine=engine, manifest=manifest)
-        hits = resolve_hits(corpus, manifest, results, texts=texts)
-    except (CorpusError, CorpusInputError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    results = search_vectors(corpus, np.asarray(vectors), k, engine=engine, manifest=manifest)
+    hits = resolve_hits(corpus, manifest, results, texts=texts)
     for query, found in zip(queries, hits, strict=True):
         if as_json:
             rows = [{"id": h.id, "score": h.score, "text": h.text} for h in found]

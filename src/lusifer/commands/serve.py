@@ -13,10 +13,12 @@ from .options import (
     QuantizeOption,
     RouteOption,
     ThreadsOption,
-    load_encoder_or_exit,
+    load_encoder,
+    reports_errors,
 )
 
 
+@reports_errors()
 def serve_command(
     model: ModelArgument,
     host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = (
@@ -63,7 +65,7 @@ def serve_command(
     warning = exposure_warning(host, api_key)
     if warning:
         typer.echo(warning, err=True)
-    encoder = load_encoder_or_exit(model, backend, quantize, threads, device, route)
+    encoder = load_encoder(model, backend, quantize, threads, device, route)
     settings = ServerSettings(
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,

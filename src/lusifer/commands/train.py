@@ -7,7 +7,11 @@ from typing import Annotated
 
 import typer
 
+from .options import reports_errors
 
+
+# a refused checkpoint (one that could run code, a damaged one) fails the run: exit code 1
+@reports_errors({"lusifer.model.loading.CheckpointError": 1})
 def train_command(
     config: Annotated[Path, typer.Argument(help="A YAML run file (see src/lusifer/configs/).")],
     overrides: Annotated[
@@ -17,7 +21,14 @@ def train_command(
     stage: Annotated[
         str | None, typer.Option(help="Only this stage (a stage name of the config).")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Start over instead of resuming the unfinished run in the output folder "
+            "(its checkpoints are discarded; a finished model is replaced only once the new "
+            "run finishes)."
+        ),
+    ] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output folder.")] = None,
     init_from: Annotated[
         Path | None, typer.Option(help="Start from the trained weights of this LUSIFER folder.")
@@ -38,13 +49,9 @@ def train_command(
     ] = 1,
 ) -> None:
     """Train a LUSIFER model: its stages in order (alignment, then representation
-    finetuning), on English data only."""
-    from ..config import ConfigError
-    from ..data.language_guard import NonEnglishDataError
-    from ..data.readers import DataFormatError
-    from ..model.lusifer import CheckpointError
+    finetuning), on English data only. Rerunning the same command resumes an unfinished
+    run from its last checkpoint (a run folder started with another config is refused)."""
     from ..training import load_train_config, run_training
-    from ..training.engine import CheckpointWriteError
 
     extra = {}
     if output is not None:
@@ -59,19 +66,12 @@ def train_command(
     if rehearse:
         _rehearse(config, overrides or [], extra, output, processes)
         return
-    try:
-        cfg = load_train_config(config, overrides or [], **extra)
-        result = run_training(
-            cfg, stages=[stage] if stage else None, resume=resume, init_from=init_from
-        )
-    except (ConfigError, NonEnglishDataError, DataFormatError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    except (CheckpointError, CheckpointWriteError) as err:  # a refused or unwritable checkpoint
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    cfg = load_train_config(config, overrides or [], **extra)
+    result = run_training(
+        cfg, stages=[stage] if stage else None, resume=not overwrite, init_from=init_from
+    )
     if result is None:
-        typer.echo(f"Interrupted; continue with: lusifer train {config} --resume", err=True)
+        typer.echo("Interrupted; run the same command again to continue", err=True)
         raise typer.Exit(130)
     typer.echo(f"trained model saved to {result}")
 
@@ -83,9 +83,6 @@ def _rehearse(
     import os
     import sys
 
-    from ..config import ConfigError
-    from ..data.language_guard import NonEnglishDataError
-    from ..data.readers import DataFormatError
     from ..training import load_train_config
     from ..training.rehearsal import REHEARSAL_FILE, launch_processes, rehearse
 
@@ -100,11 +97,7 @@ def _rehearse(
             raise typer.Exit(code)
     else:
         extra = {k: v for k, v in extra.items() if k != "run.output_dir"}
-        try:
-            report = rehearse(load_train_config(config, overrides, **extra), output)
-        except (ConfigError, NonEnglishDataError, DataFormatError, FileNotFoundError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        report = rehearse(load_train_config(config, overrides, **extra), output)
         if not report or os.environ.get("LUSIFER_REHEARSAL_CHILD"):
             return  # another process, or the launcher prints
     report = json.loads((output / REHEARSAL_FILE).read_text())

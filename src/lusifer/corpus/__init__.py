@@ -5,6 +5,7 @@
 - :mod:`.shards`: :func:`encode_corpus` writes resumable shards and a manifest, across
   processes (torchrun, accelerate launch); :func:`load_manifest` reads it back.
 - :mod:`.search`: :func:`search` finds the top-k rows for queries, shard by shard.
+- :mod:`.mining`: resumable hard-negative mining into a pair JSONL (``lusifer mine``).
 """
 
 from .search import Hit, search, search_vectors

@@ -13,13 +13,15 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from .shards import CorpusError, load_manifest, shard_rows, shard_vectors
 
 BLOCK_ROWS = 16_384
-ENGINES = ("auto", "numpy", "faiss")
+Engine = Literal["auto", "numpy", "faiss"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 @dataclass(frozen=True)

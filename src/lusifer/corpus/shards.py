@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -47,8 +48,10 @@ from .streaming import (
 MANIFEST_FILE = "manifest.json"
 SETTINGS_FILE = "encode-settings.json"
 MANIFEST_VERSION = 1
+ShardDtype = Literal["float32", "float16"]
+ShardFormat = Literal["npy", "parquet"]
 DTYPES = {"float32": np.float32, "float16": np.float16}
-FORMATS = ("npy", "parquet")
+FORMATS: tuple[str, ...] = get_args(ShardFormat)
 DEFAULT_SHARD_SIZE = 10_000
 HASH_CHUNK = 1 << 20
 
@@ -133,7 +136,7 @@ class EncodeReport:
     world_size: int = 1
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -154,7 +157,7 @@ def check_settings(outdir: Path, settings: EncodeSettings, *, overwrite: bool) -
     """The settings an earlier run left in ``outdir`` (None if none); raises
     :class:`CorpusError` when they differ and not ``overwrite``."""
     path = outdir / SETTINGS_FILE
-    old = _read_json(path) if path.exists() else None
+    old = read_json(path) if path.exists() else None
     if path.exists() and old is None and not overwrite:
         raise CorpusError(f"{path} is damaged; pass --overwrite to start {outdir} over")
     if old is not None and not overwrite:
@@ -266,7 +269,7 @@ def read_record(
     """Shard ``index``'s record when it vouches for a finished shard of this run (same
     settings, same input rows, files of the recorded size and, with ``verify_hashes``,
     sha256); else None."""
-    record = _read_json(outdir / f"{shard_stem(index)}.json")
+    record = read_json(outdir / f"{shard_stem(index)}.json")
     if record is None or record.get("settings_key") != settings.key():
         return None
     if texts_sha256 is not None and record.get("texts_sha256") != texts_sha256:
@@ -563,7 +566,7 @@ def load_manifest(outdir: str | Path) -> dict:
             f"{outdir} has no {MANIFEST_FILE}: its encoding has not finished ({done} shard "
             "record(s) there). Rerun the same `lusifer encode` command to finish it."
         )
-    manifest = _read_json(path)
+    manifest = read_json(path)
     if manifest is None or "shards" not in manifest:
         raise CorpusError(f"{path} is damaged; rerun the `lusifer encode` command that made it")
     return manifest

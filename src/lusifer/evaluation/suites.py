@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from .entry import MTEB_TYPE_TO_TYPE, TaskEntry
 from .instructions import instruction_for
@@ -137,7 +137,8 @@ CROSSLINGUAL_TASKS: tuple[str, ...] = (
     "MLQARetrieval", "BelebeleRetrieval", "STS17", "STS22.v2", "IndicCrosslingualSTS",
 )  # fmt: skip
 
-SUITES: tuple[str, ...] = ("lusifer", "lusifer-v2", "crosslingual", "offline")
+Suite = Literal["lusifer", "lusifer-v2", "crosslingual", "offline"]
+SUITES: tuple[str, ...] = get_args(Suite)
 
 #: The ``domain`` (task.json) of the bundled English tasks whose domain the bundled English
 #: training data does not cover (``scripts/build_english_ood.py``): scripture, commentary

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..evaluation.entry import TYPE_TO_MTEB_TYPE
 from ..files import atomic_write
 
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult, ModelCard
 
     from ..config import LusiferConfig
+    from ..training.config import TrainConfig
 
 CARD_NAME = "README.md"
 LIBRARY_NAME = "lusifer"
@@ -51,19 +53,6 @@ ST_CONFIG = "config_sentence_transformers.json"
 ST_NORMALIZE = "1_Normalize"
 LUSIFER_MODULE = "lusifer.interop.sentence_transformers.LusiferModule"
 NORMALIZE_MODULE = "sentence_transformers.base.modules.normalize.Normalize"
-
-# mteb's task type names, for the model-index ``task.type`` (as mteb's own cards wrote them)
-_MTEB_TYPE = {
-    "retrieval": "Retrieval",
-    "reranking": "Reranking",
-    "sts": "STS",
-    "classification": "Classification",
-    "multilabel_classification": "MultilabelClassification",
-    "pair_classification": "PairClassification",
-    "clustering": "Clustering",
-    "bitext": "BitextMining",
-    "summarization": "Summarization",
-}
 
 
 # --------------------------------------------------------------------------- sentence-transformers
@@ -123,43 +112,28 @@ def card_languages() -> list[str]:
     return order_languages(known_languages())
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
-
-
-def read_training_config(training: Any) -> dict[str, Any] | None:
-    """A training config as a plain dict: a ``TrainConfig``, a dict, or a path to the
+def read_training_config(training: Any) -> TrainConfig | None:
+    """A training config: a ``TrainConfig``, a dict, or a path to the
     ``train_config.yaml`` that ``lusifer train`` writes (None when there is none)."""
-    if training is None:
-        return None
+    from ..config import from_dict
+    from ..training.config import TrainConfig, load_train_config
+
+    if training is None or isinstance(training, TrainConfig):
+        return training
     if isinstance(training, str | Path):
-        path = Path(training)
-        if not path.is_file():
-            return None
-        import yaml
-
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return loaded if isinstance(loaded, dict) else None
-    plain = _plain(training)
-    return plain if isinstance(plain, dict) else None
+        return load_train_config(training) if Path(training).is_file() else None
+    return from_dict(TrainConfig, dict(training))
 
 
-def training_stages(training: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """The stages of a training config, shorthand sections (``alignment``,
-    ``representation``) included, each with a ``name`` and an ``objective``."""
-    if not training:
+def training_stages(training: TrainConfig | None) -> list[dict[str, Any]]:
+    """The stages of a training config (:meth:`TrainConfig.stage_list`: shorthand sections
+    included) as plain dicts, each with its ``name`` and ``objective``."""
+    if training is None:
         return []
-    stages = [dict(s) for s in training.get("stages") or []]
-    for name in ("alignment", "representation"):
-        section = training.get(name)
-        if section:
-            stages.append({**section, "name": section.get("name") or name})
-            stages[-1]["objective"] = section.get("objective") or name
-    for stage in stages:
-        stage["objective"] = stage.get("objective") or stage.get("name")
-    return stages
+    return [
+        {**dataclasses.asdict(stage), "name": name, "objective": objective}
+        for name, objective, stage in training.stage_list()
+    ]
 
 
 def _source_name(source: Mapping[str, Any]) -> str:
@@ -171,7 +145,7 @@ def _source_name(source: Mapping[str, Any]) -> str:
     return str(source.get("name") or Path(str(source.get("path") or "local data")).name)
 
 
-def training_datasets(training: Mapping[str, Any] | None) -> list[str]:
+def training_datasets(training: TrainConfig | None) -> list[str]:
     """The hub ids of the training data (local files and bundled data are not on the hub)."""
     ids: list[str] = []
     for stage in training_stages(training):
@@ -237,7 +211,7 @@ def eval_results(payload: Mapping[str, Any], model: str | None = None) -> list[E
         for subset, value in (task.get("subset_scores") or {"default": task["score"]}).items():
             rows.append(
                 EvalResult(
-                    task_type=_MTEB_TYPE.get(task["type"], task["type"]),
+                    task_type=TYPE_TO_MTEB_TYPE.get(task["type"], task["type"]),
                     dataset_type=dataset_type,
                     dataset_name=f"MTEB {key}" + (f" ({subset})" if subset != "default" else ""),
                     dataset_config=subset,
@@ -269,7 +243,7 @@ def _results_table(payload: Mapping[str, Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the card
-def _recipe_lines(training: Mapping[str, Any] | None) -> list[str]:
+def _recipe_lines(training: TrainConfig | None) -> list[str]:
     stages = training_stages(training)
     if not stages:
         return [
@@ -494,22 +468,3 @@ def card_for_folder(
         training=training,
         license=license,
     )
-
-
-def sentence_transformers_snippet(card_text: str) -> str:
-    """The card's sentence-transformers usage code (the test runs it)."""
-    return _code_block_with(card_text, "SentenceTransformer(")
-
-
-def lusifer_snippet(card_text: str) -> str:
-    """The card's lusifer usage code."""
-    return _code_block_with(card_text, "LusiferModel.from_pretrained(")
-
-
-def _code_block_with(text: str, needle: str) -> str:
-    blocks: Sequence[str] = text.split("```python\n")[1:]
-    for block in blocks:
-        code = block.split("```", 1)[0]
-        if needle in code:
-            return code
-    raise ValueError(f"no python code block with {needle!r} in the card")

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Iterator
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,15 +20,12 @@ from transformers import BatchEncoding
 
 from ..backbones import Backbone, load_backbone
 from ..encoding import embed_in_length_order, validate_options, validate_texts
-from ..types import TextKind
+from ..types import ROUTES, TextKind
 from .pooling import pool
 from .prompts import PrefixProcessor
 from .target import TargetModel
 
 _SAMPLED_VALUES = 4096
-
-Route = Literal["auto", "native", "connector"]
-ROUTES: tuple[str, ...] = ("auto", "native", "connector")
 
 
 def check_route(route: object, *, routed: bool, own: str = "connector") -> str:

@@ -17,7 +17,8 @@ import torch
 
 from ..backbones import Backbone
 from ..config import ConfigError, LusiferConfig, RouteSettings
-from .embedder import ROUTES, PlainEmbedder, check_route
+from ..types import ROUTES
+from .embedder import PlainEmbedder, check_route
 from .router import LanguageRouter
 from .target import TargetModel
 

@@ -22,7 +22,6 @@ import yaml
 from ..config import ConfigError, LusiferConfig, from_dict
 
 Objective = Literal["alignment", "representation"]
-Stage = Objective  # the shorthand sections are named after their objective
 DatasetSampling = Literal["proportional", "round_robin"]
 STAGES: tuple[Objective, ...] = ("alignment", "representation")
 # Stage-1 task groups, as the reference's data code lays them out (its constants.py):
@@ -116,9 +115,6 @@ class Objectives:
     lm: float = 1.0  # the paper's LM loss (decoder targets only)
     distill: float = 0.0  # ours: match the target's own embedding of the same English text
     distill_mse_weight: float = 1.0  # distillation = (1 - cosine) + w * MSE
-    distill_token: float = (
-        0.0  # ours: soft tokens -> the target's embeddings of the same characters
-    )
     mask_prob: float = 0.0  # LLM-side token masking (0 in the paper's configs)
     max_target_length: int = 128
 

@@ -17,7 +17,6 @@ import json
 import math
 import pickle
 import random
-import shutil
 import signal
 import time
 import warnings
@@ -56,13 +55,11 @@ from .data import (
 )
 from .gradcache import gradcache_backward
 from .losses import (
-    aligned_target_tokens,
     contrastive_loss,
     distillation_loss,
     lm_alignment_loss,
     relational_distillation,
     target_own_embedding,
-    token_distillation_loss,
 )
 
 STATE_NAME = "trainer_state.json"
@@ -93,8 +90,6 @@ class TrainingModule(nn.Module):
             return lm_alignment_loss(self.model, **batch)
         if objective == "distill":
             return distillation_loss(self.model, **batch)
-        if objective == "distill_token":
-            return token_distillation_loss(self.model, **batch)
         if objective == "teacher":
             return target_own_embedding(self.model, **batch)
         if objective == "native":  # a routed model's native route (no gradient reaches it)
@@ -160,8 +155,7 @@ class CheckpointWriteError(RuntimeError):
         )
         super().__init__(
             f"writing {folder} failed: {why}. Nothing half-written was left behind and "
-            f"{kept}; {todo}, then resume the run with `lusifer train CONFIG --resume` "
-            "(the same config)."
+            f"{kept}; {todo}, then rerun `lusifer train CONFIG` (the same config) to resume."
         )
 
 
@@ -497,22 +491,9 @@ class StageTrainer:
             target = self._target_tokens([e.distill_text for e in examples], obj.max_target_length)
             batch = {**encoder, **target}
             losses["distill"] = self.module("distill", mse_weight=obj.distill_mse_weight, **batch)
-        if obj.distill_token > 0:
-            texts = [e.distill_text for e in examples]
-            enc_o = self.model.tokenize(texts, max_length=self.run.max_length, return_offsets=True)
-            tok, alignment = aligned_target_tokens(
-                enc_o, self.model.target.tokenizer, texts, obj.max_target_length
-            )
-            losses["distill_token"] = self.module(
-                "distill_token",
-                encoder_ids=enc_o["input_ids"].to(device),
-                encoder_mask=enc_o["attention_mask"].to(device),
-                target_ids=tok["input_ids"].to(device),
-                alignment=alignment.to(device),
-            )
         if not losses:
             raise ValueError("alignment: every objective weight is 0")
-        weights = {"lm": obj.lm, "distill": obj.distill, "distill_token": obj.distill_token}
+        weights = {"lm": obj.lm, "distill": obj.distill}
         total = sum(weights[k] * v for k, v in losses.items())
         self.accelerator.backward(total)
         return {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
@@ -704,8 +685,6 @@ class StageTrainer:
             return
         for tmp in remove_partial(self.checkpoint_root, only_dead=False):
             tqdm.write(f"{self.stage}: removed {tmp.name}, a checkpoint write that did not finish")
-        for legacy in self.checkpoint_root.glob(".tmp-*"):  # older versions' temporaries
-            shutil.rmtree(legacy, ignore_errors=True)
 
     def load_checkpoint(self, path: Path) -> int:
         """Restore what :meth:`save_checkpoint` wrote; returns its step. Nothing in the
@@ -725,8 +704,6 @@ class StageTrainer:
         self.optimizer.load_state_dict(load_safely(path / "optimizer.pt"))
         self.scheduler.load_state_dict(load_safely(path / "scheduler.pt"))
         rng_file = path / RNG_NAME.format(rank=self.rank)
-        if not rng_file.is_file() and self.rank == 0 and (path / "rng.pt").is_file():
-            rng_file = path / "rng.pt"  # written by versions that saved the main process's only
         if rng_file.is_file():
             _set_rng_state(load_safely(rng_file))
         else:
@@ -825,6 +802,9 @@ class StageTrainer:
         start = 0
         if resume:
             self.remove_partial_checkpoints()
+        elif self.accelerator.is_main_process:  # a fresh start never resumes an older run
+            for old in self.checkpoint_root.glob("step-*"):
+                discard(old)
         if resume and (ckpt := self.latest_checkpoint()) is not None:
             start = self.load_checkpoint(ckpt)
             tqdm.write(f"Resuming {self.stage} from {ckpt} (step {start})")

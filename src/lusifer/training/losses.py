@@ -316,24 +316,3 @@ def aligned_target_tokens(encoded, target_tokenizer, texts: list[str], max_lengt
         target["input_ids"].shape[1],
     )
     return target, weights
-
-
-def token_distillation_loss(
-    model: LusiferModel,
-    encoder_ids: torch.Tensor,
-    encoder_mask: torch.Tensor,
-    target_ids: torch.Tensor,
-    alignment: torch.Tensor,
-) -> torch.Tensor:
-    """Each soft token should sit where the target's own input embeddings of the same
-    characters sit: a dense, cheap signal (no pass through the target) that teaches the
-    connector a token-level dictionary from the encoder's space into the target's."""
-    soft, _ = model.soft_tokens(encoder_ids, encoder_mask)
-    table = model.target.input_embeddings().weight
-    with torch.no_grad():
-        wanted = alignment.to(table.dtype) @ table[target_ids]  # [B, Le, d]
-        valid = alignment.sum(-1) > 0
-        scale = table.float().var(dim=0).sum()
-    soft = soft[:, : wanted.shape[1]]
-    error = (soft.float() - wanted.float()).pow(2).sum(-1) / scale
-    return error[valid].mean()

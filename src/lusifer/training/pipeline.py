@@ -72,7 +72,8 @@ def check_resumable(out: Path, config: TrainConfig) -> None:
     if changed:
         raise ConfigError(
             f"{out} holds a run started with another config ({'; '.join(changed)}); "
-            "resume with the same config, or train into another output folder (or delete this one)"
+            "resume with the same config, train into another output folder, or start over "
+            "(lusifer train --overwrite)"
         )
 
 
