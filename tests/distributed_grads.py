@@ -27,8 +27,14 @@ if __name__ == "__main__":
     trainer = StageTrainer(
         model, name, stage, config.run, out / name, accelerator, objective=objective
     )
-    trainer._setup()
-    metrics = trainer._representation_step(1)
+    trainer.prepare()
+    forwards = []  # every process must run as many forwards (a sharded model gathers in each)
+    module_forward = trainer.training_module.forward
+    trainer.training_module.forward = lambda *a, **k: forwards.append(a[0]) or module_forward(
+        *a, **k
+    )
+    metrics = trainer.step(1)
+    counts = accelerator.gather_for_metrics(torch.tensor([len(forwards)]))
     grads = {
         n: p.grad.detach().clone().contiguous()
         for n, p in model.named_parameters()
@@ -37,3 +43,4 @@ if __name__ == "__main__":
     if accelerator.is_main_process:
         save_file(grads, sys.argv[2])
         print(f"world={accelerator.num_processes} loss={metrics['loss']:.6f}", flush=True)
+        print(f"forwards={counts.tolist()}", flush=True)

@@ -18,12 +18,13 @@ from safetensors.torch import load_file
 from test_training import tiny_config, write_config
 
 import lusifer.files as files
-import lusifer.training.engine as engine
+import lusifer.training.checkpoints as checkpoints
 from lusifer import LusiferModel
 from lusifer.files import TMP_MARK, atomic_folder, atomic_write
 from lusifer.model.lusifer import CheckpointError
 from lusifer.training import load_train_config, run_training
-from lusifer.training.engine import CheckpointWriteError, StageTrainer
+from lusifer.training.checkpoints import CheckpointWriteError
+from lusifer.training.engine import StageTrainer
 
 
 def small_config(tmp_path: Path, steps: int = 2):
@@ -42,8 +43,8 @@ def make_trainer(tmp_path: Path) -> StageTrainer:
     trainer = StageTrainer(
         model, name, stage, cfg.run, tmp_path / "out" / name, Accelerator(cpu=True), objective
     )
-    trainer._setup()
-    trainer._alignment_step(1)
+    trainer.prepare()
+    trainer.step(1)
     trainer.optimizer.step()
     trainer.scheduler.step()
     return trainer
@@ -223,14 +224,14 @@ def test_a_damaged_weights_or_state_file_is_a_checkpoint_error(tmp_path):
 # ------------------------------------------------------------------ full disk
 def disk_fills_at(monkeypatch, name: str) -> None:
     """Writing the checkpoint file ``name`` fails as on a full disk."""
-    real = engine._write_bytes
+    real = checkpoints._write_bytes
 
     def write(path: Path, data: bytes) -> None:
         if path.name == name:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, data)
 
-    monkeypatch.setattr(engine, "_write_bytes", write)
+    monkeypatch.setattr(checkpoints, "_write_bytes", write)
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint_and_says_how_to_resume(tmp_path, monkeypatch):

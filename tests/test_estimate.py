@@ -3,6 +3,8 @@ memory estimate per GPU that moves the right way with GPUs, engines and memory."
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from lusifer.training.config import load_train_config
@@ -56,12 +58,17 @@ def test_memory_moves_with_gpus_engines_and_memory(paper):
     few = estimate_run(paper, gpus=2, gpu_memory_gib=80)
     many = estimate_run(paper, gpus=8, gpu_memory_gib=80)
     for a, b in zip(few, many, strict=True):
-        assert a.rows_per_forward == 4 * b.rows_per_forward
+        assert a.rows_per_gpu == 4 * b.rows_per_gpu
         assert a.memory_gib["fsdp"] > b.memory_gib["fsdp"]
         for est in (a, b):
             assert est.memory_gib["zero3"] <= est.memory_gib["zero2"] <= est.memory_gib["ddp"]
-    # stage 1 forwards the whole local slice: on 2 GPUs it does not fit under DDP
-    assert not few[0].fits["ddp"] and few[0].micro_batch_that_fits["ddp"] < 128
+    # stage 1 forwards micro-batches of 16 rows (the reference's): the same on 2 or 8 GPUs
+    assert few[0].per_forward == many[0].per_forward == 16
+    assert few[0].activation_gib == many[0].activation_gib
+    unbatched = copy.deepcopy(paper)
+    unbatched.stages[0].micro_batch = None  # the whole local slice at once: 128 rows on 2 GPUs
+    whole = estimate_run(unbatched, gpus=2, gpu_memory_gib=80)[0]
+    assert not whole.fits["ddp"] and whole.micro_batch_that_fits["ddp"] < 128
     small = estimate_run(paper, gpus=8, gpu_memory_gib=40)
     assert small[0].micro_batch_that_fits["ddp"] <= many[0].micro_batch_that_fits["ddp"]
     with pytest.raises(ValueError, match="gpus"):

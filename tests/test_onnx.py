@@ -252,12 +252,13 @@ def test_encoder_states_graph_matches_torch_and_is_keyed_on_the_encoder(
     with torch.no_grad():
         want = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(runner(ids, mask), want, atol=1e-4, rtol=1e-4)
-    model.encoder_runner = runner  # the model reads its encoder through it
-    try:
-        via_runner = model.encode(SENTENCES, max_length=MAX_LENGTH)
-    finally:
-        model.encoder_runner = None
-    assert cosines(via_runner, model.encode(SENTENCES, max_length=MAX_LENGTH)).min() > 0.99999
+    from lusifer.training.module import TrainingModule
+
+    with torch.no_grad():  # training reads its frozen encoder through the runner
+        inputs = {"input_ids": ids, "attention_mask": mask, "use_head": False}
+        via_runner = TrainingModule(model, runner)("embed", **inputs).numpy()
+        direct = TrainingModule(model)("embed", **inputs).numpy()
+    assert cosines(via_runner, direct).min() > 0.99999
     assert OnnxEncoderStates(model, export_dir=tmp_path).onnx_path == runner.onnx_path
     lora_b = next(p for n, p in model.encoder.named_parameters() if "lora_B" in n)
     saved = lora_b.detach().clone()
@@ -421,7 +422,7 @@ def test_int8_results_are_cached_apart_from_fp32(tiny_model_factory, tmp_path):
     fp32 = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1)
     int8 = OnnxLusifer.from_model(model, quantize="int8", export_dir=tmp_path, threads=1)
     assert (fp32.quantize, int8.quantize) == (None, int8_tag())
-    task = SimpleNamespace(key="Task.en", fingerprint="data")
+    task = SimpleNamespace(key="Task.en", fingerprint="data", instruction=None)
     paths = {result_cache_path(m, m.fingerprint(), task) for m in (fp32, int8)}
     assert len(paths) == 2
 

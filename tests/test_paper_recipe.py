@@ -102,7 +102,8 @@ def test_the_encoder_reads_the_instruction_and_the_lm_writes_the_prompted_text(
 ):
     """The reference's collator: encoder '{instruction}.\\n{text}'; LM target the same string
     for reconstruction."""
-    from lusifer.training import engine
+    from lusifer.model import LusiferModel
+    from lusifer.training import collate
 
     texts = tmp_path / "texts.jsonl"
     write_jsonl(texts, [{"text": english_sentence(random.Random(i))} for i in range(8)])
@@ -111,22 +112,22 @@ def test_the_encoder_reads_the_instruction_and_the_lm_writes_the_prompted_text(
         stages=[_stage("align", "alignment", [{"path": str(texts), "format": "texts"}], steps=1)],
     )
     seen = {}
-    original = engine.StageTrainer._lm_target
+    original = collate.lm_target
 
-    def spy(self, example):
-        target = original(self, example)
+    def spy(model, example):
+        target = original(model, example)
         seen["lm"] = target
         seen["text"] = example.text
         return target
 
-    monkeypatch.setattr(engine.StageTrainer, "_lm_target", spy)
-    tokenize = engine.LusiferModel.tokenize
+    monkeypatch.setattr(collate, "lm_target", spy)
+    tokenize = LusiferModel.tokenize
 
     def spy_tokenize(self, texts, **kwargs):
         seen.setdefault("calls", []).append(kwargs.get("instruction"))
         return tokenize(self, texts, **kwargs)
 
-    monkeypatch.setattr(engine.LusiferModel, "tokenize", spy_tokenize)
+    monkeypatch.setattr(LusiferModel, "tokenize", spy_tokenize)
     run_training(load_train_config(None, **_flat(config)))
     assert seen["lm"] == f"Please reconstruct the following text.\n{seen['text']}"
     assert ["Please reconstruct the following text"] * 4 in seen["calls"]
@@ -220,7 +221,7 @@ def test_sixteen_negatives_reach_the_loss(tmp_path, monkeypatch):
         num_negatives=16,
         num_positives=2,
         loss="nt_xent",
-        gradcache_chunk_size=16,
+        micro_batch=16,
     )
     run_training(load_train_config(None, **_flat(_config(tmp_path, stages=[stage]))))
     assert widths == [(4, 8, 64), (4, 8, 64)]  # 4 queries x 16 negatives, with GradCache
@@ -381,7 +382,7 @@ def test_two_processes_give_the_gradients_of_one_process(tmp_path):
         num_positives=2,
         loss="nt_xent",
         similarity="negative_l2",
-        gradcache_chunk_size=8,
+        micro_batch=8,
         train_target_lora=True,
     )
     config = _config(tmp_path, [stage])
@@ -409,6 +410,8 @@ def test_two_processes_give_the_gradients_of_one_process(tmp_path):
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"world={nproc}" in proc.stdout
+        forwards = eval(proc.stdout.split("forwards=")[1].splitlines()[0])  # a list of ints
+        assert len(forwards) == nproc and len(set(forwards)) == 1, forwards
         grads[nproc] = load_file(str(out))
     assert grads[1].keys() == grads[2].keys() and len(grads[1]) > 4
     for key, one in grads[1].items():

@@ -194,11 +194,17 @@ def test_stage_two_with_length_buckets_trains_like_the_whole_batch(tmp_path, mon
     from safetensors.torch import load_file
     from test_training import tiny_config, write_config
 
-    from lusifer.training import engine, load_train_config, run_training
+    from lusifer.training import backward, engine, load_train_config, run_training
+    from lusifer.training.bucketing import length_sorted_chunks
 
     calls = []
-    monkeypatch.setattr(
+    monkeypatch.setattr(  # the teacher pass
         engine, "embed_by_length", lambda *a, **k: calls.append(1) or embed_by_length(*a, **k)
+    )
+    monkeypatch.setattr(  # the student pass
+        backward,
+        "length_sorted_chunks",
+        lambda *a, **k: calls.append(1) or length_sorted_chunks(*a, **k),
     )
     weights, losses = {}, {}
     for rows in (0, 2):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from lusifer.config import ConfigError
 from lusifer.data.language_guard import NonEnglishDataError
 from lusifer.onnx import OnnxExportError
 from lusifer.training import load_train_config, run_training
-from lusifer.training.gradcache import gradcache_backward
+from lusifer.training.backward import accumulated_backward, embedding_backward
 from lusifer.training.losses import (
     IGNORE_INDEX,
     build_lm_inputs,
@@ -145,8 +146,7 @@ def test_backbones_saved_with_left_padding_are_padded_right(tmp_path):
             losses.append(
                 lm_alignment_loss(
                     model,
-                    enc["input_ids"],
-                    enc["attention_mask"],
+                    *model.soft_tokens(enc["input_ids"], enc["attention_mask"]),
                     tok["input_ids"],
                     tok["attention_mask"],
                 )
@@ -163,9 +163,9 @@ def test_lm_loss_uses_causal_attention(tiny_model_factory):
         add_special_tokens=False,
         return_tensors="pt",
     )
-    args = (enc["input_ids"], enc["attention_mask"], tok["input_ids"], tok["attention_mask"])
     with torch.no_grad():
-        loss = lm_alignment_loss(model, *args)
+        soft = model.soft_tokens(enc["input_ids"], enc["attention_mask"])
+        loss = lm_alignment_loss(model, *soft, tok["input_ids"], tok["attention_mask"])
 
         def manual(causal: bool) -> torch.Tensor:
             soft, soft_mask = model.soft_tokens(enc["input_ids"], enc["attention_mask"])
@@ -212,11 +212,11 @@ def test_distillation_is_zero_when_the_connector_reproduces_the_target_embedding
     texts = ["the same english text", "and a second, longer english sentence"]
     enc = model.tokenize(texts)
     # the teacher reads the same token sequence through the target's own embedding table
-    args = (enc["input_ids"], enc["attention_mask"], enc["input_ids"], enc["attention_mask"])
+    ids, mask = enc["input_ids"], enc["attention_mask"]
     with torch.no_grad():
-        exact = distillation_loss(model, *args)
+        exact = distillation_loss(model, *model.soft_tokens(ids, mask), ids, mask)
         model.connector.ff[2].bias.add_(0.05 * torch.randn(table.shape[1]))
-        off = distillation_loss(model, *args)
+        off = distillation_loss(model, *model.soft_tokens(ids, mask), ids, mask)
     assert float(exact) < 1e-6
     assert float(off) > 1e-4
 
@@ -293,14 +293,15 @@ def test_gradcache_gradients_equal_full_batch(tiny_model_factory):
         return loss
 
     def chunked_graph() -> torch.Tensor:  # same dropout draws as GradCache, one big graph
-        from lusifer.training.gradcache import split_inputs
-
-        loss = loss_fn(torch.cat([embed(c) for c in split_inputs(inputs, 4)]))
+        chunks = [{k: v[i : i + 4] for k, v in inputs.items()} for i in range(0, 12, 4)]
+        loss = loss_fn(torch.cat([embed(c) for c in chunks]))
         loss.backward()
         return loss
 
     def cached() -> torch.Tensor:
-        return gradcache_backward(embed, inputs, loss_fn, chunk_size=4)
+        return embedding_backward(
+            embed, inputs, loss_fn, micro_batch=4, bucket_rows=None, backward=torch.Tensor.backward
+        )
 
     def worst(a, b) -> float:
         return max(
@@ -318,6 +319,94 @@ def test_gradcache_gradients_equal_full_batch(tiny_model_factory):
     assert torch.allclose(loss_full, loss_gc, atol=1e-5) and worst(full, got) < 1e-4, worst(
         full, got
     )
+
+
+def test_gradcache_pads_to_the_chunk_count_of_the_busiest_process(monkeypatch):
+    """A process with fewer chunks than another runs zero-weighted copies in both passes:
+    as many forwards as the busiest process, the same gradient as without them."""
+    from lusifer.training import backward
+
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2)
+    inputs = {"x": torch.randn(5, 3)}
+    calls = []
+
+    def embed(chunk):
+        calls.append(chunk["x"].shape[0])
+        return layer(chunk["x"])
+
+    def run() -> list[torch.Tensor]:
+        layer.zero_grad()
+        embedding_backward(
+            embed,
+            inputs,
+            lambda reps: reps.pow(2).sum(),
+            micro_batch=2,
+            bucket_rows=None,
+            backward=torch.Tensor.backward,
+        )
+        return [p.grad.clone() for p in layer.parameters()]
+
+    alone = run()
+    assert len(calls) == 6  # 3 chunks, twice
+    calls.clear()
+    monkeypatch.setattr(backward, "max_over_processes", lambda n, device: n + 2)
+    padded = run()
+    assert len(calls) == 10  # 5 forwards in each pass
+    for a, b in zip(alone, padded, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_stage_one_micro_batches_give_the_gradient_of_one_forward(tmp_path):
+    """Micro-batches of 1, 2 or 3 rows accumulate exactly the gradient (and loss) of the
+    whole local batch in one forward, for the LM and the distillation objectives."""
+    from accelerate import Accelerator
+
+    from lusifer.training.engine import StageTrainer
+
+    stage = {"steps": 1, "batch_size": 6, "objectives": {"lm": 1.0, "distill": 0.5}}
+    config = tiny_config(tmp_path, target="llama", alignment=stage)
+    grads, losses = {}, {}
+    for micro in (None, 1, 2, 4):
+        cfg = load_train_config(
+            write_config(tmp_path, config), [f"alignment.micro_batch={micro}"] if micro else []
+        )
+        name, objective, stage_config = cfg.stage_list()[0]
+        torch.manual_seed(0)
+        model = LusiferModel.build(cfg.model)
+        randomize_trained(model)
+        trainer = StageTrainer(
+            model, name, stage_config, cfg.run, tmp_path / f"m{micro}", Accelerator(cpu=True),
+            objective,
+        )  # fmt: skip
+        trainer.prepare()
+        model.eval()  # no dropout: the micro-batches see the same network
+        losses[micro] = trainer.step(1)
+        grads[micro] = {
+            n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+        }
+    assert grads[None]
+    for micro in (1, 2, 4):
+        assert grads[micro].keys() == grads[None].keys()
+        for n, g in grads[None].items():
+            torch.testing.assert_close(grads[micro][n], g, atol=1e-6, rtol=1e-5, msg=n)
+        for part in ("loss", "lm", "distill"):
+            assert losses[micro][part] == pytest.approx(losses[None][part], abs=1e-6)
+
+
+def test_accumulated_backward_holds_back_all_but_the_last_sync():
+    seen = []
+
+    @contextlib.contextmanager
+    def sync(last):
+        seen.append(last)
+        yield
+
+    w = torch.ones(3, requires_grad=True)
+    parts = [lambda i=i: (w * (i + 1)).sum() / 6 for i in range(3)]
+    total = accumulated_backward(parts, torch.Tensor.backward, sync)
+    assert seen == [False, False, True]
+    assert float(total) == pytest.approx(3.0) and w.grad.tolist() == [1.0, 1.0, 1.0]
 
 
 # -------------------------------------------------------------------- the loop
@@ -375,7 +464,7 @@ def test_both_stages_save_a_model_that_reloads(tmp_path):
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     def run(folder: Path, stop_after: int | None):
         folder.mkdir()
-        config = tiny_config(folder, representation={"gradcache_chunk_size": 3})
+        config = tiny_config(folder, representation={"micro_batch": 3})
         config["model"]["encoder_lora"] = {**LORA, "dropout": 0.1}  # RNG state must be restored too
         cfg = load_train_config(write_config(folder, config))
         if stop_after is not None:  # "crash" after that step (its checkpoint is saved)
@@ -433,9 +522,8 @@ def test_teacher_pass_keeps_a_frozen_target_lora_frozen():
     model.freeze(connector=True, head=False, encoder_lora=False, target_lora=False)
     enc = model.tokenize(["a small test sentence"])
     tgt = model.target.tokenizer(["a small test sentence"], return_tensors="pt")
-    loss = distillation_loss(
-        model, enc["input_ids"], enc["attention_mask"], tgt["input_ids"], tgt["attention_mask"]
-    )
+    soft = model.soft_tokens(enc["input_ids"], enc["attention_mask"])
+    loss = distillation_loss(model, *soft, tgt["input_ids"], tgt["attention_mask"])
     loss.backward()
     lora = [p for n, p in model.target.named_parameters() if "lora_" in n]
     assert lora and not any(p.requires_grad or p.grad is not None for p in lora)
@@ -583,7 +671,7 @@ def test_two_processes_match_one_process(tmp_path):
 def test_distillation_teacher_ignores_target_lora(tiny_model_factory):
     model = tiny_model_factory("bert", target_lora=LORA)
     enc = model.tokenize(["some english text"])
-    args = (enc["input_ids"], enc["attention_mask"], enc["input_ids"], enc["attention_mask"])
+    ids, mask = enc["input_ids"], enc["attention_mask"]
     captured = []
     original = model.target.hidden_states
 
@@ -595,7 +683,7 @@ def test_distillation_teacher_ignores_target_lora(tiny_model_factory):
     model.target.hidden_states = spy
     try:
         with torch.no_grad():
-            distillation_loss(model, *args)
+            distillation_loss(model, *model.soft_tokens(ids, mask), ids, mask)
             teacher_with_lora_off = captured[1]
             with model.target.model.disable_adapter():
                 plain = original(
@@ -766,9 +854,9 @@ def test_a_collapsed_stage_two_is_reported(tmp_path, monkeypatch):
     logged = [json.loads(x) for x in (tmp_path / "out/representation/log.jsonl").open()]
     assert all(0 < r["mean_cosine"] < 0.999 for r in logged)
 
-    forward = LusiferModel.forward  # every text gets the same embedding
+    embed = LusiferModel.embed_states  # every text gets the same embedding
     monkeypatch.setattr(
-        LusiferModel, "forward", lambda self, *a, **k: forward(self, *a, **k) * 0 + 1
+        LusiferModel, "embed_states", lambda self, *a, **k: embed(self, *a, **k) * 0 + 1
     )
     config["run"]["output_dir"] = str(tmp_path / "collapsed")
     cfg = load_train_config(write_config(tmp_path, config))
@@ -860,7 +948,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
 
     from lusifer.training.engine import StageTrainer
 
-    original = StageTrainer._alignment_step
+    original = StageTrainer.step
 
     def step_then_interrupt(self, step):
         metrics = original(self, step)
@@ -868,13 +956,13 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C mid-step
         return metrics
 
-    monkeypatch.setattr(StageTrainer, "_alignment_step", step_then_interrupt)
+    monkeypatch.setattr(StageTrainer, "step", step_then_interrupt)
     cfg = load_train_config(write_config(tmp_path, tiny_config(tmp_path, target="bert")))
     assert run_training(cfg) is None  # stopped cleanly, no exception
     root = tmp_path / "out/alignment/checkpoints"
     assert [p.name for p in root.iterdir()] == ["step-00000002"]
     assert not (tmp_path / "out/alignment/final").exists()
-    monkeypatch.setattr(StageTrainer, "_alignment_step", original)
+    monkeypatch.setattr(StageTrainer, "step", original)
     assert run_training(cfg, resume=True) == tmp_path / "out/model"
 
 

@@ -60,7 +60,7 @@ KNOWN_ERRORS: dict[str, int] = {
     "builtins.FileNotFoundError": 2,
     "lusifer.backbones.cache.CacheError": 2,
     "lusifer.backbones.offline.MissingBackbonePackageError": 2,
-    "lusifer.training.engine.CheckpointWriteError": 1,
+    "lusifer.training.checkpoints.CheckpointWriteError": 1,
 }
 Command = TypeVar("Command", bound=Callable[..., None])
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -82,9 +81,6 @@ class LusiferModel(TorchEmbedder, nn.Module):
         if config.routes is not None:
             config.routes = complete_route_settings(config.routes, target, config.pooling)
         self._router: LanguageRouter | None = None
-        # Set by training while the encoder is frozen on CPU (an onnxruntime session, see
-        # ``lusifer.onnx.runtime.OnnxEncoderStates``); None: the torch encoder runs.
-        self.encoder_runner: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         # Set by merge_and_unload: LoRA lives in the backbones' weights, for inference only.
         self.lora_merged = False
         self._adapter_fingerprint: str | None = None
@@ -197,10 +193,7 @@ class LusiferModel(TorchEmbedder, nn.Module):
         )
 
     def encoder_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The encoder's last-layer token states [B, L, d_enc], from :attr:`encoder_runner`
-        when one is set, else from the torch encoder."""
-        if self.encoder_runner is not None:
-            return self.encoder_runner(input_ids, attention_mask).to(input_ids.device)
+        """The encoder's last-layer token states [B, L, d_enc]."""
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def soft_tokens(
@@ -293,8 +286,9 @@ class LusiferModel(TorchEmbedder, nn.Module):
         self.lora_merged = True
         return self
 
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """Every tensor that training changes; backbones are referenced, not copied."""
+    def trained_state_dict(self, *, views: bool = False) -> dict[str, torch.Tensor]:
+        """Every tensor that training changes (CPU copies; ``views``: the live tensors
+        themselves); backbones are referenced, not copied."""
         if self.lora_merged:
             raise RuntimeError(
                 "this model's LoRA was merged into its backbones for inference "
@@ -310,6 +304,8 @@ class LusiferModel(TorchEmbedder, nn.Module):
             state.update(
                 {f"target_lora.{k}": v for k, v in lora_state_dict(self.target.model).items()}
             )
+        if views:
+            return state
         return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
     def fingerprint(self) -> str:

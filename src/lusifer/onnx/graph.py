@@ -10,7 +10,7 @@ from ..model.target import transformer_body
 
 
 class ExportableLusifer(nn.Module):
-    """``LusiferModel.forward`` with the torch encoder (never an ``encoder_runner``), for
+    """``LusiferModel.forward`` with the torch encoder, for
     the exporter: the graph is traced through the model's own :meth:`LusiferModel.embed_states`
     (connector with :func:`~lusifer.model.connector.place_learned_tokens`, the target's
     bidirectional mask, :func:`~lusifer.model.pooling.pooling_mask` and pooling, head), all

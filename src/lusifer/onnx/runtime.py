@@ -209,7 +209,7 @@ class OnnxPlainEmbedder(_OnnxGraph):
 
 class OnnxEncoderStates:
     """A frozen encoder's token states run by onnxruntime: set as
-    ``LusiferModel.encoder_runner`` by training stages that train none of the encoder on
+    ``TrainingModule.encoder_runner`` by training stages that train none of the encoder on
     CPU (``run.frozen_encoder_backend``); ``benchmarks/train_speed.py`` measures it
     against torch. The graph holds the encoder's weights as they were when it was built."""
 

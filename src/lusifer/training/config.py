@@ -164,7 +164,9 @@ class StageConfig:
     symmetric: bool = False
     num_positives: int = 1  # positives per query, drawn at random from the row's positives
     num_negatives: int = 0  # hard negatives per query, drawn at random from the row's
-    gradcache_chunk_size: int | None = None  # None: no GradCache (whole batch at once)
+    # rows (stage 1) or texts (stage 2, by GradCache) per forward on each process, the
+    # gradient accumulated to exactly one forward's; None: the whole local batch at once
+    micro_batch: int | None = None
     use_head: bool = False  # compute the contrastive loss on the projection head's output
     # ours: weight of relational distillation from the original target (adapters off):
     # each text's LUSIFER embedding must pick out, among the batch, the target's own
@@ -185,6 +187,8 @@ class StageConfig:
             raise ConfigError(f"epochs must be > 0, got {self.epochs}")
         if self.steps == 0 and self.connector_init == "random":
             raise ConfigError("steps: 0 only makes sense with connector_init: least_squares")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ConfigError(f"micro_batch must be >= 1 (or null), got {self.micro_batch}")
         if self.num_positives < 1 or self.num_negatives < 0:
             raise ConfigError("num_positives must be >= 1 and num_negatives >= 0")
         if self.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):

@@ -8,10 +8,13 @@ first few hundred gradient steps of alignment with a few seconds of linear algeb
 
 from __future__ import annotations
 
+import random
+
 import torch
 from tqdm.auto import tqdm
 
 from ..model import LusiferModel
+from .config import RunConfig, StageConfig
 from .losses import aligned_target_tokens
 
 
@@ -63,3 +66,38 @@ def least_squares_connector(
     last.bias.copy_(solution[-1].to(last.bias.dtype))
     residual = (features @ solution - y).pow(2).sum()
     return float(1 - residual / (y - y.mean(0)).pow(2).sum())
+
+
+def start_connector(
+    model: LusiferModel,
+    sources: list,
+    config: StageConfig,
+    run: RunConfig,
+    *,
+    stage: str,
+    show_progress: bool,
+) -> None:
+    """Closed-form connector start from the stage's own (English) training texts."""
+    per_source = [
+        [t.text for t in source.texts]
+        + [r.query for r in source.pairs]
+        + [r.positive for r in source.pairs]
+        for source in sources
+    ]
+    rng = random.Random(run.seed)
+    wanted = config.connector_init_examples
+    if config.dataset_sampling == "round_robin":  # an equal share from each data set
+        share = -(-wanted // len(per_source))
+        picked = [t for texts in per_source for t in rng.sample(texts, min(share, len(texts)))]
+    else:
+        texts = [t for source_texts in per_source for t in source_texts]
+        picked = rng.sample(texts, min(wanted, len(texts)))
+    r2 = least_squares_connector(
+        model,
+        picked,
+        max_length=run.max_length,
+        show_progress=show_progress,
+    )
+    tqdm.write(
+        f"{stage}: connector initialised by least squares on {len(picked)} texts (R^2 {r2:.3f})"
+    )

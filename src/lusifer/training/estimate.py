@@ -161,8 +161,8 @@ class StageEstimate:
     objective: str
     trainable: int
     total: int
-    rows_per_forward: int
-    texts_per_forward: int
+    rows_per_gpu: int
+    per_forward: int  # rows (stage 1) or texts (stage 2) in one forward
     tokens_per_forward: int
     activation_gib: float
     memory_gib: dict[str, float]
@@ -217,16 +217,19 @@ def estimate_stage(
     gpu_memory_gib: float,
 ) -> StageEstimate:
     """Counts and memory of one stage at its batch on ``gpus`` GPUs (each forward runs the
-    local slice, or ``gradcache_chunk_size`` texts of it)."""
+    local slice, or ``micro_batch`` rows or texts of it)."""
     trainable = _trainable(counts, stage)
     half = run.mixed_precision in ("bf16", "fp16")
 
-    def activations(rows: int) -> tuple[int, int, float]:
+    rows = max(1, stage.batch_size // gpus)
+    local_texts = _stage_tokens(objective, stage, config, run, rows)[0]
+    # one forward: ``size`` rows (stage 1) or texts (stage 2)
+    whole = rows if objective == "alignment" else local_texts
+
+    def activations(size: int) -> tuple[int, float]:
         texts, enc_tokens, tgt_tokens = _stage_tokens(objective, stage, config, run, rows)
-        if objective != "alignment" and stage.gradcache_chunk_size:
-            scale = min(1.0, stage.gradcache_chunk_size / texts)
-            texts = min(texts, stage.gradcache_chunk_size)
-            enc_tokens, tgt_tokens = int(enc_tokens * scale), int(tgt_tokens * scale)
+        scale = size / whole
+        enc_tokens, tgt_tokens = int(enc_tokens * scale), int(tgt_tokens * scale)
         total = activation_bytes(
             counts.encoder_shape, enc_tokens, half=half, checkpointing=run.gradient_checkpointing
         ) + activation_bytes(
@@ -234,31 +237,29 @@ def estimate_stage(
         )
         if objective == "alignment" and stage.objectives.lm > 0:
             # logits of the labelled positions: 16-bit out, fp32 for the loss and its grad
-            labelled = rows * stage.objectives.max_target_length
+            labelled = size * stage.objectives.max_target_length
             total += labelled * counts.target_shape.vocab * (2 + 4 + 4)
-        return texts, enc_tokens + tgt_tokens, total
+        return enc_tokens + tgt_tokens, total
 
-    rows = max(1, stage.batch_size // gpus)
-    texts, tokens, act = activations(rows)
+    size = min(stage.micro_batch or whole, whole)
+    tokens, act = activations(size)
     memory, fits, fitting = {}, {}, {}
     for engine in ENGINES:
         state = _state_bytes(counts, trainable, engine, gpus)
         memory[engine] = (state + act) / GIB + _OVERHEAD_GIB
         fits[engine] = memory[engine] <= gpu_memory_gib
         free = (gpu_memory_gib - _OVERHEAD_GIB) * GIB - state
-        best = 0
-        candidate = 1
-        while candidate <= rows and activations(candidate)[2] <= free:
-            best = candidate
-            candidate *= 2
+        best, candidate = 0, 1
+        while candidate <= whole and activations(candidate)[1] <= free:
+            best, candidate = candidate, candidate * 2
         fitting[engine] = best
     return StageEstimate(
         name=name,
         objective=objective,
         trainable=trainable,
         total=counts.total,
-        rows_per_forward=rows,
-        texts_per_forward=texts,
+        rows_per_gpu=rows,
+        per_forward=size,
         tokens_per_forward=tokens,
         activation_gib=act / GIB,
         memory_gib=memory,
@@ -298,7 +299,7 @@ def format_estimate(estimates: list[StageEstimate], *, gpus: int, gpu_memory_gib
         f"Estimate for {gpus} GPU(s) of {gpu_memory_gib:g} GiB (weights fp32 as loaded, "
         "AdamW, activations from a per-layer model; measure before relying on a tight fit).",
         "",
-        "| stage | objective | trainable | paper | total | rows/GPU | texts/forward "
+        "| stage | objective | trainable | paper | total | rows/GPU | per forward "
         "| activations | " + " | ".join(f"{e} GiB" for e in ENGINES) + " | micro-batch that fits |",
         "|" + "---|" * (9 + len(ENGINES)),
     ]
@@ -310,8 +311,8 @@ def format_estimate(estimates: list[StageEstimate], *, gpus: int, gpu_memory_gib
             _millions(est.trainable),
             _millions(paper) if paper else "-",
             _millions(est.total),
-            str(est.rows_per_forward),
-            str(est.texts_per_forward),
+            str(est.rows_per_gpu),
+            str(est.per_forward),
             f"{est.activation_gib:.1f}",
             *(f"{est.memory_gib[e]:.1f}" + ("" if est.fits[e] else " (no)") for e in ENGINES),
             ", ".join(f"{e} {est.micro_batch_that_fits[e]}" for e in ENGINES),
@@ -320,7 +321,7 @@ def format_estimate(estimates: list[StageEstimate], *, gpus: int, gpu_memory_gib
     lines += [
         "",
         "A stage needs a smaller micro-batch where a cell says (no): stage 2 takes "
-        "`gradcache_chunk_size` (texts per forward); stage 1 runs the whole local slice "
-        "at once (rows/GPU), so it needs more GPUs or FSDP/ZeRO-3 there.",
+        "`micro_batch` (rows per forward in stage 1, texts per forward in stage 2; the "
+        "gradient is accumulated to the whole batch's).",
     ]
     return "\n".join(lines)

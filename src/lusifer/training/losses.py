@@ -62,17 +62,19 @@ def build_lm_inputs(
 
 def lm_alignment_loss(
     model: LusiferModel,
-    encoder_ids: torch.Tensor,
-    encoder_mask: torch.Tensor,
+    soft: torch.Tensor,
+    soft_mask: torch.Tensor,
     target_ids: torch.Tensor,
     target_mask: torch.Tensor,
     masked_target_ids: torch.Tensor | None = None,
+    normalizer: float | None = None,
 ) -> torch.Tensor:
-    """Token cross-entropy of the target LM on the target text, given the soft tokens.
+    """Token cross-entropy of the target LM on the target text, given the soft tokens:
+    the mean over the labelled tokens, or their sum over ``normalizer`` (a micro-batch's
+    share of its batch's mean).
 
     Causal attention: with bidirectional attention each position could see the token it
     must predict (the reference code's later defect)."""
-    soft, soft_mask = model.soft_tokens(encoder_ids, encoder_mask)
     embeds, mask, labels = build_lm_inputs(
         model, soft, soft_mask, target_ids, target_mask, masked_target_ids
     )
@@ -81,7 +83,9 @@ def lm_alignment_loss(
     shift_hidden, shift_labels = hidden[:, :-1], labels[:, 1:]
     keep = shift_labels != IGNORE_INDEX
     logits = model.target.lm_logits(shift_hidden[keep])
-    return F.cross_entropy(logits.float(), shift_labels[keep])
+    if normalizer is None:
+        return F.cross_entropy(logits.float(), shift_labels[keep])
+    return F.cross_entropy(logits.float(), shift_labels[keep], reduction="sum") / normalizer
 
 
 def target_own_embedding(
@@ -100,23 +104,25 @@ def target_own_embedding(
 
 def distillation_loss(
     model: LusiferModel,
-    encoder_ids: torch.Tensor,
-    encoder_mask: torch.Tensor,
+    soft: torch.Tensor,
+    soft_mask: torch.Tensor,
     target_ids: torch.Tensor,
     target_mask: torch.Tensor,
     mse_weight: float = 1.0,
+    normalizer: float | None = None,
 ) -> torch.Tensor:
     """(1 - cosine) + w * MSE between the target's pooled output on the soft tokens and
-    the same target's own embedding of the same English text (its own tokens).
+    the same target's own embedding of the same English text (its own tokens): the mean
+    over the rows, or their sum over ``normalizer``.
 
     The teacher is the original target (adapters off), so a target LoRA trained with
     this loss learns to read soft tokens without moving what it is distilled towards."""
-    soft, soft_mask = model.soft_tokens(encoder_ids, encoder_mask)
     student = pool(model.target.hidden_states(soft, soft_mask), soft_mask, model.config.pooling)
     teacher = target_own_embedding(model, target_ids, target_mask)
     student, teacher = student.float(), teacher.float()
     cosine = F.cosine_similarity(student, teacher, dim=-1)
-    return (1.0 - cosine).mean() + mse_weight * F.mse_loss(student, teacher)
+    per_row = (1.0 - cosine) + mse_weight * (student - teacher).pow(2).mean(dim=-1)
+    return per_row.mean() if normalizer is None else per_row.sum() / normalizer
 
 
 def similarity_scores(a: torch.Tensor, b: torch.Tensor, similarity: str = "cosine") -> torch.Tensor:

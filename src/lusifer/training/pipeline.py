@@ -17,8 +17,10 @@ from ..config import ConfigError
 from ..files import atomic_write, remove_partial
 from ..model import LusiferModel
 from ..model.lusifer import CONFIG_NAME, WEIGHTS_NAME
+from .checkpoints import CheckpointWriteError
 from .config import TrainConfig, load_train_config
-from .engine import SUMMARY_NAME, CheckpointWriteError, StageTrainer
+from .engine import StageTrainer
+from .records import SUMMARY_NAME
 
 CONFIG_FILE = "train_config.yaml"
 # run settings that do not change what is trained (the guard's settings only decide

@@ -248,8 +248,12 @@ def rehearsal_config(
         stage.warmup_steps = 1
         stage.connector_init_examples = min(stage.connector_init_examples, 64)
         stage.objectives.max_target_length = min(stage.objectives.max_target_length, 96)
-        if objective == "representation" and not stage.gradcache_chunk_size:
-            stage.gradcache_chunk_size = 16  # the GradCache path runs in every rehearsal
+        # the micro-batch paths run in every rehearsal: accumulation (stage 1), GradCache (2)
+        local = batch // world_size
+        if objective == "alignment":
+            stage.micro_batch = max(1, min(stage.micro_batch or local, local // 2))
+        else:
+            stage.micro_batch = min(stage.micro_batch or 16, 16)
     return cfg, {k: {"configured": a, "rehearsed": b} for k, (a, b) in backbones.items()}
 
 

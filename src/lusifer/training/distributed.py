@@ -1,0 +1,53 @@
+"""The collectives of a training step; each is a no-op in one process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """All-gather along dim 0 keeping gradients; rows may differ in count per process."""
+    if not is_distributed():
+        return t
+    from torch.distributed.nn.functional import all_gather
+
+    sizes = [n for (n,) in gather_lists([t.shape[0]])]
+    padded = torch.nn.functional.pad(t, (0, 0, 0, max(sizes) - t.shape[0]))
+    parts = all_gather(padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+
+
+def gather_lists(values: list[int]) -> list[list[int]]:
+    """``values`` of every process, in rank order (a list of one without distribution)."""
+    if not is_distributed():
+        return [values]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, values)
+    return out
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """``value`` of every process, in rank order (a list of one without distribution)."""
+    if not is_distributed():
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def max_over_processes(n: int, device: torch.device) -> int:
+    """The largest ``n`` of all processes: every process runs that many forwards, so a
+    sharded model (FSDP, ZeRO-3), which gathers its weights in each forward, never
+    waits on a process that has none left."""
+    if not is_distributed():
+        return n
+    t = torch.tensor([n], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
