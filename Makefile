@@ -11,6 +11,7 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check src tests benchmarks scripts
+	.venv/bin/mypy
 	HF_HUB_OFFLINE=1 .venv/bin/pytest -q $(PYTEST_ARGS)
 
 lint: setup

@@ -74,6 +74,9 @@ class _Recorder:
 
 class _LocalMixin:
     spec: LocalTaskSpec
+    dataset: Any  # mteb's AbsTask attributes this mixin fills in
+    data_loaded: bool
+    per_example: dict[str, Any]
 
     def load_data(self, num_proc: int | None = None, *, timer: Any = None, **kwargs: Any) -> None:
         if self.data_loaded:

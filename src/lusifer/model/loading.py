@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 from safetensors import safe_open
@@ -56,7 +56,10 @@ REFERENCE_CONFIG = "config.json"
 REFERENCE_WEIGHTS = "model.safetensors"
 
 Layout = Literal["lusifer", "reference"]
-ModelT = TypeVar("ModelT", bound=nn.Module)
+if TYPE_CHECKING:
+    from .lusifer import LusiferModel
+
+ModelT = TypeVar("ModelT", bound="LusiferModel")
 
 
 class CheckpointError(ValueError):
@@ -212,7 +215,7 @@ def resolve_checkpoint(reference: str | Path) -> Path:
 
         return Path(
             snapshot_download(
-                reference,
+                str(reference),
                 # merged saves keep both backbones under encoder/ and target/
                 allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "config.json", "encoder/*", "target/*"],
             )
