@@ -263,6 +263,7 @@ def test_server_takes_a_route_per_request(routed):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow  # a rehearsal
 def test_e5_mistral_routed_config_rehearses(tmp_path):
     """The GPU recipe on an English embedding target, every stage for a few steps on tiny
     backbones of the same families and local copies of its data (one process)."""
