@@ -21,7 +21,7 @@ Every task.json carries ``"domain": "english-out-of-domain"``
 (:data:`lusifer.evaluation.suites.ENGLISH_OOD_DOMAIN`): the demo and the ablation script
 report these tasks apart from the in-domain English ones. Rows whose text equals a text of
 the bundled training data or of WordNet, or shares a run of :data:`NGRAM` words with one,
-are dropped (``tests/test_english_ood.py`` checks the result).
+are dropped (``tests/unit/test_english_ood.py`` checks the result).
 
 ``scripts/build_offline_suite.py`` rebuilds the suite folder from scratch: run this script
 after it. Needs apt (the Debian mirror) and, to read the SWORD modules,
@@ -432,7 +432,7 @@ def write_docs(out: Path, manifest: dict) -> None:
         "`lusifer demo` and `benchmarks/ablations.py` report them as English out of domain, "
         "apart from the in-domain English tasks. Rows whose text equals a text of the bundled "
         f"training data or of WordNet, or shares a run of {NGRAM} words with one, are "
-        "dropped; `tests/test_english_ood.py` checks texts, sources and packages against "
+        "dropped; `tests/unit/test_english_ood.py` checks texts, sources and packages against "
         "the training data.",
         "",
         "| task | type | rows | source | licence |",

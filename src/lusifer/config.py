@@ -12,9 +12,12 @@ import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, get_origin
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 PoolingMethod = Literal["mean", "last", "cls"]
 
@@ -165,7 +168,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in get_args(tp):
             raise _bad(key, f"expected one of {list(get_args(tp))}, got {short_repr(value)}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):

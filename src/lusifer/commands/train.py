@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,7 +53,7 @@ def train_command(
     run from its last checkpoint (a run folder started with another config is refused)."""
     from ..training import load_train_config, run_training
 
-    extra = {}
+    extra: dict[str, Any] = {}
     if output is not None:
         extra["run.output_dir"] = str(output)
     if allow_non_english:

@@ -278,7 +278,7 @@ def mine_to_file(
         )
     if done:
         log(f"resuming {output}: {done} of {len(rows)} rows already written")
-    common = dict(batch_size=batch_size, device=device, show_progress=show_progress)
+    common: dict[str, Any] = dict(batch_size=batch_size, device=device, show_progress=show_progress)
     vectors = _corpus_vectors(encoder, corpus, output, settings, same, **common)
     short = 0
     with output.open("ab") as out:

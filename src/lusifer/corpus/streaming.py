@@ -161,13 +161,10 @@ def _iter_parquet(
             if not text.strip():
                 yield BadLine(source, row, f"blank {text_field!r}")
                 continue
-            if ids is None:
-                rid = f"{prefix}{row}"
-            else:
-                rid = _id_of(ids[i])
-                if rid is None:
-                    yield BadLine(source, row, f"{id_field!r} must be a string or an integer")
-                    continue
+            rid = f"{prefix}{row}" if ids is None else _id_of(ids[i])
+            if rid is None:
+                yield BadLine(source, row, f"{id_field!r} must be a string or an integer")
+                continue
             yield Record(rid, text, source, row)
 
 

@@ -189,7 +189,7 @@ def embed_texts(
     instruction: str | None = None,
     batch_size: int = 32,
     max_length: int | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     show_progress: bool = False,
 ) -> np.ndarray:
     """``encoder.encode`` (the :class:`~lusifer.types.TextEncoder` protocol) as float32
@@ -238,7 +238,7 @@ def mine_hard_negatives(
     chunk_size: int = 1024,
     batch_size: int = 32,
     max_length: int | None = None,
-    device: str | None = None,
+    device: str | torch.device | None = None,
     show_progress: bool = False,
 ) -> Iterator[list[PairRow]]:
     """Mine hard negatives for ``rows[start:]`` with ``encoder`` as the retriever.

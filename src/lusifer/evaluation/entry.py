@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from mteb.abstasks import AbsTask
+    from mteb.abstasks.task_metadata import TaskType
 
 #: lusifer's task type names for mteb's ``TaskMetadata.type`` values.
-MTEB_TYPE_TO_TYPE: Mapping[str, str] = {
+MTEB_TYPE_TO_TYPE: Mapping[TaskType, str] = {
     "Retrieval": "retrieval",
     "Reranking": "reranking",
     "STS": "sts",
@@ -21,7 +22,7 @@ MTEB_TYPE_TO_TYPE: Mapping[str, str] = {
     "BitextMining": "bitext",
     "Summarization": "summarization",
 }
-TYPE_TO_MTEB_TYPE: Mapping[str, str] = {v: k for k, v in MTEB_TYPE_TO_TYPE.items()}
+TYPE_TO_MTEB_TYPE: Mapping[str, TaskType] = {v: k for k, v in MTEB_TYPE_TO_TYPE.items()}
 
 
 @dataclass(frozen=True)

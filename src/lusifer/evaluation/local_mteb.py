@@ -10,7 +10,7 @@ per-example results the bootstrap needs, so each class overrides the mteb method
 holds them, calls mteb's own and records its inputs. ``load_data`` and
 ``task_specific_scores`` are mteb's documented extension points; ``_calculate_scores``,
 ``_run_experiment``, ``_evaluate_subset`` and ``_compute_metrics`` are private to mteb.
-tests/test_mteb_contract.py fails, naming the method, when mteb renames, removes or
+tests/unit/test_mteb_contract.py fails, naming the method, when mteb renames, removes or
 re-signs any of them, or changes the k-means settings :func:`_mteb_kmeans` copies.
 This module imports mteb: import it only to run a task.
 """
@@ -74,6 +74,9 @@ class _Recorder:
 
 class _LocalMixin:
     spec: LocalTaskSpec
+    dataset: Any  # mteb's AbsTask attributes this mixin fills in
+    data_loaded: bool
+    per_example: dict[str, Any]
 
     def load_data(self, num_proc: int | None = None, *, timer: Any = None, **kwargs: Any) -> None:
         if self.data_loaded:

@@ -70,7 +70,7 @@ class MtebEncoder(AbsEncoder):
         self._cache: dict[tuple[str | None, str, str], np.ndarray] = {}
         self.reads_instructions = reads_instructions(encoder)
         name = getattr(encoder, "name", None) or type(encoder).__name__
-        self.mteb_model_meta = ModelMeta.create_empty(
+        self.mteb_model_meta: ModelMeta = ModelMeta.create_empty(
             overwrites={
                 "name": f"lusifer/{model_slug(name)}",
                 "revision": "local",

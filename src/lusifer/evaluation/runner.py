@@ -420,7 +420,7 @@ def _task_score(entry: TaskEntry, subset_scores: dict[str, float]) -> float:
 
 def _task_summary(
     entry: TaskEntry, run: dict[str, Any], bootstrap: int, seed: int
-) -> tuple[TaskScore, np.ndarray | None, float | None]:
+) -> tuple[TaskScore, tuple[np.ndarray, float] | None]:
     """One task's scores, with its bootstrap replicates and their centre when it has
     per-example results (one subset)."""
     subset_scores = {s: v for s, v in run["subset_scores"].items() if s in entry.subsets}
@@ -440,14 +440,14 @@ def _task_summary(
     )
     per_example = run.get("per_example")
     if not (bootstrap > 0 and per_example and len(subset_scores) == 1):
-        return score, None, None
+        return score, None
     n = significance.example_count(entry.type, per_example)
     idx = significance.resample_indices(n, bootstrap, seed, entry.key)
     reps = significance.replicate_scores(entry.type, entry.main_metric, per_example, idx)
     center = significance.replicate_center(entry.type, entry.main_metric, per_example, reps)
     interval = significance.percentile_interval(reps, estimate=score.score, center=center)
     score.ci = interval.to_list() if interval else None
-    return score, reps, center
+    return score, (reps, center)
 
 
 def _model_summary(
@@ -501,9 +501,9 @@ def summarise(
         tasks: dict[str, TaskScore] = {}
         replicates[model], identity[model] = {}, {}
         for key, run in runs[model].items():
-            tasks[key], reps, center = _task_summary(by_key[key], run, bootstrap, seed)
-            if reps is not None:
-                replicates[model][key], identity[model][key] = reps, center
+            tasks[key], bootstrapped = _task_summary(by_key[key], run, bootstrap, seed)
+            if bootstrapped is not None:
+                replicates[model][key], identity[model][key] = bootstrapped
         summaries[model] = _model_summary(tasks, replicates[model], identity[model])
     paired = []
     if bootstrap > 0:

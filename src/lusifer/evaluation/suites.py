@@ -156,7 +156,8 @@ def task_domain(task_dir: str | Path) -> str | None:
 
 def split_english_ood(task_dirs: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     """``task_dirs`` split into (in-domain tasks, English out-of-domain tasks), in order."""
-    inside, outside = [], []
+    inside: list[Path] = []
+    outside: list[Path] = []
     for d in map(Path, task_dirs):
         (outside if task_domain(d) == ENGLISH_OOD_DOMAIN else inside).append(d)
     return inside, outside

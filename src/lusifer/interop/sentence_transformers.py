@@ -51,7 +51,8 @@ class LusiferModule(InputModule):
         if use_head and self.route != "connector":
             raise ValueError("use_head=True has no native route; give route='connector'")
 
-    def preprocess(
+    # text only: narrower than sentence-transformers' multimodal signatures
+    def preprocess(  # type: ignore[override]
         self,
         inputs: list[str],
         prompt: str | None = None,
@@ -115,7 +116,9 @@ class LusiferModule(InputModule):
         self.save_config(output_path)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> LusiferModule:
+    def load(  # type: ignore[override]
+        cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any
+    ) -> LusiferModule:
         """From a folder :func:`save_sentence_transformers` wrote (the model under
         ``lusifer/``), or from a LUSIFER folder or hub repo that ``save_pretrained`` or
         ``push_to_hub`` wrote (the model at the top, beside ``modules.json``)."""

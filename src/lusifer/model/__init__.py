@@ -40,6 +40,7 @@ def load_text_encoder(
     from ..devices import place, resolve_device
 
     target = resolve_device(device)  # a bad device fails before anything is read
+    model: LusiferModel | PlainEmbedder
     if is_lusifer_checkpoint(reference):
         model = LusiferModel.from_pretrained(reference)
         model = model.merge_and_unload() if merge_lora else model

@@ -46,14 +46,16 @@ class Connector(nn.Module):
         """Scale the last layer so outputs start at the size of the target's own token
         embeddings (``reference``: its embedding matrix) for encoder states like
         ``sample_states``; training then starts in range."""
+        first, last = self.ff[0], self.ff[2]
+        assert isinstance(first, nn.Linear) and isinstance(last, nn.Linear)
         probe = sample_states
         if probe is None:
-            probe = torch.randn(256, self.ff[0].in_features, device=reference.device)
-        out_std = self.ff(probe.to(self.ff[0].weight.dtype)).float().std()
+            probe = torch.randn(256, first.in_features, device=reference.device)
+        out_std = self.ff(probe.to(first.weight.dtype)).float().std()
         ref_std = reference.float().std()
         if out_std > 0:
-            self.ff[2].weight.mul_(ref_std / out_std)
-            self.ff[2].bias.mul_(ref_std / out_std)
+            last.weight.mul_(ref_std / out_std)
+            last.bias.mul_(ref_std / out_std)
         if self.learned_tokens is not None:
             self.learned_tokens.mul_(ref_std)
 

@@ -67,7 +67,9 @@ class TextProcessor(Protocol):
     """Prompting and tokenization of one model: texts -> padded CPU token tensors."""
 
     tokenizer: Any
-    max_length: int
+
+    @property
+    def max_length(self) -> int: ...
 
     @property
     def uses_instructions(self) -> bool: ...
@@ -95,6 +97,7 @@ class Embedder:
     name: str
     processor: TextProcessor
     own_route: str = "native"
+    router: Any  # routed models: their LanguageRouter
 
     # ------------------------------------------------------------ the contract
     @property
@@ -191,6 +194,7 @@ class Embedder:
                 if not rows:
                     continue
                 embedder = self if name == self.own_route else self.native_embedder()
+                assert embedder is not None, "only a routed model has native rows"
 
                 def embed_batch(batch: list[str], embedder: Embedder = embedder) -> torch.Tensor:
                     enc = embedder.processor(
@@ -242,6 +246,8 @@ class PlainEmbedder(TorchEmbedder, nn.Module):
     prefixes (``query: ``/``passage: `` for multilingual-e5); instructions are ignored,
     since these models were not trained with ours, unless a prefix holds
     ``{instruction}``."""
+
+    processor: PrefixProcessor
 
     def __init__(
         self,

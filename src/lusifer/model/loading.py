@@ -177,7 +177,8 @@ def load_lusifer_layout(
         if isinstance(raw.get(key), str) and raw[key].startswith("./"):
             raw[key] = str(directory / raw[key][2:])
     config = from_dict(LusiferConfig, raw)
-    model = model_class(config, load_backbone(config.encoder), load_backbone(config.target))
+    # a LusiferModel, which this module does not import (it imports this module)
+    model: Any = model_class(config, load_backbone(config.encoder), load_backbone(config.target))
     for part, module in (("encoder", model.encoder), ("target", model.target.model)):
         saved = getattr(config, f"{part}_signature")
         found = backbone_signature(module)
@@ -212,7 +213,7 @@ def resolve_checkpoint(reference: str | Path) -> Path:
 
         return Path(
             snapshot_download(
-                reference,
+                str(reference),
                 # merged saves keep both backbones under encoder/ and target/
                 allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "config.json", "encoder/*", "target/*"],
             )
@@ -425,7 +426,7 @@ def load_reference_layout(
         config.encoder_lora = None
     if config.target_lora is not None and not tgt_modules:
         config.target_lora = None
-    model = model_class(
+    model: Any = model_class(  # a LusiferModel, as above
         config,
         _backbone_from_weights(config.encoder, enc_base, source=source),
         _backbone_from_weights(config.target, tgt_base, source=source),

@@ -28,7 +28,14 @@ from .loading import (
     is_lusifer_checkpoint,
     load_checkpoint,
 )
-from .lora import add_lora, has_lora, load_lora_state_dict, lora_state_dict, merge_lora
+from .lora import (
+    AdaptableModel,
+    add_lora,
+    has_lora,
+    load_lora_state_dict,
+    lora_state_dict,
+    merge_lora,
+)
 from .pooling import pool, pooling_mask
 from .prompts import PromptProcessor
 from .router import LanguageRouter
@@ -60,7 +67,7 @@ class LusiferModel(TorchEmbedder, nn.Module):
                 "a bidirectional encoder such as XLM-R or multilingual-e5"
             )
         self.config = config
-        self.encoder = encoder.model
+        self.encoder: AdaptableModel = encoder.model
         self.processor = PromptProcessor(encoder.tokenizer, config)
         self.target = TargetModel(target)
         enc_size = unwrap(self.encoder).config.hidden_size

@@ -95,11 +95,11 @@ def complete_route_settings(
         "document_prefix": "",
         "max_length": min(512, tokenizer_limit) if isinstance(tokenizer_limit, int) else 512,
     }
-    filled = {
+    missing = {
         key: own.get(key, fallback[key]) if getattr(settings, key) is None else None
         for key in fallback
     }
-    filled = {k: v for k, v in filled.items() if v is not None}
+    filled: dict[str, Any] = {k: v for k, v in missing.items() if v is not None}
     # the router's library, version and thresholds, so the folder says how it routes
     filled["router"] = LanguageRouter.from_settings(settings.router).describe()
     result = dataclasses.replace(settings, **filled)

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from ..backbones import Backbone
+from .lora import AdaptableModel
 
 
 def unwrap(model: nn.Module) -> PreTrainedModel:
     """The transformers model under an optional peft wrapper."""
     get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+    return cast(PreTrainedModel, get_base() if callable(get_base) else model)
 
 
 def transformer_body(model: nn.Module) -> nn.Module:
@@ -34,7 +36,7 @@ class TargetModel(nn.Module):
 
     def __init__(self, backbone: Backbone) -> None:
         super().__init__()
-        self.model = backbone.model
+        self.model: AdaptableModel = backbone.model
         self.tokenizer = backbone.tokenizer
         self.is_decoder = backbone.is_decoder
 
@@ -47,12 +49,12 @@ class TargetModel(nn.Module):
         return self.config.hidden_size
 
     def input_embeddings(self) -> nn.Embedding:
-        return unwrap(self.model).get_input_embeddings()
+        return cast(nn.Embedding, unwrap(self.model).get_input_embeddings())
 
     @contextlib.contextmanager
     def attention_mode(self, causal: bool) -> Iterator[None]:
         """Set ``is_causal`` on every attention module for the duration of a forward."""
-        modules = [
+        modules: list[Any] = [  # modules with a plain bool attribute
             m
             for m in transformer_body(self.model).modules()
             if isinstance(getattr(m, "is_causal", None), bool)

@@ -5,11 +5,16 @@ once and cached; see :mod:`lusifer.onnx.calibration`)."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..types import BACKENDS as BACKENDS  # re-exported: lusifer.onnx.BACKENDS
+
+if TYPE_CHECKING:
+    from ..model.embedder import Embedder
 
 
 def onnx_encoder(reference: str | Path, *, quantize: str | None, threads: int):
@@ -65,6 +70,7 @@ def fastest_backend(
     from .export import OnnxExportError
     from .runtime import OnnxLusifer, OnnxPlainEmbedder
 
+    build: Callable[[], Embedder]
     if isinstance(encoder, LusiferModel):
         build = lambda: OnnxLusifer.from_model(encoder, threads=threads, source=source)  # noqa: E731
     elif encoder.backbone.is_decoder:

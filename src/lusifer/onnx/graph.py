@@ -16,6 +16,8 @@ class ExportableLusifer(nn.Module):
     bidirectional mask, :func:`~lusifer.model.pooling.pooling_mask` and pooling, head), all
     free of data-dependent shapes, so it has a dynamic batch and length."""
 
+    model: LusiferModel  # set with object.__setattr__, outside the module tree
+
     def __init__(self, model: LusiferModel, *, use_head: bool = False) -> None:
         super().__init__()
         # Kept outside the module tree: the tracer names nodes after the first path to

@@ -16,6 +16,7 @@ from transformers import BatchEncoding
 
 from ..model.embedder import Embedder, PlainEmbedder
 from ..model.lusifer import LusiferModel
+from ..model.prompts import PrefixProcessor
 from ..threads import thread_policy
 from .export import (
     INPUT_NAMES,
@@ -179,6 +180,8 @@ class OnnxLusifer(_OnnxGraph):
 class OnnxPlainEmbedder(_OnnxGraph):
     """Same ``encode`` contract as :class:`PlainEmbedder` (a baseline backbone alone, e.g.
     the target or the encoder), run through onnxruntime; encoder backbones only."""
+
+    processor: PrefixProcessor
 
     def __init__(
         self, onnx_path: str | Path, embedder: PlainEmbedder, *, threads: int | None = None

@@ -76,7 +76,7 @@ def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
-    errors = exc.errors()
+    errors = list(exc.errors())
     # For ``input`` prefer the list-branch error that names the bad item.
     errors.sort(key=lambda e: -len(e.get("loc", ())))
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
@@ -109,7 +109,7 @@ def make_encode_fn(encoder, *, max_length: int | None, batch_size: int):
     tokenizer = getattr(encoder, "tokenizer", None)
 
     def encode(texts: list[str], instruction: str | None, kind: str, route: str | None = None):
-        kwargs = {"max_length": max_length} if max_length is not None else {}
+        kwargs: dict[str, Any] = {"max_length": max_length} if max_length is not None else {}
         if route is not None:
             kwargs["route"] = route
         vectors = encoder.encode(
@@ -301,7 +301,7 @@ def create_app(
     settings = settings or ServerSettings()
     if settings.api_key is not None and not settings.api_key.strip():
         raise ValueError("the API key must not be empty (use None for no key)")
-    name = model_name or getattr(encoder, "name", "lusifer")
+    name: str = model_name if model_name else getattr(encoder, "name", "lusifer")
     dims = getattr(encoder, "embedding_size", None)
     # A model built with ``use_instructions: false`` reads bare text; requests that send an
     # instruction still succeed (OpenAI clients cannot drop fields) and get a header saying so.

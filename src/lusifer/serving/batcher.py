@@ -131,7 +131,9 @@ class MicroBatcher:
             raise self.queue_full_error() from None
         return await future
 
-    async def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+    async def _collect(
+        self, queue: asyncio.Queue[_Job | None], first: _Job
+    ) -> tuple[list[_Job], bool]:
         """``first`` plus whatever arrives within ``max_wait`` (up to ``max_batch_size``
         texts); the flag says the stop sentinel was seen."""
         jobs, size = [first], len(first.texts)
@@ -140,9 +142,9 @@ class MicroBatcher:
             remaining = deadline - time.monotonic()
             try:
                 job = (
-                    self._queue.get_nowait()
+                    queue.get_nowait()
                     if remaining <= 0
-                    else await asyncio.wait_for(self._queue.get(), remaining)
+                    else await asyncio.wait_for(queue.get(), remaining)
                 )
             except (asyncio.QueueEmpty, TimeoutError):
                 break
@@ -154,12 +156,14 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        queue = self._queue
+        assert queue is not None, "start() creates the queue before the worker"
         stop = False
         while not stop:
-            first = await self._queue.get()
+            first = await queue.get()
             if first is None:
                 break
-            jobs, stop = await self._collect(first)
+            jobs, stop = await self._collect(queue, first)
             groups: dict[tuple[str | None, str, str | None], list[_Job]] = {}
             for job in jobs:
                 if not job.future.done():  # the client may have gone away
@@ -185,7 +189,7 @@ class MicroBatcher:
             if groups:
                 self._record(time.perf_counter() - started, sum(map(len, groups.values())))
         # Drain anything that raced the sentinel, so no request waits forever.
-        while self._queue is not None and not self._queue.empty():
-            job = self._queue.get_nowait()
-            if job is not None and not job.future.done():
-                job.future.set_exception(ShuttingDownError("the server is shutting down"))
+        while not queue.empty():
+            leftover = queue.get_nowait()
+            if leftover is not None and not leftover.future.done():
+                leftover.future.set_exception(ShuttingDownError("the server is shutting down"))

@@ -70,6 +70,8 @@ class RequestContextMiddleware:
         self.open_paths = open_paths
 
     def _check_key(self, authorization: bytes | None) -> ApiError | None:
+        if self.api_key is None:
+            return None
         if authorization is None:
             return _unauthorized("no API key given: send the header 'Authorization: Bearer <key>'")
         scheme, _, token = authorization.strip().partition(b" ")

@@ -46,7 +46,7 @@ FUZZ = settings(
     phases=[Phase.explicit, Phase.generate],  # no shrinking: huge inputs shrink for minutes
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-SRC = str(Path(__file__).resolve().parents[1] / "src" / "lusifer")
+SRC = str(Path(__file__).resolve().parents[2] / "src" / "lusifer")
 _TMP = Path(tempfile.mkdtemp(prefix="lusifer-fuzz-"))
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent  # .venv/bin under `make test`
 MARKDOWN = [README, *sorted((ROOT / "docs").rglob("*.md"))]
@@ -188,7 +188,7 @@ def test_readme_command(command, help_runs, cli, tmp_path):
         code, _, err = run_as_written(command, tmp_path)
         assert code == 0, err
     else:
-        pytest.fail(f"unclassified README command (add it to tests/test_readme.py): {command}")
+        pytest.fail(f"unclassified README command (add it to tests/docs/test_readme.py): {command}")
 
 
 def _check_lusifer(command: str, args: list[str], cli, help_runs) -> None:

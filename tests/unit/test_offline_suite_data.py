@@ -18,7 +18,7 @@ from lusifer.data.splits import help_paragraph_key, is_held_out
 
 SUITE = Path(lusifer.__file__).parent / "resources" / "offline_suite"
 TRAIN_DATA = Path(lusifer.__file__).parent / "resources" / "data" / "english_train.jsonl.gz"
-BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_offline_suite.py"
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_offline_suite.py"
 
 LANGUAGES = ["en", "es", "ru", "fr", "vi", "fa", "id", "ar", "fi", "ko", "hi", "bn", "te", "sw"]
 HELP_LANGUAGES = {"en", "es", "fi", "fr", "hi", "id", "ko", "ru", "vi"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = "lusifer"
-ROOT = Path(__file__).resolve().parents[1] / "src" / PACKAGE
+ROOT = Path(__file__).resolve().parents[2] / "src" / PACKAGE
 
 
 def module_files(root: Path = ROOT) -> dict[str, Path]:

@@ -8,21 +8,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_evaluation import make_task_dirs
+from helpers import make_task_dirs
 
 TASKS = ("TinyBitext", "TinyRetrieval", "TinySTS", "TinyClassification")
 MODELS = ("lusifer[tiny:xlmr -> tiny:bert]", "tiny:xlmr")
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory, tiny_model_factory):
+def one_process(tmp_path_factory, saved_tiny_model):
     """A tiny LUSIFER folder and a tiny plain encoder on four tiny local tasks, in this
     process: the reference for the multi-process run."""
     from lusifer import load_text_encoder
     from lusifer.evaluation import evaluate
 
     root = tmp_path_factory.mktemp("publishing")
-    folder = tiny_model_factory("bert").save_pretrained(root / "model")
+    folder = saved_tiny_model(root / "model")
     dirs = [d for d in make_task_dirs(root / "tasks")[0] if d.name in TASKS]
     models = [load_text_encoder(folder), load_text_encoder("tiny:xlmr")]
     assert tuple(m.name for m in models) == MODELS
@@ -116,6 +116,7 @@ def _without_times(payload: dict) -> dict:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # torchrun
 def test_two_processes_give_the_report_of_one(one_process, tmp_path):
     """torchrun with 2 CPU processes: the 8 (model, task) pairs split round-robin, rank 0
     merges one report; scores, CIs and paired tests equal the one-process run's."""

@@ -62,7 +62,7 @@ def test_card_metadata_is_what_the_hub_parses(tmp_path):
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "results.json").write_text(json.dumps(RESULTS))
     config = LusiferConfig(encoder="multilingual-e5-small", target="all-MiniLM-L6-v2")
-    paper = Path(__file__).parents[1] / "src/lusifer/configs/paper.yaml"
+    paper = Path(__file__).parents[2] / "src/lusifer/configs/paper.yaml"
     card = build_model_card(
         config,
         model_id=REPO,
@@ -100,7 +100,7 @@ def test_card_metadata_is_what_the_hub_parses(tmp_path):
     assert data.model_name == "lusifer-tiny"
     assert "| lusifer-tiny | 56.06 | 53.00 | 54.53 |" in card.text  # the results table
     # the bundled demo data is not on the hub: no datasets, but the recipe names it
-    demo = Path(__file__).parents[1] / "src/lusifer/configs/demo-minilm.yaml"
+    demo = Path(__file__).parents[2] / "src/lusifer/configs/demo-minilm.yaml"
     card = build_model_card(config, model_id=REPO, training=demo)
     assert card.data.datasets is None and card.data.to_dict().get("model-index") is None
     assert "bundled English data" in card.text and "| representation |" in card.text

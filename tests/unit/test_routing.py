@@ -263,13 +263,14 @@ def test_server_takes_a_route_per_request(routed):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow  # a rehearsal
 def test_e5_mistral_routed_config_rehearses(tmp_path):
     """The GPU recipe on an English embedding target, every stage for a few steps on tiny
     backbones of the same families and local copies of its data (one process)."""
     import subprocess
     import sys
 
-    config = Path(__file__).parents[1] / "src/lusifer/configs/e5-mistral-routed.yaml"
+    config = Path(__file__).parents[2] / "src/lusifer/configs/e5-mistral-routed.yaml"
     loaded = load_train_config(config)
     assert loaded.model.routes.pooling == "last" and not loaded.model.projection_head
     assert "{instruction}" in loaded.model.routes.query_prefix
@@ -300,7 +301,7 @@ def test_routed_minilm_english_equals_stock_sentence_transformers(tmp_path):
     from lusifer.cli import app
 
     config = load_train_config(
-        Path(__file__).parents[1] / "src/lusifer/configs/demo-minilm-routed.yaml"
+        Path(__file__).parents[2] / "src/lusifer/configs/demo-minilm-routed.yaml"
     )
     model = LusiferModel.build(config.model)
     assert model.config.routes.max_length == 256 and model.config.max_length == 128

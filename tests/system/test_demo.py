@@ -14,6 +14,8 @@ from lusifer.cli import app
 from lusifer.model import PlainEmbedder
 from lusifer.onnx.export import plain_export_path
 
+pytestmark = pytest.mark.slow  # a system test: make test-fast leaves it out
+
 
 @pytest.mark.integration
 @pytest.mark.timeout(1500)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+from helpers import FakeEncoder
 from typer.testing import CliRunner
 
 import lusifer.commands.serve as serve_module
@@ -194,35 +195,9 @@ def test_health_and_openapi(server, model):
     assert {"input", "instruction", "kind", "dimensions", "encoding_format"} <= set(props)
 
 
-class SlowEncoder:
-    """Sleeps in encode, so requests pile up."""
-
-    name = "slow"
-    embedding_size = 4
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.calls = 0
-
-    def encode(self, texts, **kwargs):
-        self.calls += 1
-        time.sleep(self.delay)
-        out = np.ones((len(texts), 4), dtype=np.float32)
-        return out / 2.0
-
-
-class BlockingEncoder(SlowEncoder):
-    """Blocks in encode until released, so the queue's state is known exactly."""
-
-    def __init__(self) -> None:
-        super().__init__(0)
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def encode(self, texts, **kwargs):
-        self.entered.set()
-        assert self.release.wait(30), "the test never released the model"
-        return super().encode(texts, **kwargs)
+def slow_encoder(delay: float = 0.0, **options) -> FakeEncoder:
+    """A 4-d fake model that sleeps ``delay`` seconds in encode, so requests pile up."""
+    return FakeEncoder("slow", dim=4, delay=delay, **options)
 
 
 def assert_error_shape(r, status, code=None):
@@ -239,7 +214,7 @@ def assert_error_shape(r, status, code=None):
 def test_a_full_queue_answers_503_with_retry_after(monkeypatch, early):
     if not early:  # the race the middleware cannot see: room at its check, none at submit
         monkeypatch.setattr(MicroBatcher, "full", property(lambda self: False))
-    encoder = BlockingEncoder()
+    encoder = slow_encoder(blocking=True)  # blocks in encode until released
     settings = ServerSettings(max_batch_size=1, max_wait_ms=0, max_queue=2)
     with (
         BackgroundServer(create_app(encoder, settings=settings)) as url,
@@ -293,7 +268,7 @@ def test_retry_after_follows_the_measured_drain_rate():
 
 
 def test_shutdown_finishes_in_flight_requests():
-    encoder = SlowEncoder(1.0)
+    encoder = slow_encoder(1.0)
     server = BackgroundServer(create_app(encoder, settings=ServerSettings(max_wait_ms=0)))
     url = server.start()
     result = {}
@@ -303,7 +278,7 @@ def test_shutdown_finishes_in_flight_requests():
 
     thread = threading.Thread(target=call)
     thread.start()
-    while encoder.calls == 0:  # the request reached the model
+    while not encoder.calls:  # the request reached the model
         time.sleep(0.01)
     server.stop()
     thread.join(30)
@@ -365,13 +340,8 @@ def test_serve_command_subprocess(tmp_path, model):
     assert "without an API key" not in log  # loopback and a key: no exposure warning
 
 
-class BrokenEncoder(SlowEncoder):
-    def encode(self, texts, **kwargs):
-        raise RuntimeError("boom")
-
-
 def test_model_failure_is_a_json_500():
-    with BackgroundServer(create_app(BrokenEncoder(0))) as url:
+    with BackgroundServer(create_app(slow_encoder(error=RuntimeError("boom")))) as url:
         r = httpx.post(f"{url}/v1/embeddings", json={"input": "a"}, timeout=60)
         assert r.status_code == 500
         assert r.json()["error"]["type"] == "server_error"
@@ -387,7 +357,7 @@ def test_model_failure_is_a_json_500():
 @pytest.fixture(scope="module")
 def keyed_server():
     settings = ServerSettings(max_wait_ms=0, api_key=API_KEY)
-    with BackgroundServer(create_app(SlowEncoder(0), model_name="keyed", settings=settings)) as url:
+    with BackgroundServer(create_app(slow_encoder(), model_name="keyed", settings=settings)) as url:
         yield url
 
 
@@ -455,7 +425,7 @@ def test_settings_do_not_show_the_key():
     assert API_KEY not in repr(ServerSettings(api_key=API_KEY))
     for empty in ["", "  "]:
         with pytest.raises(ValueError, match="empty"):
-            create_app(SlowEncoder(0), settings=ServerSettings(api_key=empty))
+            create_app(slow_encoder(), settings=ServerSettings(api_key=empty))
 
 
 def test_models_list_shape(server):
@@ -521,7 +491,7 @@ def test_is_loopback(host, loopback):
 def fake_serve(monkeypatch):
     """``lusifer serve`` with a fake model and no server: what it would have served."""
     served = {}
-    monkeypatch.setattr(serve_module, "load_encoder", lambda *a: SlowEncoder(0))
+    monkeypatch.setattr(serve_module, "load_encoder", lambda *a: slow_encoder())
     monkeypatch.setattr(lusifer.serving, "serve", lambda app, **kw: served.update(app=app, **kw))
     monkeypatch.delenv("LUSIFER_API_KEY", raising=False)
     return served

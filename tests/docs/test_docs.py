@@ -8,7 +8,7 @@ from pathlib import Path
 from lusifer.config import LoraSettings, LusiferConfig, RouteSettings
 from lusifer.training.config import DataSource, Objectives, RunConfig, StageConfig, TrainConfig
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "run-files.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "run-files.md"
 
 
 def test_run_files_page_names_every_key():

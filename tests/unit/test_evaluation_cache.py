@@ -6,19 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_evaluation import LookupEncoder, make_task_dirs
+from helpers import FakeEncoder, make_task_dirs
 
 from lusifer.evaluation import evaluate, runner
 
 
-class Fingerprinted(LookupEncoder):
+def fingerprinted(name, groups=()) -> FakeEncoder:
     """A test encoder with a fingerprint (cacheable) that reads no instructions."""
-
-    uses_instructions = False
-    version = "v1"
-
-    def fingerprint(self) -> str:
-        return self.version
+    return FakeEncoder(name, groups, fingerprint="v1", uses_instructions=False)
 
 
 def _encoded_texts(model) -> int:
@@ -50,7 +45,7 @@ def test_each_distinct_text_is_encoded_once_in_one_call_per_kind(tasks, tmp_path
     for f in ("task.json", "test.jsonl"):
         text = (dirs[0].parent / "TinyClustering" / f).read_text()
         (shared / f).write_text(text.replace('"TinyClustering"', '"TinyClusteringCopy"'))
-    model = Fingerprinted("model", groups)
+    model = fingerprinted("model", groups)
     evaluate(
         [model],
         task_dirs=[*dirs, shared],
@@ -64,7 +59,7 @@ def test_each_distinct_text_is_encoded_once_in_one_call_per_kind(tasks, tmp_path
 
 def test_a_second_run_in_a_new_folder_reuses_cached_results(tasks, tmp_path, monkeypatch):
     dirs, groups = tasks
-    model = Fingerprinted("model", groups)
+    model = fingerprinted("model", groups)
     first = evaluate(
         [model], task_dirs=dirs, output_dir=tmp_path / "a", bootstrap=50, show_progress=False
     )
@@ -77,7 +72,7 @@ def test_a_second_run_in_a_new_folder_reuses_cached_results(tasks, tmp_path, mon
         assert again.score("model", task) == first.score("model", task)
         assert again.summaries["model"].tasks[task].ci == first.summaries["model"].tasks[task].ci
     # under another name (the cache keys on the fingerprint), the same results
-    renamed = Fingerprinted("renamed", groups)
+    renamed = fingerprinted("renamed", groups)
     evaluate([renamed], task_dirs=dirs, output_dir=tmp_path / "c", bootstrap=0, show_progress=False)
     assert renamed.calls == []
     # --no-cache scores everything again
@@ -97,7 +92,7 @@ def test_a_changed_model_sample_or_scoring_version_invalidates_the_cache(
 ):
     dirs, groups = tasks
     dirs = [d for d in dirs if d.name in ("TinySTS", "TinyClassification")]
-    model = Fingerprinted("model", groups)
+    model = fingerprinted("model", groups)
     run = dict(task_dirs=dirs, bootstrap=0, show_progress=False)
     evaluate([model], output_dir=tmp_path / "a", **run)
     calls = len(model.calls)
@@ -117,7 +112,7 @@ def test_a_changed_model_sample_or_scoring_version_invalidates_the_cache(
 
 def test_models_without_a_fingerprint_are_never_cached(tasks, tmp_path):
     dirs, groups = tasks
-    model = LookupEncoder("plain", groups)
+    model = FakeEncoder("plain", groups)
     evaluate(
         [model], task_dirs=dirs[:1], output_dir=tmp_path / "a", bootstrap=0, show_progress=False
     )

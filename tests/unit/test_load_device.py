@@ -28,9 +28,9 @@ TEXTS = ["The cat sleeps on the sofa", "Le chat dort sur le canapé", "Кошк�
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory, tiny_model_factory) -> Path:
+def folder(tmp_path_factory, saved_tiny_model) -> Path:
     """A saved tiny LUSIFER model."""
-    return tiny_model_factory("bert").save_pretrained(tmp_path_factory.mktemp("m") / "model")
+    return saved_tiny_model(tmp_path_factory.mktemp("m") / "model")
 
 
 def _machine(monkeypatch, gpus: int) -> None:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import TASK_ROWS as N
+from helpers import FakeEncoder, make_task_dirs, write_jsonl
 
 from lusifer.evaluation import aggregation, significance
 from lusifer.evaluation.local_data import load_task_dirs
 from lusifer.evaluation.local_tasks import TaskDirError, read_task_spec
-
-N = 30
 
 # Published numbers of the LUSIFER paper (arXiv 2501.00874), to test aggregation.
 #: Table 1: per-language averages (0-100) and the reported overall average.
@@ -38,119 +37,14 @@ PAPER_TABLE2: Mapping[str, Mapping[str, float]] = {
 PAPER_TABLE2_AVERAGES: Mapping[str, float] = {"LUSIFER": 57.89, "E5-Mistral": 52.14}
 
 
-class LookupEncoder:
-    """Numpy test encoder: texts of one group share a vector, other texts get a hashed random one."""
-
-    def __init__(self, name: str, groups=(), dim: int = 32):
-        self.name = name
-        self.dim = dim
-        self.table: dict[str, np.ndarray] = {}
-        rng = np.random.default_rng(123)
-        for group in groups:
-            vector = rng.normal(size=dim)
-            for text in group:
-                self.table[text] = vector
-        self.calls: list[tuple[int, str | None, str]] = []
-
-    def encode(
-        self,
-        texts,
-        *,
-        instruction=None,
-        kind="query",
-        batch_size=32,
-        normalize=True,
-        show_progress=False,
-    ):
-        self.calls.append((len(texts), instruction, kind))
-        rows = []
-        for text in texts:
-            vector = self.table.get(text)
-            if vector is None:
-                seed = int(hashlib.md5(f"{self.name}|{text}".encode()).hexdigest()[:8], 16)
-                vector = np.random.default_rng(seed).normal(size=self.dim)
-            rows.append(vector / np.linalg.norm(vector))
-        return np.asarray(rows, dtype=np.float32)
-
-
-def _write(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
-def make_task_dirs(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """One tiny task dir per type; returns the dirs and the pairs a perfect encoder must match."""
-    groups: list[tuple[str, str]] = []
-    dirs = []
-
-    def task(name, **meta):
-        d = root / name
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "task.json").write_text(
-            json.dumps({"name": name, **meta, "source": "test", "license": "cc0-1.0"})
-        )
-        dirs.append(d)
-        return d
-
-    d = task(
-        "TinyBitext",
-        type="bitext",
-        languages=["en", "fr"],
-        instruction="Retrieve the French translation",
-    )
-    pairs = [(f"english sentence number {i}", f"phrase francaise numero {i}") for i in range(N)]
-    _write(d / "test.jsonl", [{"sentence1": a, "sentence2": b, "source": "x"} for a, b in pairs])
-    groups += pairs
-
-    d = task("TinyRetrieval", type="retrieval", languages=["en"])
-    _write(
-        d / "corpus.jsonl",
-        [{"_id": f"d{i}", "title": "", "text": f"document {i}"} for i in range(N)],
-    )
-    _write(d / "queries.jsonl", [{"_id": f"q{i}", "text": f"question {i}"} for i in range(N)])
-    (d / "qrels").mkdir(exist_ok=True)
-    (d / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(N))
-    )
-    groups += [(f"question {i}", f"document {i}") for i in range(N)]
-
-    d = task("TinyReranking", type="reranking", languages=["en"])
-    _write(
-        d / "test.jsonl",
-        [
-            {
-                "query": f"rq {i}",
-                "positive": [f"rp {i}"],
-                "negative": [f"rn {i} {j}" for j in range(4)],
-            }
-            for i in range(N)
-        ],
-    )
-    groups += [(f"rq {i}", f"rp {i}") for i in range(N)]
-
-    d = task("TinySTS", type="sts", languages=["fr"])
-    _write(
-        d / "test.jsonl",
-        [{"sentence1": f"a {i}", "sentence2": f"b {i}", "score": i % 5} for i in range(N)],
-    )
-
-    d = task("TinyClassification", type="classification", languages=["fr"])
-    _write(d / "train.jsonl", [{"text": f"train {i}", "label": "abc"[i % 3]} for i in range(45)])
-    _write(d / "test.jsonl", [{"text": f"test {i}", "label": "abc"[i % 3]} for i in range(N)])
-
-    d = task("TinyClustering", type="clustering", languages=["fr"])
-    _write(d / "test.jsonl", [{"text": f"item {i}", "label": i % 3} for i in range(N)])
-    return dirs, groups
-
-
 @pytest.fixture(scope="module")
 def two_model_run(tmp_path_factory):
     from lusifer.evaluation import evaluate
 
     root = tmp_path_factory.mktemp("tasks")
     dirs, groups = make_task_dirs(root)
-    perfect = LookupEncoder("perfect", groups)
-    random = LookupEncoder("random")
+    perfect = FakeEncoder("perfect", groups)
+    random = FakeEncoder("random")
     out = tmp_path_factory.mktemp("out")
     report = evaluate(
         [perfect, random],
@@ -297,7 +191,7 @@ def test_resume_skips_finished_tasks(two_model_run, tmp_path):
     sts = next(d for d in dirs if d.name == "TinySTS")
     rows = [json.loads(x) for x in (sts / "test.jsonl").read_text().splitlines()]
     rows[0]["score"] = 4.5
-    _write(sts / "test.jsonl", rows)
+    write_jsonl(sts / "test.jsonl", rows)
     evaluate([random], task_dirs=dirs, output_dir=out, bootstrap=0, show_progress=False)
     assert len(random.calls) == before[1] + 1  # the STS pairs only, both sides in one call
 
@@ -308,13 +202,7 @@ def test_a_changed_model_under_the_same_name_is_evaluated_again(tmp_path):
     dirs, groups = make_task_dirs(tmp_path / "tasks")
     dirs = [d for d in dirs if d.name in ("TinySTS", "TinyClustering")]
 
-    class Versioned(LookupEncoder):
-        version = "v1"
-
-        def fingerprint(self) -> str:
-            return self.version
-
-    model = Versioned("model", groups)
+    model = FakeEncoder("model", groups, fingerprint="v1")
     run = dict(task_dirs=dirs, output_dir=tmp_path / "out", bootstrap=0, show_progress=False)
     evaluate([model], **run)
     calls = len(model.calls)
@@ -329,7 +217,7 @@ def test_language_filter(two_model_run, tmp_path):
     from lusifer.evaluation import evaluate
 
     _, _, _, dirs, _ = two_model_run
-    encoder = LookupEncoder("solo")
+    encoder = FakeEncoder("solo")
     report = evaluate(
         [encoder],
         task_dirs=dirs,
@@ -367,7 +255,7 @@ def test_paired_test_and_intervals():
 def _valid_sts(d: Path) -> None:
     d.mkdir(parents=True)
     (d / "task.json").write_text(json.dumps({"name": "Bad", "type": "sts", "languages": ["en"]}))
-    _write(
+    write_jsonl(
         d / "test.jsonl",
         [
             {"sentence1": "a", "sentence2": "b", "score": 1},
@@ -438,15 +326,15 @@ def test_malformed_retrieval_qrels(tmp_path):
     (d / "task.json").write_text(
         json.dumps({"name": "R", "type": "retrieval", "languages": ["en"]})
     )
-    _write(d / "corpus.jsonl", [{"_id": "d1", "text": "x"}])
-    _write(d / "queries.jsonl", [{"_id": "q1", "text": "y"}])
+    write_jsonl(d / "corpus.jsonl", [{"_id": "d1", "text": "x"}])
+    write_jsonl(d / "queries.jsonl", [{"_id": "q1", "text": "y"}])
     (d / "qrels").mkdir()
     (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td9\t1\n")
     with pytest.raises(
         TaskDirError, match=r"test\.tsv, line 3: field 'corpus-id': unknown corpus id 'd9'"
     ):
         load_task_dirs([d])
-    _write(d / "corpus.jsonl", [{"_id": "d1", "text": "x"}, {"_id": "d1", "text": "z"}])
+    write_jsonl(d / "corpus.jsonl", [{"_id": "d1", "text": "x"}, {"_id": "d1", "text": "z"}])
     with pytest.raises(TaskDirError, match=r"corpus\.jsonl, line 2: field '_id': duplicate id"):
         load_task_dirs([d])
 
@@ -475,7 +363,7 @@ def test_cli_evaluate_runs_task_dirs(two_model_run, tmp_path, monkeypatch):
     made = {}
 
     def fake_loader(ref):
-        made[ref] = LookupEncoder(ref)
+        made[ref] = FakeEncoder(ref)
         return made[ref]
 
     monkeypatch.setattr(lusifer.model, "load_text_encoder", fake_loader)
@@ -494,9 +382,7 @@ def test_cli_evaluate_runs_task_dirs(two_model_run, tmp_path, monkeypatch):
     assert CliRunner().invoke(app, ["evaluate", "m1", "--suite", "nope"]).exit_code != 0
 
 
-def test_cli_evaluate_onnx_backend_gives_the_torch_scores(
-    tiny_model_factory, tmp_path, monkeypatch
-):
+def test_cli_evaluate_onnx_backend_gives_the_torch_scores(saved_tiny_model, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from lusifer.cli import app
@@ -504,7 +390,7 @@ def test_cli_evaluate_onnx_backend_gives_the_torch_scores(
     monkeypatch.setenv("LUSIFER_CACHE", str(tmp_path / "cache"))  # the plain model's graph
     dirs, _ = make_task_dirs(tmp_path / "tasks")
     tasks = [d for d in dirs if d.name in ("TinySTS", "TinyRetrieval")]
-    folder = tiny_model_factory("bert").save_pretrained(tmp_path / "m")
+    folder = saved_tiny_model(tmp_path / "m")
     scores = {}
     for backend in ("torch", "onnx"):
         out = tmp_path / backend
@@ -574,7 +460,7 @@ def test_hub_task_path_with_mteb_mock_task(tmp_path, monkeypatch):
         entry("Unreachable", unreachable, {"en": ("default",)}),
     ]
     monkeypatch.setattr(runner, "resolve_tasks", lambda *a, **k: entries)
-    encoder = LookupEncoder("hub")
+    encoder = FakeEncoder("hub")
     report = runner.evaluate(
         [encoder], suite="lusifer", output_dir=tmp_path, bootstrap=100, show_progress=False
     )

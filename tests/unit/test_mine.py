@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import FakeEncoder, at_angle
 from typer.testing import CliRunner
 
 from lusifer.cli import app
@@ -23,27 +24,14 @@ from lusifer.data.readers import PairRow, read_pair_rows
 runner = CliRunner()
 
 
-def _at(degrees: float) -> list[float]:
-    return [math.cos(math.radians(degrees)), math.sin(math.radians(degrees))]
-
-
-class AngleEncoder:
+def angle_encoder(angles: dict[str, float]) -> FakeEncoder:
     """Each known text is a unit vector at a fixed angle: cosine ranks are known exactly."""
-
-    name = "angles"
-
-    def __init__(self, angles: dict[str, float]):
-        self.angles = angles
-        self.calls: list[tuple[str, str | None, int]] = []
-
-    def encode(self, texts, *, instruction=None, kind="query", batch_size=32, **kwargs):
-        self.calls.append((kind, instruction, len(texts)))
-        return np.array([_at(self.angles[t.strip()]) for t in texts], dtype=np.float32)
+    return FakeEncoder("angles", vectors={t: at_angle(a) for t, a in angles.items()})
 
 
 def test_rank_window_takes_ranks_skip_plus_one_to_top_k(monkeypatch):
-    corpus = np.array([_at(a) for a in (50, 10, 30, 20, 60, 40)])  # ids 0..5
-    query = np.array([_at(0)])
+    corpus = np.array([at_angle(a) for a in (50, 10, 30, 20, 60, 40)])  # ids 0..5
+    query = np.array([at_angle(0)])
     # ranked: 10(1) 20(3) 30(2) 40(5) 50(0) 60(4); ranks 2..5 -> ids 3, 2, 5, 0
     ids, scores = rank_window(query, corpus * 3.0, skip=1, top_k=5)  # unnormalised input
     assert ids.tolist() == [[3, 2, 5, 0]]
@@ -69,7 +57,7 @@ def test_mine_drops_positives_duplicates_and_same_query_positives():
     ]
     corpus = build_corpus(rows, ["p1", " p3 ", "p2", "p4", "p6"])
     assert corpus.texts == ["p3", "p5", "p7", "p1", "p2", "p4", "p6"]  # " p3 " is p3
-    encoder = AngleEncoder(angles)
+    encoder = angle_encoder(angles)
     chunks = list(
         mine_hard_negatives(
             encoder,
@@ -90,8 +78,8 @@ def test_mine_drops_positives_duplicates_and_same_query_positives():
     # z (68 deg) ranks p7 p6 p5 p4 p3 p2 p1; rank 1 (its positive) skipped
     assert mined[2].negatives == ["p6", "p5"]
     assert mined[0].instruction == "Find it" and mined[0].query == "q"
-    assert encoder.calls[0] == ("document", "Retrieve", 7)
-    assert {c[:2] for c in encoder.calls[1:]} == {("query", "Retrieve")}
+    assert encoder.calls[0] == (7, "Retrieve", "document")
+    assert {(c.kind, c.instruction) for c in encoder.calls[1:]} == {("query", "Retrieve")}
     # all negatives when num_negatives is None; a resumed start gives the same rows
     full = [
         r for c in mine_hard_negatives(encoder, rows, corpus=corpus, skip=1, top_k=6) for r in c
@@ -112,7 +100,7 @@ def test_every_positive_of_a_row_is_dropped():
     row = PairRow(query="q", positive="p1", other_positives=["p2"], dataset="d")
     angles = {f"p{i}": 10.0 * i for i in range(1, 6)} | {"q": 0.0}
     corpus = build_corpus([row], ["p3", "p4", "p5"])
-    ((mined,),) = mine_hard_negatives(AngleEncoder(angles), [row], corpus=corpus, skip=0, top_k=4)
+    ((mined,),) = mine_hard_negatives(angle_encoder(angles), [row], corpus=corpus, skip=0, top_k=4)
     assert mined.negatives == ["p3", "p4"]
 
 

@@ -56,11 +56,9 @@ def write_txt(path: Path, lines: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, tiny_model_factory) -> Path:
+def tiny_folder(tmp_path_factory, saved_tiny_model) -> Path:
     """A saved tiny LUSIFER model (random connector) that reads instructions."""
-    folder = tmp_path_factory.mktemp("corpus-model") / "model"
-    tiny_model_factory("bert").save_pretrained(folder)
-    return folder
+    return saved_tiny_model(tmp_path_factory.mktemp("corpus-model") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +273,7 @@ def test_npy_output_still_works_and_reads_new_inputs(tmp_path, tiny):
 
 
 # ---------------------------------------------------------------- two processes
+@pytest.mark.slow  # torchrun
 def test_two_processes_equal_one(tmp_path, tiny_folder, tiny):
     lines = mixed_lines(300)
     src = tmp_path / "in.jsonl"
@@ -352,6 +351,7 @@ def _mtimes(outdir: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in outdir.glob("shard-*")}
 
 
+@pytest.mark.slow  # kill/resume
 def test_a_killed_run_resumes_and_other_arguments_are_refused(tmp_path, tiny_folder, tiny):
     src = write_txt(tmp_path / "in.txt", mixed_lines(250))
     kw = dict(shard_size=50, model_reference=str(tiny_folder))
@@ -424,6 +424,7 @@ def test_a_killed_run_resumes_and_other_arguments_are_refused(tmp_path, tiny_fol
     assert json.loads((out / "shard-00000.json").read_text())["rows"] == 25
 
 
+@pytest.mark.slow  # kill/resume
 def test_a_sigkilled_process_resumes(tmp_path, tiny_folder, tiny):
     """SIGKILL a real encoding process once its first shard record is on disk: the rerun
     keeps the finished shards, redoes the rest and equals an uninterrupted run."""

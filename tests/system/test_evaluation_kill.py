@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import randomize_trained
-from test_evaluation import LookupEncoder, make_task_dirs
+from helpers import FakeEncoder, make_task_dirs
 
-from lusifer import LusiferModel
+pytestmark = pytest.mark.slow  # a system test: make test-fast leaves it out
+
 
 TASKS = ("TinySTS", "TinyClustering", "TinyRetrieval", "TinyClassification")
 
@@ -42,12 +42,10 @@ def evaluate_in_process(args: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> tuple[Path, list[Path], dict[str, float]]:
+def setup(tmp_path_factory, saved_tiny_model) -> tuple[Path, list[Path], dict[str, float]]:
     """A saved tiny LUSIFER model, four task folders and the uninterrupted run's scores."""
     root = tmp_path_factory.mktemp("eval-kill")
-    model = LusiferModel.build(encoder="tiny:xlmr", target="tiny:bert")
-    randomize_trained(model)
-    folder = model.save_pretrained(root / "model")
+    folder = saved_tiny_model(root / "model")
     dirs = [d for d in make_task_dirs(root / "tasks")[0] if d.name in TASKS]
     evaluate_in_process(evaluate_args(folder, dirs, root / "whole"))
     whole = scores(root / "whole")
@@ -100,7 +98,7 @@ def test_a_half_written_run_file_is_not_read_as_finished(tmp_path, damage):
 
     dirs = [d for d in make_task_dirs(tmp_path / "tasks")[0] if d.name in ("TinySTS", "TinyBitext")]
     run = dict(task_dirs=dirs, output_dir=tmp_path / "out", bootstrap=0, show_progress=False)
-    encoder = LookupEncoder("m")
+    encoder = FakeEncoder("m")
     first = evaluate([encoder], **run, use_cache=False)
     path = tmp_path / "out/runs/m/TinySTS.json"
     path.write_bytes(damage(path.read_bytes()))
@@ -116,9 +114,9 @@ def test_a_run_file_cut_inside_a_utf8_character_is_scored_again(tmp_path):
 
     dirs = [d for d in make_task_dirs(tmp_path / "tasks")[0] if d.name == "TinySTS"]
     run = dict(task_dirs=dirs, output_dir=tmp_path / "out", bootstrap=0, show_progress=False)
-    first = evaluate([LookupEncoder("modèle")], **run, use_cache=False)
+    first = evaluate([FakeEncoder("modèle")], **run, use_cache=False)
     (path,) = (tmp_path / "out/runs").glob("*/TinySTS.json")
     data = path.read_bytes()
     path.write_bytes(data[: data.index("è".encode()) + 1])  # half of the "è"
-    again = evaluate([LookupEncoder("modèle")], **run, use_cache=False)
+    again = evaluate([FakeEncoder("modèle")], **run, use_cache=False)
     assert again.score("modèle", "TinySTS") == first.score("modèle", "TinySTS")

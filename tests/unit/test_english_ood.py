@@ -20,7 +20,7 @@ from lusifer.evaluation.suites import ENGLISH_OOD_DOMAIN, split_english_ood
 
 SUITE = Path(lusifer.__file__).parent / "resources" / "offline_suite"
 TRAIN_DATA = Path(lusifer.__file__).parent / "resources" / "data" / "english_train.jsonl.gz"
-BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_english_ood.py"
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_english_ood.py"
 OOD_TASKS = {
     "BiblePassageRetrieval.en",
     "BibleDivisionClassification.en",

@@ -195,11 +195,11 @@ def test_reference_layout_file_has_expected_names(reference_folder):
 @pytest.mark.parametrize("merge", [False, True])
 def test_reference_checkpoint_matches_hand_forward(reference_folder, merge):
     from lusifer import LusiferModel
-    from lusifer.model.reference import load_reference_checkpoint
+    from lusifer.model.loading import load_reference_layout
 
     ref, folder, n = reference_folder
     model = (
-        load_reference_checkpoint(folder, merge=True)
+        load_reference_layout(LusiferModel, folder, merge=True)
         if merge
         else LusiferModel.from_pretrained(folder)
     )
@@ -233,8 +233,9 @@ def test_reference_checkpoint_matches_hand_forward(reference_folder, merge):
 def test_reference_config_errors(reference_folder, tmp_path):
     import shutil
 
+    from lusifer import LusiferModel
     from lusifer.config import ConfigError
-    from lusifer.model.reference import load_reference_checkpoint
+    from lusifer.model.loading import load_reference_layout
 
     _, folder, _ = reference_folder
     bad = tmp_path / "bad"
@@ -242,10 +243,10 @@ def test_reference_config_errors(reference_folder, tmp_path):
     config = json.loads((bad / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "connection_type": "attn"}))
     with pytest.raises(ConfigError, match="connection_type"):
-        load_reference_checkpoint(bad)
+        load_reference_layout(LusiferModel, bad)
     (bad / "config.json").write_text(json.dumps({**config, "encoder_lora_name": "other"}))
     with pytest.raises(ValueError, match="adapter"):
-        load_reference_checkpoint(bad)
+        load_reference_layout(LusiferModel, bad)
 
 
 def test_reference_folder_through_the_backend_loader(reference_folder):

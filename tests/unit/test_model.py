@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TARGETS, randomize_trained
+from helpers import TINY_TARGETS, randomize_trained
 
 from lusifer import LusiferModel
 from lusifer.config import ConfigError

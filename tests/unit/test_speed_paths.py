@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import FakeEncoder, tiny_run_config, write_run_config
 
 from lusifer.model import PlainEmbedder
 from lusifer.onnx import OnnxEncoderStates, OnnxLusifer, OnnxPlainEmbedder, load_encoder
@@ -47,21 +48,9 @@ def test_onnxruntime_spins_only_without_torch_alongside():
 
 
 # ------------------------------------------------------------------ calibration
-class _Fake:
+def _fake(name: str, per_text_s: float, fingerprint: str = "fp") -> FakeEncoder:
     """An encoder whose speed is set by the test (sleep per text)."""
-
-    def __init__(self, name: str, per_text_s: float, fingerprint: str = "fp") -> None:
-        self.name, self.per_text_s, self._fp, self.calls = name, per_text_s, fingerprint, 0
-
-    def fingerprint(self) -> str:
-        return self._fp
-
-    def encode(self, texts, **_):
-        import time
-
-        self.calls += 1
-        time.sleep(self.per_text_s * len(texts))
-        return np.zeros((len(texts), 2), dtype=np.float32)
+    return FakeEncoder(name, dim=2, per_text=per_text_s, fingerprint=fingerprint)
 
 
 @pytest.fixture
@@ -81,11 +70,11 @@ def _short(fn, **fixed):
 @pytest.mark.parametrize("faster", ["torch", "onnx"])
 def test_auto_picks_the_measured_faster_backend_and_caches_the_choice(small_calibration, faster):
     slow, quick = 0.004, 0.0005
-    torch_side = _Fake("torch", quick if faster == "torch" else slow, fingerprint=faster)
+    torch_side = _fake("torch", quick if faster == "torch" else slow, fingerprint=faster)
     built = []
 
     def build():
-        built.append(_Fake("onnx", quick if faster == "onnx" else slow))
+        built.append(_fake("onnx", quick if faster == "onnx" else slow))
         return built[-1]
 
     chosen, result = calib.fastest(torch_side, build, threads=1)
@@ -97,9 +86,10 @@ def test_auto_picks_the_measured_faster_backend_and_caches_the_choice(small_cali
     assert json.loads(record.read_text())["machine"]["threads"] == 1
 
     # a second process reads the choice: no measuring, the other backend never built
-    torch_side.calls, n_built = 0, len(built)
+    n_built = len(built)
+    torch_side.calls.clear()
     chosen, again = calib.fastest(torch_side, build, threads=1)
-    assert again.cached and again.choice == faster and torch_side.calls == 0
+    assert again.cached and again.choice == faster and not torch_side.calls
     assert len(built) == n_built + (1 if faster == "onnx" else 0)
     # another thread count is another measurement
     _, other = calib.fastest(torch_side, build, threads=2)
@@ -192,7 +182,6 @@ def test_stage_two_with_length_buckets_trains_like_the_whole_batch(tmp_path, mon
     """Same data, same steps: with chunks of 2 rows (the teacher pass too) the trained
     tensors and losses equal the whole-batch run's up to rounding (no dropout here)."""
     from safetensors.torch import load_file
-    from test_training import tiny_config, write_config
 
     from lusifer.training import backward, engine, load_train_config, run_training
     from lusifer.training.bucketing import length_sorted_chunks
@@ -210,11 +199,11 @@ def test_stage_two_with_length_buckets_trains_like_the_whole_batch(tmp_path, mon
     for rows in (0, 2):
         folder = tmp_path / f"rows{rows}"
         folder.mkdir()
-        config = tiny_config(
+        config = tiny_run_config(
             folder, target="bert", alignment={"steps": 1}, representation={"target_distill": 1.0}
         )
         config["run"]["length_bucket_rows"] = rows
-        out = run_training(load_train_config(write_config(folder, config)))
+        out = run_training(load_train_config(write_run_config(folder, config)))
         weights[rows] = load_file(str(out / "model.safetensors"))
         log = (folder / "out" / "representation" / "log.jsonl").read_text().splitlines()
         losses[rows] = [json.loads(line)["loss"] for line in log]
@@ -231,8 +220,6 @@ def test_frozen_encoder_auto_runs_on_the_measured_faster_backend(
     """``run.frozen_encoder_backend: auto`` measures torch against onnxruntime for the
     encoder's token states (here the measurement is fixed by the test), trains on the
     faster one, says which, and keeps the choice for the next stage or run."""
-    from test_training import tiny_config, write_config
-
     from lusifer.training import load_train_config, run_training
 
     measured = []
@@ -248,16 +235,16 @@ def test_frozen_encoder_auto_runs_on_the_measured_faster_backend(
     monkeypatch.setattr(
         OnnxEncoderStates, "__call__", lambda self, *a: used.append(1) or runner_call(self, *a)
     )
-    config = tiny_config(tmp_path, target="bert", representation={"train_encoder_lora": False})
+    config = tiny_run_config(tmp_path, target="bert", representation={"train_encoder_lora": False})
     assert config["run"].get("frozen_encoder_backend", "auto") == "auto"
-    run_training(load_train_config(write_config(tmp_path, config)), stages=["representation"])
+    run_training(load_train_config(write_run_config(tmp_path, config)), stages=["representation"])
     assert measured == [["onnx", "torch"]]
     assert f"frozen encoder, backend auto -> {faster}" in capsys.readouterr().out
     assert bool(used) == (faster == "onnx")  # the training steps read the chosen backend
     assert len(list(small_calibration.glob("*.json"))) == 1
 
     config["run"]["output_dir"] = str(tmp_path / "again")
-    run_training(load_train_config(write_config(tmp_path, config)), stages=["representation"])
+    run_training(load_train_config(write_run_config(tmp_path, config)), stages=["representation"])
     assert measured == [["onnx", "torch"]]  # read from the cache, not measured again
     assert "measured earlier on this machine" in capsys.readouterr().out
 
