@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import ENGLISH
 from safetensors.torch import load_file
-from test_training import ENGLISH
 
 from lusifer.files import TMP_MARK
 

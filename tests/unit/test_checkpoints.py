@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from helpers import tiny_run_config, write_run_config
 from safetensors.torch import load_file
-from test_training import tiny_config, write_config
 
 import lusifer.files as files
 import lusifer.training.checkpoints as checkpoints
@@ -28,11 +28,11 @@ from lusifer.training.engine import StageTrainer
 
 
 def small_config(tmp_path: Path, steps: int = 2):
-    config = tiny_config(
+    config = tiny_run_config(
         tmp_path, target="bert", alignment={"steps": steps}, representation={"steps": steps}
     )
     config["run"]["save_every"] = 1
-    return load_train_config(write_config(tmp_path, config))
+    return load_train_config(write_run_config(tmp_path, config))
 
 
 def make_trainer(tmp_path: Path) -> StageTrainer:

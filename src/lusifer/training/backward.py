@@ -18,7 +18,7 @@ last one of a step synchronises gradients and steps a DeepSpeed engine.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -50,7 +50,7 @@ class _RngState:
 
 
 def accumulated_backward(
-    losses: list[Callable[[], torch.Tensor]],
+    losses: Sequence[Callable[[], torch.Tensor]],
     backward: Callable[[torch.Tensor], None],
     sync: SyncFn = no_sync_needed,
 ) -> torch.Tensor:
@@ -132,6 +132,7 @@ def _gradcache(
     cached = torch.cat(reps[:real]).detach().requires_grad_(True)
     loss = loss_fn(_unsort(cached, order))
     loss.backward()
+    assert cached.grad is not None  # the loss depends on every embedding
     grads = list(cached.grad.split([r.shape[0] for r in reps[:real]]))
     grads += [torch.zeros_like(r) for r in reps[real:]]
     # Re-running the chunks must not disturb the RNG stream of the rest of training.

@@ -4,6 +4,7 @@ this process's slice as token tensors, ready for the objectives."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 
@@ -77,7 +78,7 @@ class AlignmentInputs:
         return [self.rows(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
     def to(self, device: torch.device) -> AlignmentInputs:
-        moved = {}
+        moved: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -213,6 +214,7 @@ class StageConfig:
         """Steps to run given the loaded rows: ``steps``, or ``epochs`` passes, whichever
         is fewer."""
         if self.epochs is None:
+            assert self.steps is not None  # __post_init__: steps or epochs
             return int(self.steps)
         by_epochs = max(1, math.ceil(self.epochs * rows / self.batch_size))
         return by_epochs if self.steps is None else min(self.steps, by_epochs)
@@ -385,7 +387,7 @@ def _read_yaml(path: Path) -> Any:
 
 
 def load_train_config(
-    path: str | Path | None, overrides: list[str] = (), **extra: Any
+    path: str | Path | None, overrides: Sequence[str] = (), **extra: Any
 ) -> TrainConfig:
     """Read a YAML run file (or start empty), apply overrides, validate."""
     data: dict[str, Any] = {}

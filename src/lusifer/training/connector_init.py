@@ -56,8 +56,10 @@ def least_squares_connector(
 ) -> float:
     """Set the connector's output layer by ridge regression; returns the fitted R^2."""
     x, y = token_pairs(model, texts, max_length=max_length, show_progress=show_progress)
-    first, last = model.connector.ff[0], model.connector.ff[2]
-    hidden = model.connector.ff[1](first(x.to(first.weight.dtype))).float()
+    ff: list[torch.nn.Module] = list(model.connector.ff)
+    first, activation, last = ff[0], ff[1], ff[2]
+    assert isinstance(first, torch.nn.Linear) and isinstance(last, torch.nn.Linear)
+    hidden = activation(first(x.to(first.weight.dtype))).float()
     features = torch.cat([hidden, torch.ones(hidden.shape[0], 1)], dim=1)
     gram = features.T @ features
     gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0])

@@ -44,15 +44,23 @@ def _read_rows(
 
         names = None if source.bundled == "all" else [source.bundled]
         return load_bundled_english(names, limit_per_dataset=source.limit), []
-    limit = {"limit": source.limit, "seed": seed, "stats": stats}
+    limit = source.limit
     if source.path:
         if source.format == "texts":
-            return [], readers.read_text_rows(source.path, **limit)
-        return readers.read_pair_rows(source.path, **limit), []
-    subset = {"name": source.hf_subset} if source.hf_subset else {}
+            return [], readers.read_text_rows(source.path, limit=limit, seed=seed, stats=stats)
+        return readers.read_pair_rows(source.path, limit=limit, seed=seed, stats=stats), []
+    if source.hf_dataset is None:
+        raise ValueError("a data source needs path, bundled or hf_dataset")
+    subset = source.hf_subset
     if source.format == "texts":
         return [], readers.load_hf_texts(
-            source.hf_dataset, source.hf_split, source.hf_text_field, **limit, **subset
+            source.hf_dataset,
+            source.hf_split,
+            source.hf_text_field,
+            limit=limit,
+            seed=seed,
+            stats=stats,
+            name=subset,
         )
     return readers.load_hf_pairs(
         source.hf_dataset,
@@ -61,8 +69,10 @@ def _read_rows(
         source.hf_positive_field,
         source.hf_negatives_field,
         instruction=source.instruction,
-        **limit,
-        **subset,
+        limit=limit,
+        seed=seed,
+        stats=stats,
+        name=subset,
     ), []
 
 

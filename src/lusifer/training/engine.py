@@ -146,7 +146,10 @@ class StageTrainer:
         cfg, model = self.config, self.model
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
+            params,
+            lr=cfg.learning_rate,
+            betas=(cfg.adam_betas[0], cfg.adam_betas[1]),
+            weight_decay=cfg.weight_decay,
         )
         self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
             optimizer,
@@ -309,6 +312,7 @@ class StageTrainer:
                 # one side on the frozen native route, the other on the connector route,
                 # both ways: a non-English query finds an English document the target
                 # embedded alone, and an English query a non-English document
+                assert local_teacher is not None  # routed models have a native route
                 nq, np_, nn_ = (gather_with_grad(part) for part in batch.split(local_teacher))
                 cross = (contrastive(nq, p, n) + contrastive(q, np_, nn_)) / 2
                 parts["cross_route"] = float(cross.detach())

@@ -37,7 +37,7 @@ _ADJS = "old quiet bright small busy narrow warm early careful simple".split()
 
 def english_sentence(rng: random.Random, words: int = 12) -> str:
     """A plain English sentence (fixture text the English-only guard accepts)."""
-    parts = []
+    parts: list[str] = []
     while len(parts) < words:
         parts += [
             "the",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_trained
+from helpers import ENGLISH, LORA, randomize_trained, tiny_run_config, write_pairs, write_run_config
 from safetensors.torch import load_file
 from torch import nn
 
@@ -28,72 +28,6 @@ from lusifer.training.losses import (
     lm_alignment_loss,
     relational_distillation,
 )
-
-LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
-ENGLISH = [
-    ("how do I install the package", "Run the installer and follow the steps on the screen."),
-    ("what does the tool do", "It converts images between many common file formats."),
-    ("which editor is small", "A small text editor for the terminal with syntax colours."),
-    ("where are the fonts", "The fonts are stored in the shared data folder of the system."),
-    ("a game about trains", "Build railway networks and deliver goods between the cities."),
-    ("library for parsing", "This library parses configuration files and reports errors."),
-    ("music player for the desktop", "Plays your music collection and manages the playlists."),
-    ("backup tool with compression", "Creates compressed backups of your files on a schedule."),
-]
-
-
-def write_pairs(path: Path, rows=ENGLISH, repeat: int = 4) -> Path:
-    with path.open("w") as f:
-        for _ in range(repeat):
-            for q, p in rows:
-                f.write(
-                    json.dumps({"query": q, "positive": p, "instruction": "Find the answer"}) + "\n"
-                )
-    return path
-
-
-def tiny_config(tmp_path: Path, target: str = "llama", **sections) -> dict:
-    data = [{"path": str(write_pairs(tmp_path / "pairs.jsonl"))}]
-    config = {
-        "model": {
-            "encoder": "tiny:xlmr",
-            "target": f"tiny:{target}",
-            "encoder_lora": LORA,
-            "target_lora": LORA,
-        },
-        "run": {
-            "output_dir": str(tmp_path / "out"),
-            "seed": 3,
-            "save_every": 3,
-            "log_every": 1,
-            "max_length": 64,
-        },
-        "alignment": {
-            "steps": 6,
-            "batch_size": 4,
-            "learning_rate": 3e-3,
-            "objectives": {"lm": 1.0 if target != "bert" else 0.0, "distill": 1.0},
-            "data": data,
-        },
-        "representation": {
-            "steps": 6,
-            "batch_size": 4,
-            "learning_rate": 1e-3,
-            "train_target_lora": True,
-            "data": data,
-        },
-    }
-    for key, value in sections.items():
-        config[key] = {**config.get(key, {}), **value}
-    return config
-
-
-def write_config(tmp_path: Path, config: dict) -> Path:
-    import yaml
-
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 # ------------------------------------------------------------------ objectives
@@ -365,11 +299,11 @@ def test_stage_one_micro_batches_give_the_gradient_of_one_forward(tmp_path):
     from lusifer.training.engine import StageTrainer
 
     stage = {"steps": 1, "batch_size": 6, "objectives": {"lm": 1.0, "distill": 0.5}}
-    config = tiny_config(tmp_path, target="llama", alignment=stage)
+    config = tiny_run_config(tmp_path, target="llama", alignment=stage)
     grads, losses = {}, {}
     for micro in (None, 1, 2, 4):
         cfg = load_train_config(
-            write_config(tmp_path, config), [f"alignment.micro_batch={micro}"] if micro else []
+            write_run_config(tmp_path, config), [f"alignment.micro_batch={micro}"] if micro else []
         )
         name, objective, stage_config = cfg.stage_list()[0]
         torch.manual_seed(0)
@@ -425,9 +359,9 @@ def test_a_few_steps_lower_the_loss(tmp_path, target, objectives, train_target_l
         "objectives": objectives,
         "train_target_lora": train_target_lora,
     }
-    config = tiny_config(tmp_path, target=target, alignment=stage)
+    config = tiny_run_config(tmp_path, target=target, alignment=stage)
     config["run"]["save_every"] = 100
-    cfg = load_train_config(write_config(tmp_path, config))
+    cfg = load_train_config(write_run_config(tmp_path, config))
     assert run_training(cfg, stages=["alignment"]) is not None
     losses = [
         json.loads(line)["loss"]
@@ -438,9 +372,9 @@ def test_a_few_steps_lower_the_loss(tmp_path, target, objectives, train_target_l
 
 def test_stage_two_target_distillation_logs_and_lowers_its_term(tmp_path):
     stage = {"steps": 25, "learning_rate": 1e-2, "target_distill": 1.0}
-    config = tiny_config(tmp_path, target="bert", representation=stage)
+    config = tiny_run_config(tmp_path, target="bert", representation=stage)
     config["run"]["save_every"] = 100
-    cfg = load_train_config(write_config(tmp_path, config))
+    cfg = load_train_config(write_run_config(tmp_path, config))
     assert run_training(cfg, stages=["representation"]) is not None
     rows = [
         json.loads(line)
@@ -452,7 +386,7 @@ def test_stage_two_target_distillation_logs_and_lowers_its_term(tmp_path):
 
 
 def test_both_stages_save_a_model_that_reloads(tmp_path):
-    cfg = load_train_config(write_config(tmp_path, tiny_config(tmp_path, target="bert")))
+    cfg = load_train_config(write_run_config(tmp_path, tiny_run_config(tmp_path, target="bert")))
     out = run_training(cfg)
     assert out == tmp_path / "out/model"
     model = LusiferModel.from_pretrained(out)
@@ -464,9 +398,9 @@ def test_both_stages_save_a_model_that_reloads(tmp_path):
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     def run(folder: Path, stop_after: int | None):
         folder.mkdir()
-        config = tiny_config(folder, representation={"micro_batch": 3})
+        config = tiny_run_config(folder, representation={"micro_batch": 3})
         config["model"]["encoder_lora"] = {**LORA, "dropout": 0.1}  # RNG state must be restored too
-        cfg = load_train_config(write_config(folder, config))
+        cfg = load_train_config(write_run_config(folder, config))
         if stop_after is not None:  # "crash" after that step (its checkpoint is saved)
             assert run_training(cfg, stop_after=stop_after) is None
             assert not (folder / "out/alignment/final").exists()
@@ -497,10 +431,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 
 def test_resume_refuses_a_folder_started_with_another_config(tmp_path):
-    config = tiny_config(tmp_path, target="bert")
+    config = tiny_run_config(tmp_path, target="bert")
     config["alignment"]["steps"] = 2
     config["representation"]["steps"] = 2
-    path = write_config(tmp_path, config)
+    path = write_run_config(tmp_path, config)
     assert run_training(load_train_config(path), stages=["alignment"]) is not None
     changed = load_train_config(path, ["representation.learning_rate=0.5"])
     with pytest.raises(ConfigError, match=r"representation.learning_rate: 0.001 -> 0.5"):
@@ -531,7 +465,7 @@ def test_teacher_pass_keeps_a_frozen_target_lora_frozen():
 
 
 def test_checkpoints_are_complete_or_absent(tmp_path):
-    cfg = load_train_config(write_config(tmp_path, tiny_config(tmp_path)))
+    cfg = load_train_config(write_run_config(tmp_path, tiny_run_config(tmp_path)))
     run_training(cfg, stages=["alignment"])
     root = tmp_path / "out/alignment/checkpoints"
     names = sorted(p.name for p in root.iterdir())
@@ -548,24 +482,28 @@ def test_checkpoints_are_complete_or_absent(tmp_path):
 
 # ----------------------------------------------------------------- configs etc.
 def test_config_errors_name_the_key(tmp_path):
-    config = tiny_config(tmp_path)
+    config = tiny_run_config(tmp_path)
     config["alignment"]["learning_rte"] = 1e-3
     with pytest.raises(ConfigError, match="alignment.learning_rte"):
-        load_train_config(write_config(tmp_path, config))
+        load_train_config(write_run_config(tmp_path, config))
     with pytest.raises(ConfigError, match="alignment.steps: expected an integer"):
-        load_train_config(write_config(tmp_path, tiny_config(tmp_path)), ["alignment.steps=many"])
+        load_train_config(
+            write_run_config(tmp_path, tiny_run_config(tmp_path)), ["alignment.steps=many"]
+        )
     with pytest.raises(ConfigError, match=r"data\[0\]"):
-        load_train_config(write_config(tmp_path, tiny_config(tmp_path)), ["alignment.data=[{}]"])
+        load_train_config(
+            write_run_config(tmp_path, tiny_run_config(tmp_path)), ["alignment.data=[{}]"]
+        )
     with pytest.raises(ConfigError, match="target_distill .*use_head: false"):
         load_train_config(
-            write_config(tmp_path, tiny_config(tmp_path)),
+            write_run_config(tmp_path, tiny_run_config(tmp_path)),
             ["representation.target_distill=1.0", "representation.use_head=true"],
         )
     with pytest.raises(ConfigError, match="does not exist"):
         load_train_config(tmp_path / "missing.yaml")
     with pytest.raises(ValueError, match="no LM head"):
         cfg = load_train_config(
-            write_config(tmp_path, tiny_config(tmp_path, target="bert")),
+            write_run_config(tmp_path, tiny_run_config(tmp_path, target="bert")),
             ["alignment.objectives.lm=1.0"],
         )
         run_training(cfg, stages=["alignment"])
@@ -584,9 +522,9 @@ def test_english_guard_refuses_french_training_data(tmp_path):
             "Construisez des réseaux ferrés et livrez des marchandises entre les villes.",
         ),
     ]
-    config = tiny_config(tmp_path)
+    config = tiny_run_config(tmp_path)
     config["alignment"]["data"] = [{"path": str(write_pairs(tmp_path / "fr.jsonl", french))}]
-    cfg = load_train_config(write_config(tmp_path, config))
+    cfg = load_train_config(write_run_config(tmp_path, config))
     with pytest.raises(NonEnglishDataError, match="allow_non_english"):
         run_training(cfg, stages=["alignment"])
     cfg.run.allow_non_english = True
@@ -598,16 +536,16 @@ def test_bundled_english_data_passes_the_guard(tmp_path):
     from lusifer.training.config import RunConfig
     from lusifer.training.data import load_sources
 
-    config = tiny_config(tmp_path)
+    config = tiny_run_config(tmp_path)
     config["alignment"]["data"] = [{"bundled": "all", "limit": 3000}]
-    cfg = load_train_config(write_config(tmp_path, config))
+    cfg = load_train_config(write_run_config(tmp_path, config))
     sources = load_sources(cfg.alignment.data, RunConfig())
     assert {s.name for s in sources} >= {"debian-descriptions", "wordnet-definitions"}
     assert all(s.guard.passed and s.guard.english_fraction > 0.95 for s in sources)
 
 
 def test_train_command_end_to_end(tmp_path):
-    path = write_config(tmp_path, tiny_config(tmp_path, target="bert"))
+    path = write_run_config(tmp_path, tiny_run_config(tmp_path, target="bert"))
     from typer.testing import CliRunner
 
     from lusifer.cli import app
@@ -636,7 +574,7 @@ DIST_SCRIPT = Path(__file__).with_name("distributed_train.py")
 @pytest.mark.timeout(600)
 def test_two_processes_match_one_process(tmp_path):
     """torchrun with 2 CPU processes (gloo) trains like 1 process with the same global batch."""
-    config = tiny_config(
+    config = tiny_run_config(
         tmp_path,
         target="bert",
         alignment={"steps": 3},
@@ -647,7 +585,7 @@ def test_two_processes_match_one_process(tmp_path):
     outs = {}
     for nproc in (1, 2):
         config["run"]["output_dir"] = str(tmp_path / f"out{nproc}")
-        path = write_config(tmp_path, config)
+        path = write_run_config(tmp_path, config)
         proc = subprocess.run(
             [
                 str(torchrun),
@@ -784,12 +722,12 @@ def test_least_squares_connector_init_fits_the_token_targets(centering):
 
 
 def test_least_squares_init_runs_in_training(tmp_path):
-    config = tiny_config(
+    config = tiny_run_config(
         tmp_path,
         target="bert",
         alignment={"steps": 2, "connector_init": "least_squares", "connector_init_examples": 16},
     )
-    cfg = load_train_config(write_config(tmp_path, config))
+    cfg = load_train_config(write_run_config(tmp_path, config))
     assert run_training(cfg, stages=["alignment"]) is not None
 
 
@@ -806,10 +744,10 @@ def test_a_frozen_encoder_trains_the_same_on_onnxruntime_and_torch(tmp_path, mon
         folder = tmp_path / backend
         folder.mkdir()
         stage = {"train_encoder_lora": False, "target_distill": 1.0}
-        config = tiny_config(folder, target="bert", representation=stage)
+        config = tiny_run_config(folder, target="bert", representation=stage)
         config["model"]["encoder_lora"] = {**LORA, "dropout": 0.1}
         config["run"]["frozen_encoder_backend"] = backend
-        out = run_training(load_train_config(write_config(folder, config)))
+        out = run_training(load_train_config(write_run_config(folder, config)))
         logs = (out.parent / "representation/log.jsonl").read_text().splitlines()
         runs[backend] = (
             [json.loads(line)["loss"] for line in logs],
@@ -831,13 +769,13 @@ def test_a_frozen_encoder_that_cannot_be_exported_trains_on_torch(tmp_path, monk
     blocker = tmp_path / "not-a-folder"  # the graph's folder cannot be created: a file in
     blocker.write_text("x")  # the way (read-only or full disks fail at the same place)
     monkeypatch.setattr(export, "encoder_export_path", lambda *a, **k: blocker / "enc.onnx")
-    config = tiny_config(tmp_path, target="bert", representation={"train_encoder_lora": False})
-    cfg = load_train_config(write_config(tmp_path, config))
+    config = tiny_run_config(tmp_path, target="bert", representation={"train_encoder_lora": False})
+    cfg = load_train_config(write_run_config(tmp_path, config))
     with pytest.warns(UserWarning, match="runs on torch instead"):
         assert run_training(cfg, stages=["representation"]) is not None
     config["run"]["frozen_encoder_backend"] = "onnx"  # asked for explicitly: an error
     config["run"]["output_dir"] = str(tmp_path / "out-onnx")
-    cfg = load_train_config(write_config(tmp_path, config))
+    cfg = load_train_config(write_run_config(tmp_path, config))
     with pytest.raises(OnnxExportError, match="exporting the encoder"):
         run_training(cfg, stages=["representation"])
 
@@ -845,8 +783,8 @@ def test_a_frozen_encoder_that_cannot_be_exported_trains_on_torch(tmp_path, monk
 def test_a_collapsed_stage_two_is_reported(tmp_path, monkeypatch):
     import warnings
 
-    config = tiny_config(tmp_path, target="bert", representation={"steps": 12})
-    cfg = load_train_config(write_config(tmp_path, config))
+    config = tiny_run_config(tmp_path, target="bert", representation={"steps": 12})
+    cfg = load_train_config(write_run_config(tmp_path, config))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run_training(cfg, stages=["representation"])
@@ -859,15 +797,15 @@ def test_a_collapsed_stage_two_is_reported(tmp_path, monkeypatch):
         LusiferModel, "embed_states", lambda self, *a, **k: embed(self, *a, **k) * 0 + 1
     )
     config["run"]["output_dir"] = str(tmp_path / "collapsed")
-    cfg = load_train_config(write_config(tmp_path, config))
+    cfg = load_train_config(write_run_config(tmp_path, config))
     with pytest.warns(UserWarning, match="step 10: the embeddings have collapsed"):
         run_training(cfg, stages=["representation"])
 
 
 def test_onnx_encoder_backend_refuses_a_stage_that_trains_the_encoder(tmp_path):
-    config = tiny_config(tmp_path, target="bert")  # stage 1 trains the encoder LoRA
+    config = tiny_run_config(tmp_path, target="bert")  # stage 1 trains the encoder LoRA
     config["run"]["frozen_encoder_backend"] = "onnx"
-    cfg = load_train_config(write_config(tmp_path, config))
+    cfg = load_train_config(write_run_config(tmp_path, config))
     with pytest.raises(ValueError, match="alignment.train_encoder_lora is set"):
         run_training(cfg, stages=["alignment"])
 
@@ -922,7 +860,7 @@ def test_least_squares_start_shares_texts_as_the_stage_samples(
         for i in range(8)
     ]
     small = write_pairs(tmp_path / "small.jsonl", rows=rows, repeat=1)
-    config = tiny_config(
+    config = tiny_run_config(
         tmp_path,
         target="bert",
         alignment={
@@ -933,7 +871,7 @@ def test_least_squares_start_shares_texts_as_the_stage_samples(
             "data": [{"path": str(big)}, {"path": str(small)}],
         },
     )
-    cfg = load_train_config(write_config(tmp_path, config))
+    cfg = load_train_config(write_run_config(tmp_path, config))
     run_training(cfg, stages=["alignment"])
     from_small = sum(t.startswith("small:") for t in seen)
     assert len(seen) == 16
@@ -957,7 +895,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
         return metrics
 
     monkeypatch.setattr(StageTrainer, "step", step_then_interrupt)
-    cfg = load_train_config(write_config(tmp_path, tiny_config(tmp_path, target="bert")))
+    cfg = load_train_config(write_run_config(tmp_path, tiny_run_config(tmp_path, target="bert")))
     assert run_training(cfg) is None  # stopped cleanly, no exception
     root = tmp_path / "out/alignment/checkpoints"
     assert [p.name for p in root.iterdir()] == ["step-00000002"]
@@ -972,7 +910,7 @@ def test_shipped_configs_and_ablation_variants_load():
     from lusifer.demo import demo_config_path
     from lusifer.training.config import DataSource
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for path in sorted((root / "src" / "lusifer" / "configs").glob("*.yaml")):
         load_train_config(path)
     spec = importlib.util.spec_from_file_location("ablations", root / "benchmarks" / "ablations.py")

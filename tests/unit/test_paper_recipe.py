@@ -29,7 +29,7 @@ from lusifer.training.data import (
 from lusifer.training.losses import info_nce, nt_xent, similarity_scores
 from lusifer.training.rehearsal import english_sentence
 
-PAPER = Path(__file__).parents[1] / "src/lusifer/configs/paper.yaml"
+PAPER = Path(__file__).parents[2] / "src/lusifer/configs/paper.yaml"
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0}
 
 

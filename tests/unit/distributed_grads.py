@@ -30,8 +30,8 @@ if __name__ == "__main__":
     trainer.prepare()
     forwards = []  # every process must run as many forwards (a sharded model gathers in each)
     module_forward = trainer.training_module.forward
-    trainer.training_module.forward = lambda *a, **k: forwards.append(a[0]) or module_forward(
-        *a, **k
+    trainer.training_module.forward = lambda *a, **k: (
+        forwards.append(a[0]) or module_forward(*a, **k)
     )
     metrics = trainer.step(1)
     counts = accelerator.gather_for_metrics(torch.tensor([len(forwards)]))
