@@ -4,6 +4,7 @@ memory estimate per GPU that moves the right way with GPUs, engines and memory."
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -15,10 +16,12 @@ from lusifer.training.estimate import (
     format_estimate,
 )
 
+PAPER = Path(__file__).parents[2] / "src/lusifer/configs/paper.yaml"
+
 
 @pytest.fixture(scope="module")
 def paper():
-    return load_train_config("src/lusifer/configs/paper.yaml")
+    return load_train_config(PAPER)
 
 
 def test_paper_recipe_trains_as_many_parameters_as_the_paper_says(paper):
@@ -73,3 +76,17 @@ def test_memory_moves_with_gpus_engines_and_memory(paper):
     assert small[0].micro_batch_that_fits["ddp"] <= many[0].micro_batch_that_fits["ddp"]
     with pytest.raises(ValueError, match="gpus"):
         estimate_run(paper, gpus=0)
+
+
+def test_train_estimate_prints_and_writes_the_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from lusifer.cli import app
+
+    args = ["train", str(PAPER), "--estimate", "--gpus", "4", "--gpu-memory", "40"]
+    result = CliRunner().invoke(app, [*args, "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "Estimate for 4 GPU(s) of 40 GiB" in result.output
+    assert "| rep-all | representation | 87.8M | 87.9M |" in result.output
+    assert (tmp_path / "estimate.md").read_text().startswith("Estimate for 4 GPU(s)")
+    assert not (tmp_path / "align-reconstruct").exists()  # nothing trained

@@ -323,3 +323,26 @@ def test_routed_minilm_english_equals_stock_sentence_transformers(tmp_path):
     assert cosines(np.load(tmp_path / "en.npy"), want).min() >= 0.99999
     # the connector route does differ (the check above is not vacuous)
     assert cosines(model.encode(english, route="connector"), want).max() < 0.999
+
+
+def test_the_head_view_scores_the_projection_heads_vectors(tmp_path, tiny_model_factory):
+    """``lusifer evaluate --use-head`` (the reference's encode output): the head's vectors,
+    under their own name and fingerprint; a model without a head is refused."""
+    from helpers import make_task_dirs
+    from typer.testing import CliRunner
+
+    from lusifer.cli import app
+    from lusifer.model.routing import with_head
+
+    model = tiny_model_factory("bert", projection_head=True)
+    view = with_head(model)
+    np.testing.assert_allclose(view.encode(ENGLISH), model.encode(ENGLISH, use_head=True))
+    assert view.fingerprint() != model.fingerprint() and view.name.endswith("[head]")
+    with pytest.raises(ValueError, match="no projection head"):
+        with_head(tiny_model_factory("bert"))
+    folder = model.save_pretrained(tmp_path / "model", card=False)
+    dirs, _ = make_task_dirs(tmp_path / "tasks")
+    args = ["evaluate", str(folder), "--task-dir", str(dirs[0]), "--bootstrap", "0"]
+    result = CliRunner().invoke(app, [*args, "--use-head", "-o", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "[head]" in result.output

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..evaluation.instructions import InstructionTable
 from ..evaluation.suites import Suite
 from ..types import Backend
 from .options import DeviceOption, RouteOption, ThreadsOption, load_encoder, reports_errors
@@ -32,6 +33,21 @@ MtebNameOption = Annotated[
         "--mteb-name",
         help="The name (org/name[@revision]) a model's results carry in the mteb layout "
         "under OUTPUT/mteb, one per MODEL in order (default lusifer/<model>).",
+    ),
+]
+
+InstructionsOption = Annotated[
+    InstructionTable,
+    typer.Option(
+        help="The mteb suites' task instructions: reference (the reference code's, the "
+        "training sets' own: what paper.yaml trains with) or lusifer (ours)."
+    ),
+]
+UseHeadOption = Annotated[
+    bool,
+    typer.Option(
+        help="Score LUSIFER models on their projection head's vectors (what the reference "
+        "code's encode returns) instead of the pooled embedding."
     ),
 ]
 
@@ -73,12 +89,14 @@ def evaluate_command(
         ),
     ] = True,
     mteb_name: MtebNameOption = None,
+    instructions: InstructionsOption = "reference",
+    use_head: UseHeadOption = False,
 ) -> None:
     """Evaluate MODELS; writes results.json, table.md, table.csv, chart.png and mteb's
     results layout (mteb/results/...) to --output. Under torchrun or accelerate launch the
     (model, task) pairs are split across the processes and rank 0 writes the report."""
     from ..evaluation.runner import evaluate
-    from ..model.routing import is_routed, with_route
+    from ..model.routing import is_routed, with_head, with_route
 
     if suite is None and not task_dir:
         raise typer.BadParameter("give --suite and/or --task-dir", param_hint="--suite")
@@ -91,6 +109,8 @@ def evaluate_command(
     encoders = [load_encoder(ref, backend, None, threads, device) for ref in models]
     # --route picks the route of the routed models; baselines are scored as they are
     encoders = [with_route(e, route) if is_routed(e) else e for e in encoders]
+    if use_head:  # LUSIFER models only; baselines have no head
+        encoders = [with_head(e) if hasattr(e, "config") else e for e in encoders]
     report = evaluate(
         encoders,
         suite=suite,
@@ -103,6 +123,7 @@ def evaluate_command(
         use_cache=cache,
         mteb_names=mteb_name,
         device=device,
+        instructions=instructions,
     )
     if not report.files:  # another process of a multi-process run writes the report
         return

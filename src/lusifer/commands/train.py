@@ -47,6 +47,19 @@ def train_command(
     processes: Annotated[
         int, typer.Option(help="With --rehearse: rehearse under torchrun with this many processes.")
     ] = 1,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            help="Print each stage's parameter counts (beside the paper's) and GPU memory "
+            "per engine at full size, built on the meta device (offline, no weights), and "
+            "the micro-batch that fits; trains nothing. Also writes OUTPUT/estimate.md "
+            "when --output is given."
+        ),
+    ] = False,
+    gpus: Annotated[int, typer.Option(min=1, help="With --estimate: GPUs the run gets.")] = 8,
+    gpu_memory: Annotated[
+        float, typer.Option(min=1, help="With --estimate: memory of each GPU in GiB.")
+    ] = 80.0,
 ) -> None:
     """Train a LUSIFER model: its stages in order (alignment, then representation
     finetuning), on English data only. Rerunning the same command resumes an unfinished
@@ -66,6 +79,9 @@ def train_command(
     if rehearse:
         _rehearse(config, overrides or [], extra, output, processes)
         return
+    if estimate:
+        _estimate(config, overrides or [], extra, output, gpus, gpu_memory)
+        return
     cfg = load_train_config(config, overrides or [], **extra)
     result = run_training(
         cfg, stages=[stage] if stage else None, resume=not overwrite, init_from=init_from
@@ -74,6 +90,31 @@ def train_command(
         typer.echo("Interrupted; run the same command again to continue", err=True)
         raise typer.Exit(130)
     typer.echo(f"trained model saved to {result}")
+
+
+def _estimate(
+    config: Path,
+    overrides: list[str],
+    extra: dict,
+    output: Path | None,
+    gpus: int,
+    gpu_memory: float,
+) -> None:
+    from ..files import atomic_write
+    from ..training import load_train_config
+    from ..training.estimate import estimate_run, format_estimate
+
+    cfg = load_train_config(config, overrides, **extra)
+    report = format_estimate(
+        estimate_run(cfg, gpus=gpus, gpu_memory_gib=gpu_memory),
+        gpus=gpus,
+        gpu_memory_gib=gpu_memory,
+    )
+    typer.echo(report)
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write(output / "estimate.md", report + "\n")
+        typer.echo(f"wrote {output / 'estimate.md'}")
 
 
 def _rehearse(

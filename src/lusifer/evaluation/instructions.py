@@ -16,9 +16,11 @@ import json
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
+from typing import Literal, get_args
 
 #: The instruction tables ``instruction_for`` reads.
-INSTRUCTION_TABLES: tuple[str, ...] = ("reference", "lusifer")
+InstructionTable = Literal["reference", "lusifer"]
+INSTRUCTION_TABLES: tuple[str, ...] = get_args(InstructionTable)
 
 #: Fallback per task type (lusifer's simplified names).
 DEFAULT_INSTRUCTIONS: Mapping[str, str] = {

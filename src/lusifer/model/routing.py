@@ -131,28 +131,47 @@ class NativeRoute(PlainEmbedder):
             return super().forward(input_ids, attention_mask)
 
 
-class RouteView:
-    """An encoder whose ``encode`` always takes one route (``lusifer evaluate/encode/serve
-    --route``): same model, its own fingerprint and name, so cached results of the two
-    routes never mix."""
+class EncoderView:
+    """An encoder whose ``encode`` always gets some options (``fixed``, e.g. a route or
+    ``use_head``): same model, its own fingerprint and name, so cached results of the
+    views never mix."""
 
-    def __init__(self, encoder: Any, route: str) -> None:
+    def __init__(self, encoder: Any, label: str, **fixed: Any) -> None:
         self.inner = encoder
-        self.route = route
-        self.name = f"{encoder.name} [route {route}]"
+        self.fixed = fixed
+        self.name = f"{encoder.name} [{label}]"
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def encode(self, texts: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("route", self.route)
-        return self.inner.encode(texts, **kwargs)
+        return self.inner.encode(texts, **{**kwargs, **self.fixed})
 
     def fingerprint(self) -> str:
         import hashlib
 
-        key = f"{self.inner.fingerprint()}|route={self.route}"
+        options = ",".join(f"{k}={v}" for k, v in sorted(self.fixed.items()))
+        key = f"{self.inner.fingerprint()}|{options}"
         return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+class RouteView(EncoderView):
+    """An encoder fixed to one route (``lusifer evaluate/encode/serve --route``)."""
+
+    def __init__(self, encoder: Any, route: str) -> None:
+        super().__init__(encoder, f"route {route}", route=route)
+        self.route = route
+
+
+def with_head(encoder: Any) -> Any:
+    """A LUSIFER model whose ``encode`` returns the projection head's vectors (the
+    reference code's encode output; ``lusifer evaluate --use-head``)."""
+    if getattr(encoder, "head", None) is None and getattr(encoder, "use_head", None) is None:
+        raise ValueError(
+            f"{getattr(encoder, 'name', 'this model')} has no projection head "
+            "(model.projection_head: false), so --use-head has nothing to use"
+        )
+    return EncoderView(encoder, "head", use_head=True)
 
 
 def is_routed(encoder: Any) -> bool:
