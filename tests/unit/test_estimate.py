@@ -90,3 +90,20 @@ def test_train_estimate_prints_and_writes_the_table(tmp_path):
     assert "| rep-all | representation | 87.8M | 87.9M |" in result.output
     assert (tmp_path / "estimate.md").read_text().startswith("Estimate for 4 GPU(s)")
     assert not (tmp_path / "align-reconstruct").exists()  # nothing trained
+
+
+def test_estimate_measure_runs_real_steps_at_two_depths(tmp_path):
+    """--measure on the CPU with the tiny backbones: every stage measured, extrapolated."""
+    from helpers import tiny_run_config, write_run_config
+    from typer.testing import CliRunner
+
+    from lusifer.cli import app
+
+    config = tiny_run_config(tmp_path, alignment={"micro_batch": 2})
+    path = write_run_config(tmp_path, config)
+    result = CliRunner().invoke(app, ["train", str(path), "--estimate", "--measure", "--gpus", "1"])
+    assert result.exit_code == 0, result.output
+    table = result.output.split("Measured")[1]
+    assert "| alignment | cpu | 1, 2 |" in table and "| representation | cpu | 1, 2 |" in table
+    result = CliRunner().invoke(app, ["train", str(path), "--measure"])
+    assert result.exit_code != 0 and "only with --estimate" in result.output

@@ -60,6 +60,14 @@ def train_command(
     gpu_memory: Annotated[
         float, typer.Option(min=1, help="With --estimate: memory of each GPU in GiB.")
     ] = 80.0,
+    measure: Annotated[
+        bool,
+        typer.Option(
+            help="With --estimate: run a few real steps of each stage at full width with "
+            "random weights (1 and 2 layers, extrapolated to full depth) on this machine's "
+            "GPU, and print measured peak memory, time per forward and hours per stage."
+        ),
+    ] = False,
 ) -> None:
     """Train a LUSIFER model: its stages in order (alignment, then representation
     finetuning), on English data only. Rerunning the same command resumes an unfinished
@@ -79,8 +87,10 @@ def train_command(
     if rehearse:
         _rehearse(config, overrides or [], extra, output, processes)
         return
+    if measure and not estimate:
+        raise typer.BadParameter("only with --estimate", param_hint="--measure")
     if estimate:
-        _estimate(config, overrides or [], extra, output, gpus, gpu_memory)
+        _estimate(config, overrides or [], extra, output, gpus, gpu_memory, measure)
         return
     cfg = load_train_config(config, overrides or [], **extra)
     result = run_training(
@@ -99,6 +109,7 @@ def _estimate(
     output: Path | None,
     gpus: int,
     gpu_memory: float,
+    measure: bool,
 ) -> None:
     from ..files import atomic_write
     from ..training import load_train_config
@@ -110,6 +121,13 @@ def _estimate(
         gpus=gpus,
         gpu_memory_gib=gpu_memory,
     )
+    if measure:
+        from ..training.measure import format_measures, measure_stage
+
+        stages = range(len(cfg.stage_list()))
+        measured = [measure_stage(cfg, i, gpus=gpus) for i in stages]
+        report += "\n\nMeasured (random weights, extrapolated to full depth):\n\n"
+        report += format_measures(measured)
     typer.echo(report)
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
