@@ -27,7 +27,6 @@ SYSTEM = Path(__file__).parent / "system"
 # Slow tests in modules the trainer refactor owns (marked here, not in the module; the
 # refactor moves them into unit/ and system/): torchrun runs, rehearsals, whole runs.
 SLOW_TESTS = {
-    "test_training.py::test_two_processes_match_one_process",
     "test_training.py::test_train_command_end_to_end",
     "test_paper_recipe.py::test_two_processes_give_the_gradients_of_one_process",
     "test_paper_recipe.py::test_paper_yaml_rehearses_with_two_processes",

@@ -268,3 +268,18 @@ def make_task_dirs(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     d = task("TinyClustering", type="clustering", languages=["fr"])
     write_jsonl(d / "test.jsonl", [{"text": f"item {i}", "label": i % 3} for i in range(n)])
     return dirs, groups
+
+
+def run_torchrun(script: Path, nproc: int, *args: object, timeout: int = 500):
+    """``torchrun --standalone`` (a free rendezvous port, so overlapping runs do not
+    collide) of ``script`` on ``nproc`` CPU processes; fails the test on a non-zero exit."""
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", str(nproc), "--standalone", str(script)]
+    proc = subprocess.run(
+        [*command, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from helpers import run_torchrun
 from safetensors.torch import load_file
 
 from lusifer.config import ConfigError
@@ -232,12 +233,12 @@ def test_sixteen_negatives_reach_the_loss(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ config
 
 
-def _stage(name, objective, data, steps=2, **extra):
+def _stage(name, objective, data, steps=2, batch_size=4, **extra):
     return {
         "name": name,
         "objective": objective,
         "steps": steps,
-        "batch_size": 4,
+        "batch_size": batch_size,
         "learning_rate": 1e-3,
         "data": data,
         **extra,
@@ -368,47 +369,53 @@ def test_paper_config_has_the_papers_structure():
 GRAD_SCRIPT = Path(__file__).with_name("distributed_grads.py")
 
 
-@pytest.mark.timeout(600)
-def test_two_processes_give_the_gradients_of_one_process(tmp_path):
-    """Same global batch, GradCache and 16 hard negatives on: the gradients before clipping
-    and the optimizer match (a scale error in the gathered loss would show here)."""
-    pairs = tmp_path / "pairs.jsonl"
-    write_jsonl(pairs, _pairs(16, positives=3, negatives=20))
+def _stage_for(objective: str, tmp_path: Path) -> tuple[dict, str]:
+    """A stage of each objective with what distributes in it: GradCache and 16 hard
+    negatives (stage 2); micro-batches, the LM and distillation objectives (stage 1)."""
+    if objective == "representation":
+        pairs = tmp_path / "pairs.jsonl"
+        write_jsonl(pairs, _pairs(16, positives=3, negatives=20))
+        stage = _stage(
+            "rep",
+            "representation",
+            [{"path": str(pairs)}],
+            num_negatives=16,
+            num_positives=2,
+            loss="nt_xent",
+            similarity="negative_l2",
+            micro_batch=8,
+            train_target_lora=True,
+        )
+        return stage, "tiny:bert"
+    texts = tmp_path / "texts.jsonl"
+    write_jsonl(texts, [{"text": english_sentence(random.Random(i))} for i in range(16)])
     stage = _stage(
-        "rep",
-        "representation",
-        [{"path": str(pairs)}],
-        num_negatives=16,
-        num_positives=2,
-        loss="nt_xent",
-        similarity="negative_l2",
-        micro_batch=8,
-        train_target_lora=True,
+        "align",
+        "alignment",
+        [{"path": str(texts), "format": "texts"}],
+        batch_size=8,
+        micro_batch=2,
+        objectives={"lm": 1.0, "distill": 0.5},
     )
+    return stage, "tiny:llama"
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("objective", ["alignment", "representation"])
+def test_two_processes_give_the_gradients_of_one_process(tmp_path, objective):
+    """Same global batch: the gradients before clipping and the optimizer match those of
+    one process (a scale error in the gathered loss would show here; weights after AdamW
+    would hide it), and every process runs as many forwards."""
+    stage, target = _stage_for(objective, tmp_path)
     config = _config(tmp_path, [stage])
-    config["model"]["target"] = "tiny:bert"
-    torchrun = Path(sys.executable).with_name("torchrun")
+    config["model"]["target"] = target
     grads = {}
     for nproc in (1, 2):
         config["run"]["output_dir"] = str(tmp_path / f"out{nproc}")
         path = tmp_path / f"run{nproc}.yaml"
         path.write_text(yaml.safe_dump(config))
         out = tmp_path / f"grads{nproc}.safetensors"
-        proc = subprocess.run(
-            [
-                str(torchrun),
-                "--nproc_per_node",
-                str(nproc),
-                "--standalone",  # a free rendezvous port: overlapping runs do not collide
-                str(GRAD_SCRIPT),
-                str(path),
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=500,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        proc = run_torchrun(GRAD_SCRIPT, nproc, path, out)
         assert f"world={nproc}" in proc.stdout
         forwards = eval(proc.stdout.split("forwards=")[1].splitlines()[0])  # a list of ints
         assert len(forwards) == nproc and len(set(forwards)) == 1, forwards
