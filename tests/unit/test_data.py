@@ -13,6 +13,7 @@ from lusifer.data.english import (
     bundled_english_path,
     load_bundled_english,
 )
+from lusifer.data.hub import load_hf_pairs, load_hf_texts
 from lusifer.data.language_guard import (
     NonEnglishDataError,
     english_fraction,
@@ -24,8 +25,6 @@ from lusifer.data.readers import (
     PairRow,
     ReadStats,
     TextRow,
-    load_hf_pairs,
-    load_hf_texts,
     read_pair_rows,
     read_text_rows,
     write_jsonl,

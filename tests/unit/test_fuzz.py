@@ -26,12 +26,11 @@ from hypothesis import strategies as st
 from lusifer.config import ConfigError
 from lusifer.corpus import CorpusInputError
 from lusifer.corpus.streaming import read_records
+from lusifer.data.hub import load_hf_pairs, load_hf_texts
 from lusifer.data.readers import (
     DataFormatError,
     PairRow,
     TextRow,
-    load_hf_pairs,
-    load_hf_texts,
     read_pair_rows,
     read_text_rows,
 )

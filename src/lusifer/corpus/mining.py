@@ -69,7 +69,8 @@ def load_pair_rows(
 ) -> list:
     """The pair rows of ``input``: the project's pair JSONL, or a Hugging Face data set
     (hub id, ``save_to_disk`` folder, data file) read with the given columns."""
-    from ..data.readers import DataFormatError, iter_pair_rows, load_hf_pairs
+    from ..data.hub import load_hf_pairs
+    from ..data.readers import DataFormatError, iter_pair_rows
 
     path = Path(input).expanduser()
     name = path.name.lower()

@@ -37,7 +37,7 @@ class LoadedSource:
 def _read_rows(
     source: DataSource, seed: int, stats: ReadStats
 ) -> tuple[list[PairRow], list[TextRow]]:
-    from ..data import readers
+    from ..data import hub, readers
 
     if source.bundled:
         from ..data.english import load_bundled_english
@@ -53,7 +53,7 @@ def _read_rows(
         raise ValueError("a data source needs path, bundled or hf_dataset")
     subset = source.hf_subset
     if source.format == "texts":
-        return [], readers.load_hf_texts(
+        return [], hub.load_hf_texts(
             source.hf_dataset,
             source.hf_split,
             source.hf_text_field,
@@ -62,7 +62,7 @@ def _read_rows(
             stats=stats,
             name=subset,
         )
-    return readers.load_hf_pairs(
+    return hub.load_hf_pairs(
         source.hf_dataset,
         source.hf_split,
         source.hf_query_field,

@@ -51,3 +51,10 @@ def max_over_processes(n: int, device: torch.device) -> int:
     t = torch.tensor([n], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
+
+
+def global_owners(owners: list[int], per: int, device: torch.device) -> torch.Tensor:
+    """Owner indices of this process's texts into the gathered queries: process r's
+    ``per`` queries follow process r-1's."""
+    index = [o + r * per for r, ows in enumerate(gather_lists(owners)) for o in ows]
+    return torch.tensor(index, dtype=torch.long, device=device)

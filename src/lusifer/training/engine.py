@@ -45,9 +45,9 @@ from .collate import (
 from .config import Objective, RunConfig, StageConfig
 from .connector_init import start_connector
 from .data import LoadedSource, alignment_batch, contrastive_batch, load_sources
-from .distributed import gather_lists, gather_objects, gather_with_grad
+from .distributed import gather_objects, gather_with_grad, global_owners
 from .losses import contrastive_loss, relational_distillation
-from .module import TrainingModule, frozen_encoder_runner, trained_names
+from .module import TrainingModule, frozen_encoder_runner, native_embeddings, trained_names
 from .records import StageRecord, StopRequest
 
 
@@ -214,35 +214,19 @@ class StageTrainer:
         loss = accumulated_backward(losses, self.accelerator.backward, self._sync)
         return {"loss": float(loss), **parts}
 
-    def _native_embeddings(self, batch: ContrastiveInputs) -> torch.Tensor:
-        """The native route's embeddings of the batch's texts (rows in order, no
-        gradient): each kind with its own prompt, cut at the run's ``max_length``."""
-        native = self.model.native_route
-        device = self.accelerator.device
-        out = torch.zeros(len(batch.texts), self.model.embedding_size, device=device)
-        embed = partial(self.module, "native")
-        rows = self.run.length_bucket_rows
-        groups: dict[tuple[str, str | None], list[int]] = {}
-        for i, key in enumerate(zip(batch.kinds, batch.instructions, strict=True)):
-            groups.setdefault(key, []).append(i)
-        for (kind, instruction), index in groups.items():
-            enc = native.tokenize(
-                [batch.texts[i] for i in index],
-                kind=kind,
-                max_length=self.run.max_length,
-                instruction=instruction if self.model.config.use_instructions else None,
-            )
-            inputs = {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
-            reps = embed_by_length(lambda b: embed(**b), inputs, rows) if rows else embed(**inputs)
-            out[torch.tensor(index, device=device)] = reps.float()
-        return out
-
     def _teacher(self, batch: ContrastiveInputs) -> torch.Tensor | None:
         """This process's teacher embeddings for ``target_distill``/``cross_route``: the
         native route's (routed models), else the target's own, read without instructions."""
         cfg = self.config
         if self.model.routed and (cfg.target_distill > 0 or cfg.cross_route > 0):
-            return self._native_embeddings(batch)  # the space both routes share
+            return native_embeddings(  # the space both routes share
+                self.module,
+                self.model,
+                batch,
+                max_length=self.run.max_length,
+                bucket_rows=self.run.length_bucket_rows,
+                device=self.accelerator.device,
+            )
         if cfg.target_distill <= 0:
             return None
         device = self.accelerator.device
@@ -254,12 +238,6 @@ class StageTrainer:
         rows = self.run.length_bucket_rows
         with torch.no_grad():
             return embed_by_length(teach, own, rows, "target_mask") if rows else teach(own)
-
-    def _global_owners(self, owners: list[int], device: torch.device) -> torch.Tensor:
-        """Owner indices into the gathered queries (rank r's queries follow rank r-1's)."""
-        per = self.config.batch_size // self.world
-        index = [o + r * per for r, ows in enumerate(gather_lists(owners)) for o in ows]
-        return torch.tensor(index, dtype=torch.long, device=device)
 
     def _representation_step(self, step: int) -> dict[str, float]:
         cfg = self.config
@@ -277,8 +255,9 @@ class StageTrainer:
             self.model, full, self.rank, self.world, max_length=self.run.max_length
         )
         device = self.accelerator.device
-        positive_owner = self._global_owners(batch.positive_owner, device)
-        negative_owner = self._global_owners(batch.negative_owner, device)
+        per = cfg.batch_size // self.world
+        positive_owner = global_owners(batch.positive_owner, per, device)
+        negative_owner = global_owners(batch.negative_owner, per, device)
         local_teacher = self._teacher(batch)
         teacher = gather_with_grad(local_teacher) if local_teacher is not None else None
         contrastive = partial(

@@ -12,6 +12,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..model import LusiferModel
+from .bucketing import embed_by_length
+from .collate import ContrastiveInputs
 from .config import RunConfig, StageConfig
 from .losses import distillation_loss, lm_alignment_loss, target_own_embedding
 
@@ -114,3 +116,34 @@ def frozen_encoder_runner(
     if main:
         tqdm.write(f"{stage}: frozen encoder, {calibration.describe()}")
     return runner
+
+
+def native_embeddings(
+    module: Any,
+    model: LusiferModel,
+    batch: ContrastiveInputs,
+    *,
+    max_length: int,
+    bucket_rows: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """A routed model's native-route embeddings of a stage-2 batch's texts through the
+    (wrapped) training ``module`` (rows in order, no gradient): each kind with its own
+    prompt, cut at ``max_length``, in length-sorted chunks of ``bucket_rows`` when set."""
+    native = model.native_route
+    out = torch.zeros(len(batch.texts), model.embedding_size, device=device)
+    groups: dict[tuple[str, str | None], list[int]] = {}
+    for i, key in enumerate(zip(batch.kinds, batch.instructions, strict=True)):
+        groups.setdefault(key, []).append(i)
+    for (kind, instruction), index in groups.items():
+        enc = native.tokenize(
+            [batch.texts[i] for i in index],
+            kind=kind,
+            max_length=max_length,
+            instruction=instruction if model.config.use_instructions else None,
+        )
+        inputs = {k: enc[k].to(device) for k in ("input_ids", "attention_mask")}
+        embed = lambda b: module("native", **b)  # noqa: E731
+        reps = embed_by_length(embed, inputs, bucket_rows) if bucket_rows else embed(inputs)
+        out[torch.tensor(index, device=device)] = reps.float()
+    return out
