@@ -157,7 +157,7 @@ def test_graph_finds_the_modules_and_their_imports():
     # a relative import, a function-level import and ``from . import module`` all count
     assert f"{PACKAGE}.model.loading" in graph[f"{PACKAGE}.model.lusifer"]
     assert f"{PACKAGE}.evaluation.mteb_model" in graph[f"{PACKAGE}.evaluation.runner"]
-    assert f"{PACKAGE}.evaluation.significance" in graph[f"{PACKAGE}.evaluation.runner"]
+    assert f"{PACKAGE}.evaluation.significance" in graph[f"{PACKAGE}.evaluation.summary"]
 
 
 def test_find_cycles_reports_a_cycle():

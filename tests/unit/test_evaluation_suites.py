@@ -148,8 +148,8 @@ def _runs(entries, scores: dict[str, dict[str, float]]) -> dict:
 
 def test_spanish_average_from_subset_scores_follows_mteb_114(tmp_path):
     """A language average rebuilt from per-subset scores: cross-lingual subsets count."""
-    from lusifer.evaluation.runner import summarise
     from lusifer.evaluation.suites import build_lusifer_suite
+    from lusifer.evaluation.summary import summarise
 
     scores = {
         "STS17": {"es-es": 80.0, "es-en": 60.0},
@@ -175,8 +175,8 @@ def test_spanish_average_from_subset_scores_follows_mteb_114(tmp_path):
 
 def test_crosslingual_table_score_follows_the_reference_code(tmp_path):
     """Table 2: mean over the subsets' languages of get_score(languages=[that language])."""
-    from lusifer.evaluation.runner import summarise
     from lusifer.evaluation.suites import build_crosslingual_suite
+    from lusifer.evaluation.summary import summarise
 
     sts17 = {
         "ko-ko": 70.0, "ar-ar": 60.0, "en-ar": 50.0, "en-de": 80.0, "en-en": 90.0, "en-tr": 40.0,
