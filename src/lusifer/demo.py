@@ -152,6 +152,89 @@ def crosslingual_gap_closed(report: Any, lusifer: str, target: str, encoder: str
     }
 
 
+def _train(out: Path, target: DemoTarget, quick: bool, overrides: list[str], routed: bool):
+    """Train (or resume) the demo's model; returns it (LoRA merged, for encoding only)
+    and its saved folder, or None when training was interrupted."""
+    from .model import LusiferModel
+    from .training import load_train_config, run_training
+
+    extra = QUICK_OVERRIDES if quick else []
+    config = load_train_config(
+        demo_config_path(target, routed and target == "minilm"),
+        [*extra, *overrides],
+        **{"run.output_dir": str(out / "train")},
+    )
+    trained = run_training(config, resume=True)
+    if trained is None:
+        return None
+    model = LusiferModel.from_pretrained(trained)
+    model_dir = out / "model"
+    if not _holds_same_model(model_dir, trained):  # a resumed demo keeps it (and its ONNX export)
+        model.save_pretrained(model_dir)
+    return model.merge_and_unload(), model_dir  # from here on it only encodes
+
+
+def _connector_route_report(
+    models: list, baselines: dict, tasks: list[Path], out: Path, **run: Any
+) -> Any:
+    """A routed model scored with every text on the connector route, on the English and
+    cross-lingual tasks."""
+    from .evaluation.local_tasks import read_task_spec
+    from .evaluation.runner import evaluate
+    from .model.routing import with_route
+
+    route_tasks = [
+        d
+        for d in tasks
+        if read_task_spec(d).languages == ("en",) or d.name.startswith("XlingRetrieval.")
+    ]
+    view = _named(with_route(models[0], "connector"), CONNECTOR_ROUTE_NAME)
+    return evaluate(
+        [view, *baselines.values()],
+        task_dirs=route_tasks,
+        output_dir=out / "eval-connector-route",
+        bootstrap=0,
+        **run,
+    )
+
+
+def _figures(report, connector_report, tasks: list[Path], names: dict[str, str]) -> dict:
+    """The demo's goals as numbers: the cross-lingual gap closed, English in and out of the
+    training domain, per-language gains, averages (and the connector route's, if run)."""
+    from .evaluation.local_tasks import read_task_spec
+    from .evaluation.suites import english_by_domain, split_english_ood
+
+    lusifer, target, encoder = names["lusifer"], names["target"], names["encoder"]
+    lus, tgt = report.summaries[lusifer], report.summaries[target]
+    ood = [read_task_spec(d).name for d in split_english_ood(tasks)[1]]
+    english = {role: english_by_domain(report.summaries[m], ood) for role, m in names.items()}
+    figures = {
+        "crosslingual": crosslingual_gap_closed(report, lusifer, target, encoder),
+        "english": {"lusifer": lus.languages.get("en"), "target": tgt.languages.get("en")},
+        # English-only tasks from the training data's domain (software, dictionary) and
+        # from domains it does not cover (scripture, quotations): the goal holds for both
+        **{
+            f"english_{part}": {role: english[role][part] for role in names}
+            for part in ("in_domain", "out_of_domain")
+        },
+        "language_gain": {
+            lang: lus.languages[lang] - tgt.languages[lang]
+            for lang in lus.languages
+            if lang in tgt.languages
+        },
+        "average": {"lusifer": lus.average, "target": tgt.average},
+    }
+    if connector_report is not None:
+        connector = english_by_domain(connector_report.summaries[CONNECTOR_ROUTE_NAME], ood)
+        figures["connector_route"] = {
+            "crosslingual": crosslingual_gap_closed(
+                connector_report, CONNECTOR_ROUTE_NAME, target, encoder
+            ),
+            **{f"english_{part}": connector[part] for part in ("in_domain", "out_of_domain")},
+        }
+    return figures
+
+
 def run_demo(
     output_dir: str | Path = "lusifer-demo",
     *,
@@ -168,114 +251,54 @@ def run_demo(
     target alone) and also scores its connector route alone on the English and
     cross-lingual tasks; it misses the cross-lingual goal the unrouted recipe meets
     (docs/research/routing.md), so it is not the default."""
-    from .evaluation.local_tasks import offline_suite_dirs, read_task_spec
+    from .evaluation.local_tasks import offline_suite_dirs
     from .evaluation.runner import evaluate
     from .evaluation.sampling import sample_task_dirs
-    from .evaluation.suites import english_by_domain, split_english_ood
-    from .model import LusiferModel
-    from .model.routing import with_route
-    from .training import load_train_config, run_training
 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target!r}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
     start = time.perf_counter()
-
     conversion = _ensure_backbones([ENCODER, TARGETS[target]])
-    timings.update({f"convert {k}": v for k, v in conversion.items()})
+    timings = {f"convert {k}": v for k, v in conversion.items()}
 
     tic = time.perf_counter()
-    extra = QUICK_OVERRIDES if quick else []
-    config = load_train_config(
-        demo_config_path(target, routed and target == "minilm"),
-        [*extra, *(overrides or [])],
-        **{"run.output_dir": str(out / "train")},
-    )
-    trained = run_training(config, resume=True)
+    trained = _train(out, target, quick, overrides or [], routed)
     if trained is None:
         return None
-    model = LusiferModel.from_pretrained(trained)
-    model_dir = out / "model"
-    if not _holds_same_model(model_dir, trained):  # a resumed demo keeps it (and its ONNX export)
-        model.save_pretrained(model_dir)
-    model.merge_and_unload()  # from here on it only encodes
+    model, model_dir = trained
     timings["training"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    limit = QUICK_EVAL_LIMIT if quick else FULL_EVAL_LIMIT
     sources = offline_suite_dirs()
     if quick:
         sources = [d for d in sources if d.name.startswith(QUICK_TASKS)]
-    tasks = sample_task_dirs(sources, out / "suite", limit)
-    target_name = f"{TARGETS[target]} (target alone)"
-    encoder_name = f"{ENCODER} (encoder alone)"
+    tasks = sample_task_dirs(sources, out / "suite", QUICK_EVAL_LIMIT if quick else FULL_EVAL_LIMIT)
+    names = {
+        "lusifer": LUSIFER_NAME,
+        "target": f"{TARGETS[target]} (target alone)",
+        "encoder": f"{ENCODER} (encoder alone)",
+    }
     # every model reads the same number of tokens per text (LUSIFER's own limit), so the
     # baselines get no advantage from longer inputs (and the run stays short)
     baselines, exports = _baselines(
-        {target_name: TARGETS[target], encoder_name: ENCODER}, model.config.max_length
+        {names["target"]: TARGETS[target], names["encoder"]: ENCODER}, model.config.max_length
     )
     models = [_named(_fast_encoder(model, model_dir), LUSIFER_NAME), *baselines.values()]
+    run: dict[str, Any] = {"batch_size": 64, "show_progress": show_progress, "use_cache": use_cache}
     report = evaluate(
-        models,
-        task_dirs=tasks,
-        output_dir=out / "eval",
-        batch_size=64,
-        bootstrap=0 if quick else 200,
-        show_progress=show_progress,
-        use_cache=use_cache,
+        models, task_dirs=tasks, output_dir=out / "eval", bootstrap=0 if quick else 200, **run
     )
     connector_report = None
     if model.routed:  # the same model with every text on the connector route
-        route_tasks = [
-            d
-            for d in tasks
-            if read_task_spec(d).languages == ("en",) or d.name.startswith("XlingRetrieval.")
-        ]
-        view = _named(with_route(models[0], "connector"), CONNECTOR_ROUTE_NAME)
-        connector_report = evaluate(
-            [view, *baselines.values()],
-            task_dirs=route_tasks,
-            output_dir=out / "eval-connector-route",
-            batch_size=64,
-            bootstrap=0,
-            show_progress=show_progress,
-            use_cache=use_cache,
-        )
+        connector_report = _connector_route_report(models, baselines, tasks, out, **run)
     timings["evaluation"] = time.perf_counter() - tic - sum(exports.values())
     timings.update(exports)
     first_run = sum(conversion.values()) + sum(exports.values())
     timings["total (excluding conversion)"] = time.perf_counter() - start - first_run
 
-    lus, tgt = report.summaries[LUSIFER_NAME], report.summaries[target_name]
-    ood = [read_task_spec(d).name for d in split_english_ood(tasks)[1]]
-    roles = {"lusifer": LUSIFER_NAME, "target": target_name, "encoder": encoder_name}
-    english = {role: english_by_domain(report.summaries[m], ood) for role, m in roles.items()}
-    figures = {
-        "crosslingual": crosslingual_gap_closed(report, LUSIFER_NAME, target_name, encoder_name),
-        "english": {"lusifer": lus.languages.get("en"), "target": tgt.languages.get("en")},
-        # English-only tasks from the training data's domain (software, dictionary) and
-        # from domains it does not cover (scripture, quotations): the goal holds for both
-        **{
-            f"english_{part}": {role: english[role][part] for role in roles}
-            for part in ("in_domain", "out_of_domain")
-        },
-        "language_gain": {
-            lang: lus.languages[lang] - tgt.languages[lang]
-            for lang in lus.languages
-            if lang in tgt.languages
-        },
-        "average": {"lusifer": lus.average, "target": tgt.average},
-    }
-    if connector_report is not None:
-        connector = english_by_domain(connector_report.summaries[CONNECTOR_ROUTE_NAME], ood)
-        figures["connector_route"] = {
-            "crosslingual": crosslingual_gap_closed(
-                connector_report, CONNECTOR_ROUTE_NAME, target_name, encoder_name
-            ),
-            **{f"english_{part}": connector[part] for part in ("in_domain", "out_of_domain")},
-        }
+    figures = _figures(report, connector_report, tasks, names)
     summary = {"quick": quick, "target": target, "timings_s": timings, "figures": figures}
     atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     return DemoResult(out, model_dir, report, timings, figures)

@@ -9,6 +9,24 @@ import typer
 
 from .options import reports_errors
 
+EstimateOption = Annotated[
+    bool,
+    typer.Option(
+        help="Print each stage's parameter counts (beside the paper's) and GPU memory per "
+        "engine at full size, built on the meta device (offline, no weights), and the "
+        "micro-batch that fits; trains nothing. Also writes OUTPUT/estimate.md when "
+        "--output is given."
+    ),
+]
+MeasureOption = Annotated[
+    bool,
+    typer.Option(
+        help="With --estimate: run a few real steps of each stage at full width with random "
+        "weights (1 and 2 layers, extrapolated to full depth) on this machine's GPU, and "
+        "print measured peak memory, time per forward and hours per stage."
+    ),
+]
+
 
 # a refused checkpoint (one that could run code, a damaged one) fails the run: exit code 1
 @reports_errors({"lusifer.model.loading.CheckpointError": 1})
@@ -47,27 +65,12 @@ def train_command(
     processes: Annotated[
         int, typer.Option(help="With --rehearse: rehearse under torchrun with this many processes.")
     ] = 1,
-    estimate: Annotated[
-        bool,
-        typer.Option(
-            help="Print each stage's parameter counts (beside the paper's) and GPU memory "
-            "per engine at full size, built on the meta device (offline, no weights), and "
-            "the micro-batch that fits; trains nothing. Also writes OUTPUT/estimate.md "
-            "when --output is given."
-        ),
-    ] = False,
+    estimate: EstimateOption = False,
     gpus: Annotated[int, typer.Option(min=1, help="With --estimate: GPUs the run gets.")] = 8,
     gpu_memory: Annotated[
         float, typer.Option(min=1, help="With --estimate: memory of each GPU in GiB.")
     ] = 80.0,
-    measure: Annotated[
-        bool,
-        typer.Option(
-            help="With --estimate: run a few real steps of each stage at full width with "
-            "random weights (1 and 2 layers, extrapolated to full depth) on this machine's "
-            "GPU, and print measured peak memory, time per forward and hours per stage."
-        ),
-    ] = False,
+    measure: MeasureOption = False,
 ) -> None:
     """Train a LUSIFER model: its stages in order (alignment, then representation
     finetuning), on English data only. Rerunning the same command resumes an unfinished
