@@ -315,12 +315,25 @@ def build_model_card(
         model_name=name if rows else None,
         eval_results=rows or None,
     )
-    reads = config.use_instructions
-    instruction_arg = (
-        ', instruction="Retrieve relevant passages"' if reads else ""
-    )  # the demo's kind of model reads bare text
-    sizes = f" ({embedding_size}-dimensional vectors)" if embedding_size else ""
     body = [
+        *_summary_lines(config, name, embedding_size),
+        *_usage_lines(model_id, config.use_instructions),
+        "## Training",
+        "",
+        *_recipe_lines(train),
+        *(_evaluation_lines(payload) if payload else []),
+        *_limitation_lines(config),
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _summary_lines(config: LusiferConfig, name: str, embedding_size: int | None) -> list[str]:
+    """The card's title, what the model is and its parts."""
+    sizes = f" ({embedding_size}-dimensional vectors)" if embedding_size else ""
+    connector = f" (hidden {config.connector_hidden_size})" if config.connector_hidden_size else ""
+    encoder_lora = f"r={config.encoder_lora.r}" if config.encoder_lora else "none"
+    target_lora = f"r={config.target_lora.r}" if config.target_lora else "none"
+    return [
         f"# {name}",
         "",
         "A multilingual text embedder built with [LUSIFER](https://arxiv.org/abs/2501.00874) "
@@ -331,21 +344,27 @@ def build_model_card(
         "",
         f"- encoder: `{config.encoder}`",
         f"- target: `{config.target}`",
-        f"- connector: {config.connector_activation} MLP"
-        + (f" (hidden {config.connector_hidden_size})" if config.connector_hidden_size else ""),
+        f"- connector: {config.connector_activation} MLP{connector}",
         f"- pooling: {config.pooling}"
         + (", projection head" if config.projection_head else "")
         + (f", {config.num_learned_tokens} learned tokens" if config.num_learned_tokens else ""),
-        f"- LoRA: encoder {'r=' + str(config.encoder_lora.r) if config.encoder_lora else 'none'}, "
-        f"target {'r=' + str(config.target_lora.r) if config.target_lora else 'none'}",
+        f"- LoRA: encoder {encoder_lora}, target {target_lora}",
         "- instructions: "
         + (
             "read (give each task's English instruction)"
-            if reads
+            if config.use_instructions
             else "ignored (the model reads bare text)"
         ),
         f"- max length: {config.max_length} encoder tokens",
         "",
+    ]
+
+
+def _usage_lines(model_id: str, reads_instructions: bool) -> list[str]:
+    """How to load and encode with lusifer and with sentence-transformers."""
+    # the demo's kind of model reads bare text
+    instruction_arg = ', instruction="Retrieve relevant passages"' if reads_instructions else ""
+    return [
         "## Usage",
         "",
         "### lusifer",
@@ -361,7 +380,8 @@ def build_model_card(
         "print(docs @ query)",
         "```",
         "",
-        "Install with `pip install lusifer`; `encode` returns L2-normalised float32 rows.",
+        'Install the `lusifer` package from its repository (`pip install ".[all]"` in a '
+        "clone; it is not on PyPI); `encode` returns L2-normalised float32 rows.",
         "",
         "### sentence-transformers",
         "",
@@ -378,23 +398,25 @@ def build_model_card(
         "comes from the installed `lusifer` package, not from this repository. Prompts map "
         "onto LUSIFER's instruction and `encode_query`/`encode_document` onto its `kind`.",
         "",
-        "## Training",
-        "",
-        *_recipe_lines(train),
     ]
-    if payload:
-        body += [
-            "",
-            "## Evaluation",
-            "",
-            f"`lusifer evaluate` (mteb {_mteb_version(payload)}), suite "
-            f"`{payload.get('suite') or 'local task dirs'}`: main scores x100, each language "
-            "the mean of its tasks, the average the mean of the languages. Per task and subset "
-            "in the `model-index` metadata.",
-            "",
-            *_results_table(payload),
-        ]
-    body += [
+
+
+def _evaluation_lines(payload: dict) -> list[str]:
+    return [
+        "",
+        "## Evaluation",
+        "",
+        f"`lusifer evaluate` (mteb {_mteb_version(payload)}), suite "
+        f"`{payload.get('suite') or 'local task dirs'}`: main scores x100, each language "
+        "the mean of its tasks, the average the mean of the languages. Per task and subset "
+        "in the `model-index` metadata.",
+        "",
+        *_results_table(payload),
+    ]
+
+
+def _limitation_lines(config: LusiferConfig) -> list[str]:
+    return [
         "",
         "## Limitations",
         "",
@@ -408,7 +430,6 @@ def build_model_card(
         *_bundled_lines(config),
         "",
     ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
 def _bundled_lines(config: LusiferConfig) -> list[str]:
