@@ -25,6 +25,7 @@ them as they finish (``lusifer mine`` does, resumably).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .readers import PairRow
 
@@ -251,26 +253,20 @@ def mine_hard_negatives(
     embedding it. ``instruction`` is the retriever's task instruction (None: bare text).
     See the module docstring for the window and what is dropped from it.
     """
-    from tqdm.auto import tqdm
-
     validate_window(skip, top_k, num_negatives)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if not 0 <= start <= len(rows):
-        raise ValueError(f"start must be in 0..{len(rows)}, got {start}")
+    if chunk_size < 1 or not 0 <= start <= len(rows):
+        raise ValueError(
+            f"chunk_size must be >= 1 and start in 0..{len(rows)}, got {chunk_size} and {start}"
+        )
     if start == len(rows):
         return
     corpus = corpus if corpus is not None else build_corpus(rows)
+    embed = functools.partial(
+        embed_texts, encoder, instruction=instruction, batch_size=batch_size, max_length=max_length
+    )
     if corpus_vectors is None:
-        corpus_vectors = embed_texts(
-            encoder,
-            corpus.texts,
-            kind="document",
-            instruction=instruction,
-            batch_size=batch_size,
-            max_length=max_length,
-            device=device,
-            show_progress=show_progress,
+        corpus_vectors = embed(
+            corpus.texts, kind="document", device=device, show_progress=show_progress
         )
     if corpus_vectors.shape[0] != len(corpus):
         raise ValueError(
@@ -281,9 +277,12 @@ def mine_hard_negatives(
 
         device = encoder_device(encoder)
     search_device = device if device is not None and str(device).startswith("cuda") else None
-    corpus_tensor = torch.nn.functional.normalize(
-        torch.as_tensor(corpus_vectors, dtype=torch.float32, device=search_device), dim=-1
-    )
+
+    def unit_rows(vectors: np.ndarray) -> torch.Tensor:
+        tensor = torch.as_tensor(vectors, dtype=torch.float32, device=search_device)
+        return torch.nn.functional.normalize(tensor, dim=-1)
+
+    corpus_tensor = unit_rows(corpus_vectors)
     excluded = exclusions(rows, corpus)
     bar = tqdm(
         total=len(rows), initial=start, desc="Mining", unit="query", disable=not show_progress
@@ -293,20 +292,9 @@ def mine_hard_negatives(
         while position < len(rows):
             end = min(len(rows), (position // chunk_size + 1) * chunk_size)
             chunk = rows[position:end]
-            query_vectors = embed_texts(
-                encoder,
-                [row.query for row in chunk],
-                kind="query",
-                instruction=instruction,
-                batch_size=batch_size,
-                max_length=max_length,
-                device=device,
-            )
-            query_tensor = torch.nn.functional.normalize(
-                torch.as_tensor(query_vectors, dtype=torch.float32, device=search_device), dim=-1
-            )
+            query_vectors = embed([row.query for row in chunk], kind="query", device=device)
             ids, _ = rank_window(
-                query_tensor, corpus_tensor, skip=skip, top_k=top_k, normalized=True
+                unit_rows(query_vectors), corpus_tensor, skip=skip, top_k=top_k, normalized=True
             )
             mined = []
             for offset, row in enumerate(chunk):
