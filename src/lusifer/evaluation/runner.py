@@ -216,11 +216,9 @@ def evaluate(
         languages: ISO 639-1 codes to keep (default: all of the suite's).
         output_dir: where ``results.json``, ``table.md``, ``table.csv``, ``chart.png`` and
             the per-run files go; rerunning with the same directory resumes.
-        batch_size: encoding batch size.
-        bootstrap: bootstrap replicates for CIs and paired tests (0 disables them); with
-            several models, each later model is tested against the first.
-        seed: seed of the bootstrap resamples.
-        show_progress: show progress bars.
+        batch_size, show_progress: encoding batch size; progress bars.
+        bootstrap, seed: bootstrap replicates for CIs and paired tests (0: none; each
+            later model is tested against the first) and their seed.
         use_cache: reuse (and store) results of unchanged models on unchanged tasks in the
             lusifer cache (:func:`result_cache_path`), e.g. the demo's baselines.
         mteb_names: per model, the name (``org/name[@revision]``) its results carry in
@@ -231,33 +229,23 @@ def evaluate(
             code's, the training sets' own) or "lusifer" (ours,
             :mod:`lusifer.evaluation.instructions`).
 
-    Under ``torchrun``/``accelerate launch`` the (model, task) pairs are split across the
-    processes and rank 0 writes the report (:mod:`lusifer.evaluation.distributed`).
-    """
-    from .mteb_model import MtebEncoder, model_slug
+    Under torchrun/accelerate the (model, task) pairs are split across the processes and
+    rank 0 writes the report (:mod:`lusifer.evaluation.distributed`)."""
+    from .mteb_model import MtebEncoder
 
-    if not models:
-        raise ValueError("give at least one model")
-    names = [getattr(m, "name", None) or type(m).__name__ for m in models]
-    slugs = [model_slug(n) for n in names]
-    if len(set(slugs)) != len(slugs):
-        raise ValueError(f"model names must be distinct (after making them file-safe): {names}")
+    names, slugs = _model_names(models)
     entries = resolve_tasks(suite, task_dirs, languages, instructions)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     task_instructions = {e.name: e.instruction for e in entries}
 
     runs: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
-    errors: dict[str, dict[str, str]] = {}
+    errors: dict[str, dict[str, str]] = {}  # per model, the mteb tasks that failed
     shard = distributed.current_shard()
     distributed.place_models(models, device)  # each rank on its own GPU
     others: dict[str, list[TaskEntry]] = {name: [] for name in names}  # other ranks' pairs
-    progress = tqdm(
-        total=len(models) * len(entries),
-        desc="Evaluating",
-        disable=not (show_progress and shard.is_main),
-        unit="task",
-    )
+    total, shown = len(models) * len(entries), show_progress and shard.is_main
+    progress = tqdm(total=total, desc="Evaluating", disable=not shown, unit="task")
     for model_index, (model, name, slug) in enumerate(zip(models, names, slugs, strict=True)):
         owned = [shard.owns(model_index * len(entries) + i) for i in range(len(entries))]
         mine = [e for e, own in zip(entries, owned, strict=True) if own]
@@ -276,12 +264,25 @@ def evaluate(
         entries, names, runs, suite=suite, bootstrap=bootstrap, seed=seed, output_dir=output_dir
     )
     report.errors = errors
-    if shard.is_main:
+    if shard.is_main:  # files: results, tables, chart and mteb's layout
         report.files = write_outputs(report)
         report.files["mteb"] = write_mteb_results(
             output_dir, models, names, entries, runs, mteb_names=mteb_names, batch_size=batch_size
         )
     return report
+
+
+def _model_names(models: Sequence[TextEncoder]) -> tuple[list[str], list[str]]:
+    """The models' names and their file-safe slugs (refused when empty or not distinct)."""
+    from .mteb_model import model_slug
+
+    if not models:
+        raise ValueError("give at least one model")
+    names = [getattr(m, "name", None) or type(m).__name__ for m in models]
+    slugs = [model_slug(n) for n in names]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError(f"model names must be distinct (after making them file-safe): {names}")
+    return names, slugs
 
 
 def _merge_ranks(

@@ -99,6 +99,20 @@ def _save_model(model: LusiferModel, folder: Path, kept: str, training: Any = No
         raise CheckpointWriteError(folder, kept, err) from err
 
 
+def _check_stage_names(plan: list, stages: list[str] | None) -> list[str]:
+    """The plan's stage names; refuses an empty plan and unknown ``stages``."""
+    names = [name for name, _, _ in plan]
+    if not plan:
+        raise ConfigError("the config has no stages (give a stages list or an alignment section)")
+    unknown = [s for s in stages or [] if s not in names]
+    if unknown:
+        raise ConfigError(
+            f"no stage named {', '.join(map(repr, unknown))}; this config's stages: "
+            f"{', '.join(names)}"
+        )
+    return names
+
+
 def run_training(
     config: TrainConfig,
     *,
@@ -120,16 +134,7 @@ def run_training(
     """
     out = Path(config.run.output_dir)
     plan = config.stage_list()
-    names = [name for name, _, _ in plan]
-    if stages:
-        unknown = [s for s in stages if s not in names]
-        if unknown:
-            raise ConfigError(
-                f"no stage named {', '.join(map(repr, unknown))}; this config's stages: "
-                f"{', '.join(names)}"
-            )
-    if not plan:
-        raise ConfigError("the config has no stages (give a stages list or an alignment section)")
+    names = _check_stage_names(plan, stages)
     accelerator = accelerator or Accelerator(
         mixed_precision=config.run.mixed_precision,
         log_with=config.run.report_to or None,
