@@ -39,7 +39,11 @@ def search_command(
         typer.Option(help="The encoded input (file or folder), to print the hits' texts."),
     ] = None,
     engine: Annotated[
-        Engine, typer.Option(help="auto (faiss when installed, else numpy), numpy or faiss.")
+        Engine,
+        typer.Option(
+            help="Exact search's engine: auto (= numpy), numpy (torch's matrix product "
+            "and top-k per block) or faiss (a flat index per block).",
+        ),
     ] = "auto",
     exact: Annotated[
         bool,

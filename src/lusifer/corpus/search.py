@@ -61,7 +61,9 @@ def search_vectors(
         raise ValueError(f"k must be >= 1, got {k}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    faiss = _faiss() if engine in ("auto", "faiss") else None
+    # auto is numpy (torch's product and top-k): faster than a faiss flat index per block
+    # (benchmarks/peers_search.py), and needs nothing beyond the core dependencies
+    faiss = _faiss() if engine == "faiss" else None
     if engine == "faiss" and faiss is None:
         raise CorpusError("engine 'faiss' needs faiss: pip install faiss-cpu (or use numpy)")
     manifest = manifest or load_manifest(outdir)
