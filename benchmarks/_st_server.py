@@ -6,35 +6,35 @@ docs/research/benchmarks.md).
     python benchmarks/_st_server.py MODEL_FOLDER PORT THREADS
 """
 
-from __future__ import annotations
-
 import os
 import sys
+
+from pydantic import BaseModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+class EmbeddingRequest(BaseModel):
+    input: str | list[str]
+    model: str | None = None
+
+
 def create_app(folder: str, max_length: int):
     import torch  # noqa: F401 - before the model, so the thread setting holds
     from fastapi import FastAPI
-    from pydantic import BaseModel
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(folder, device="cpu")
     model.max_seq_length = max_length
     app = FastAPI()
 
-    class Request(BaseModel):
-        input: str | list[str]
-        model: str | None = None
-
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok"}
 
     @app.post("/v1/embeddings")
-    def embeddings(request: Request) -> dict:  # sync: FastAPI runs it in its thread pool
+    def embeddings(request: EmbeddingRequest) -> dict:  # sync: FastAPI runs it in its thread pool
         texts = [request.input] if isinstance(request.input, str) else request.input
         vectors = model.encode(texts, batch_size=32, normalize_embeddings=True)
         data = [

@@ -95,8 +95,8 @@ def report(rows: list[dict], per_request: int) -> None:
     theirs = {r["clients"]: r for r in rows if r["server"] != "lusifer serve"}
     print("\n| ratio (lusifer / peer) | value | goal | result |\n|---|---:|---:|---|")
     for c in sorted(ours):
-        speed = ours[c]["rps"] / theirs[c]["rps"]
-        p99 = ours[c]["p99"] / theirs[c]["p99"]
+        speed = ours[c]["rps"] / max(theirs[c]["rps"], 1e-9)
+        p99 = ours[c]["p99"] / max(theirs[c]["p99"], 1e-9)
         goal = c == 32
         print(
             f"| {c} clients: throughput | {speed:.2f}x | {'>= 1.0' if goal else '-'} | "
