@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "lusifer.commands.mine",
     "lusifer.commands.publish",
     "lusifer.commands.search",
+    "lusifer.commands.index",
 ]
 
 for _module in COMMAND_MODULES:

@@ -266,9 +266,20 @@ def test_read_only_cache_dir_error(tmp_path, monkeypatch):
     assert src.calls == 0
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_cache_dir_error_real(tmp_path):  # pragma: no cover - non-root only
-    ro = tmp_path / "ro"
+def test_read_only_cache_dir_error_real(tmp_path):
+    """A cache folder that cannot be written, for real (no stand-in for os.access): a file
+    where the folder should be, which root cannot write into either (so this runs in CI,
+    as root); and, for other users, a folder without write permission."""
+    blocker = tmp_path / "ro"
+    blocker.write_text("a file, not a folder")
+    src = FakeSource()
+    with pytest.raises(CacheError, match="LUSIFER_CACHE") as err:
+        _build(blocker / "fake", src)
+    assert str(blocker) in str(err.value) and src.calls == 0
+    assert blocker.read_text() == "a file, not a folder"
+    if os.geteuid() == 0:
+        return  # root ignores directory permissions
+    ro = tmp_path / "ro-dir"
     ro.mkdir()
     ro.chmod(0o555)
     try:

@@ -1,4 +1,5 @@
-"""``lusifer search``: exact top-k search over a folder ``lusifer encode`` wrote."""
+"""``lusifer search``: top-k search over a folder ``lusifer encode`` wrote (through its
+approximate index when ``lusifer index`` built one, else exact)."""
 
 from __future__ import annotations
 
@@ -38,20 +39,33 @@ def search_command(
         typer.Option(help="The encoded input (file or folder), to print the hits' texts."),
     ] = None,
     engine: Annotated[
-        Engine, typer.Option(help="auto (faiss when installed, else numpy), numpy or faiss.")
+        Engine,
+        typer.Option(
+            help="Exact search's engine: auto (= numpy), numpy (torch's matrix product "
+            "and top-k per block) or faiss (a flat index per block).",
+        ),
     ] = "auto",
+    exact: Annotated[
+        bool,
+        typer.Option(
+            "--exact",
+            help="Search every row exactly even when the folder has an approximate index "
+            "(lusifer index).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per query.")] = False,
     device: DeviceOption = None,
     route: RouteOption = None,
     backend: BackendOption = "torch",
     threads: ThreadsOption = None,
 ) -> None:
-    """Find the K rows of CORPUS nearest to each query (exact inner product; cosine for a
-    normalised corpus), streamed shard by shard."""
+    """Find the K rows of CORPUS nearest to each query (inner product; cosine for a
+    normalised corpus): through its approximate index when `lusifer index` built a fresh
+    one, else exactly, streamed shard by shard."""
     import numpy as np
 
     from ..corpus import load_manifest
-    from ..corpus.search import fingerprint_warning, resolve_hits, search_vectors
+    from ..corpus.search import fingerprint_warning, resolve_hits, search_corpus
 
     manifest = load_manifest(corpus)
     reference = model or manifest["model"]["reference"]
@@ -66,7 +80,11 @@ def search_command(
         max_length=manifest.get("max_length"),
         normalize=bool(manifest.get("normalized", True)),
     )  # on the device the loader placed the model on
-    results = search_vectors(corpus, np.asarray(vectors), k, engine=engine, manifest=manifest)
+    results, stale = search_corpus(
+        corpus, np.asarray(vectors), k, engine=engine, manifest=manifest, exact=exact
+    )
+    if stale:
+        typer.echo(f"warning: {stale}", err=True)
     hits = resolve_hits(corpus, manifest, results, texts=texts)
     for query, found in zip(queries, hits, strict=True):
         if as_json:

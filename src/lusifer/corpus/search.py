@@ -1,9 +1,13 @@
 """Exact top-k search over an encoded corpus folder (see :mod:`lusifer.corpus.shards`).
 
 Shards are read one at a time (npy shards memory-mapped, in blocks of rows), scored
-against the queries with numpy (or a FAISS flat inner-product index per shard when
-``faiss`` is importable and asked for), and the per-shard top-k merged, so memory does
-not grow with the corpus. Scores are inner products: cosines for a normalised corpus.
+against the queries (engine "numpy": torch's matrix product and top-k, one pass over each
+fp16 or fp32 block; engine "faiss": a FAISS flat inner-product index per block), and the
+per-block top-k merged, so memory does not grow with the corpus. Scores are inner
+products: cosines for a normalised corpus.
+
+:func:`search` (and ``lusifer search``) go through the folder's approximate index
+(:mod:`.index`, ``lusifer index``) when it has a fresh one, unless ``exact``.
 """
 
 from __future__ import annotations
@@ -43,12 +47,6 @@ def _faiss():
         return None
 
 
-def _top(scores: np.ndarray, locs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best (score desc, then shard, row asc) of ``scores`` [n] / ``locs`` [n, 2]."""
-    order = np.lexsort((locs[:, 1], locs[:, 0], -scores))[:k]
-    return scores[order], locs[order]
-
-
 def search_vectors(
     outdir: str | Path,
     queries: np.ndarray,
@@ -63,7 +61,9 @@ def search_vectors(
         raise ValueError(f"k must be >= 1, got {k}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    faiss = _faiss() if engine in ("auto", "faiss") else None
+    # auto is numpy (torch's product and top-k): faster than a faiss flat index per block
+    # (benchmarks/peers_search.py), and needs nothing beyond the core dependencies
+    faiss = _faiss() if engine == "faiss" else None
     if engine == "faiss" and faiss is None:
         raise CorpusError("engine 'faiss' needs faiss: pip install faiss-cpu (or use numpy)")
     manifest = manifest or load_manifest(outdir)
@@ -74,8 +74,8 @@ def search_vectors(
             "encode them with the model that encoded the corpus"
         )
     n_q = queries.shape[0]
-    best_scores = [np.empty(0, np.float32) for _ in range(n_q)]
-    best_locs = [np.empty((0, 2), np.int64) for _ in range(n_q)]
+    best_scores = np.full((n_q, 0), -np.inf, np.float32)
+    best_locs = np.zeros((n_q, 0, 2), np.int64)
     for entry in manifest["shards"]:
         index = entry["index"]
         vectors = shard_vectors(outdir, manifest, index)
@@ -85,36 +85,75 @@ def search_vectors(
                 f"{entry['rows']}; rerun the `lusifer encode` command that made it"
             )
         for start in range(0, vectors.shape[0], BLOCK_ROWS):
-            block = np.ascontiguousarray(vectors[start : start + BLOCK_ROWS], dtype=np.float32)
-            kk = min(k, block.shape[0])
-            if faiss is not None:
-                flat = faiss.IndexFlatIP(block.shape[1])
-                flat.add(block)
-                top_scores, top_rows = flat.search(queries, kk)
-            else:
-                scores = queries @ block.T  # [q, rows]
-                if kk < block.shape[0]:
-                    top_rows = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-                else:
-                    top_rows = np.broadcast_to(np.arange(block.shape[0]), (n_q, block.shape[0]))
-                top_scores = np.take_along_axis(scores, top_rows, axis=1)
-            for q in range(n_q):
-                keep = top_rows[q] >= 0
-                rows = top_rows[q][keep].astype(np.int64) + start
-                locs = np.stack([np.full(rows.shape, index, np.int64), rows], axis=1)
-                best_scores[q], best_locs[q] = _top(
-                    np.concatenate([best_scores[q], top_scores[q][keep].astype(np.float32)]),
-                    np.concatenate([best_locs[q], locs]),
-                    k,
-                )
+            block = np.asarray(vectors[start : start + BLOCK_ROWS])
+            top_scores, top_rows = _block_top(queries, block, k, faiss)
+            rows = np.where(top_rows >= 0, top_rows.astype(np.int64) + start, -1)
+            locs = np.stack([np.full(rows.shape, index, np.int64), rows], axis=-1)
+            best_scores, best_locs = _merge(best_scores, best_locs, top_scores, locs, k)
         del vectors
     return [
         [
             (float(s), int(loc[0]), int(loc[1]))
             for s, loc in zip(best_scores[q], best_locs[q], strict=True)
+            if loc[1] >= 0
         ]
         for q in range(n_q)
     ]
+
+
+def _block_top(queries: np.ndarray, block: np.ndarray, k: int, faiss) -> tuple:
+    """The best ``min(k, rows)`` scores [q, kk] and rows [q, kk] of one block (-1 rows for
+    faiss's missing results)."""
+    kk = min(k, block.shape[0])
+    if faiss is not None:
+        flat = faiss.IndexFlatIP(block.shape[1])
+        flat.add(np.ascontiguousarray(block, dtype=np.float32))
+        return flat.search(queries, kk)
+    import torch
+
+    # the block cast to fp32 (a writable copy of the memory-mapped rows), one matrix
+    # product and torch's top-k: one pass each
+    scores = torch.from_numpy(queries) @ torch.from_numpy(block.astype(np.float32)).T
+    top = torch.topk(scores, kk, dim=1, sorted=False)
+    return top.values.numpy(), top.indices.numpy()
+
+
+def _merge(best_s, best_l, new_s, new_l, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of two candidate sets per query (score desc, then shard, row asc;
+    missing results, row -1, last)."""
+    scores = np.concatenate([best_s, new_s.astype(np.float32)], axis=1)
+    locs = np.concatenate([best_l, new_l], axis=1)
+    scores = np.where(locs[..., 1] < 0, -np.inf, scores)
+    order = np.lexsort((locs[..., 1], locs[..., 0], -scores), axis=-1)[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(locs, order[..., None], 1)
+
+
+def search_corpus(
+    outdir: str | Path,
+    queries: np.ndarray,
+    k: int = 10,
+    *,
+    engine: str = "auto",
+    manifest: dict | None = None,
+    exact: bool = False,
+) -> tuple[list[list[tuple[float, int, int]]], str | None]:
+    """Top-``k`` through the folder's approximate index when it has a fresh one (and not
+    ``exact``), else exact (:func:`search_vectors`); returns the results and a warning
+    when a stale index (from another encoding of the folder) was passed over."""
+    from .index import index_state, search_index
+
+    manifest = manifest or load_manifest(outdir)
+    if not exact:
+        state, _ = index_state(outdir)
+        if state == "fresh" and _faiss() is not None:
+            return search_index(outdir, queries, k, manifest=manifest), None
+        if state == "stale":
+            warning = (
+                f"the approximate index of {outdir} was built from another encoding of it: "
+                f"searching exactly (rerun `lusifer index {outdir}` to rebuild it)"
+            )
+            return search_vectors(outdir, queries, k, engine=engine, manifest=manifest), warning
+    return search_vectors(outdir, queries, k, engine=engine, manifest=manifest), None
 
 
 def _texts_for(path: str | Path, wanted: set[str]) -> dict[str, str]:
@@ -179,6 +218,7 @@ def search(
     backend: str = "torch",
     batch_size: int = 32,
     device: str | None = None,
+    exact: bool = False,
 ) -> list[Hit] | list[list[Hit]]:
     """Search the encoded corpus in ``outdir`` for ``queries`` (a string gives one list
     of hits, a list one list per query), best first.
@@ -188,7 +228,8 @@ def search(
     ``instruction`` (default: the corpus's instruction) and the corpus's normalisation.
     ``texts`` is the encoded input file or folder, read to show the hits' texts when the
     shards do not store them. ``device`` is where the queries are encoded (a model loaded
-    here: :func:`lusifer.load`'s automatic choice when None)."""
+    here: :func:`lusifer.load`'s automatic choice when None). The folder's approximate
+    index (``lusifer index``) is used when it is fresh, unless ``exact``."""
     manifest = load_manifest(outdir)
     single = isinstance(queries, str)
     query_list = [queries] if single else list(queries)
@@ -213,7 +254,11 @@ def search(
         normalize=bool(manifest.get("normalized", True)),
         device=device,
     )
-    results = search_vectors(outdir, np.asarray(vectors), k, engine=engine, manifest=manifest)
+    results, stale = search_corpus(
+        outdir, np.asarray(vectors), k, engine=engine, manifest=manifest, exact=exact
+    )
+    if stale:
+        warnings.warn(stale, stacklevel=2)
     hits = resolve_hits(outdir, manifest, results, texts=texts)
     return hits[0] if single else hits
 
