@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import sys
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -37,12 +34,7 @@ import numpy as np
 
 from ..files import atomic_file, atomic_write, discard, remove_partial
 from .streaming import (
-    BadLine,
-    CorpusInputError,
     InputSummary,
-    bad_lines_error,
-    scan_input,
-    stream_records,
 )
 
 MANIFEST_FILE = "manifest.json"
@@ -376,183 +368,6 @@ def finish(
 
 
 # ------------------------------------------------------------------ the run
-def _shard_rows(rows: int, shard_size: int, index: int) -> int:
-    return min(shard_size, rows - index * shard_size)
-
-
-def _batches(records: Iterable, shard_size: int):
-    """(index, [records]) for consecutive groups of ``shard_size``."""
-    group: list = []
-    index = 0
-    for record in records:
-        group.append(record)
-        if len(group) == shard_size:
-            yield index, group
-            index += 1
-            group = []
-    if group:
-        yield index, group
-
-
-def encode_corpus(
-    encoder,
-    input: str | Path,
-    outdir: str | Path,
-    *,
-    model_reference: str | None = None,
-    instruction: str | None = None,
-    kind: str = "query",
-    dtype: str = "float32",
-    format: str = "npy",
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    batch_size: int = 32,
-    max_length: int | None = None,
-    normalize: bool = True,
-    device: str | None = None,
-    skip_bad_lines: bool = False,
-    store_text: bool = False,
-    overwrite: bool = False,
-    quantize: str | None = None,
-    backend: str | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    barrier: Callable[[], None] | None = None,
-    show_progress: bool = False,
-    log: Callable[[str], None] | None = None,
-    summary: InputSummary | None = None,
-) -> EncodeReport:
-    """Embed every record of ``input`` (see :mod:`lusifer.corpus.streaming`) with
-    ``encoder`` into shards under ``outdir``; resumes a killed run with the same
-    arguments. In a multi-process run every process calls this with its ``rank``, the
-    ``world_size`` and a ``barrier`` (waits for every process), and encodes the shards
-    ``i % world_size == rank``. Returns what this process did; ``report.manifest`` is set
-    in the process that wrote the manifest. ``summary``: :func:`scan_input` of ``input``,
-    when the caller has it already."""
-    from tqdm.auto import tqdm
-
-    def say(message: str) -> None:
-        if log is not None:
-            log(message)
-        else:
-            print(message, file=sys.stderr)
-
-    if kind not in ("query", "document"):
-        raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-    outdir = Path(outdir)
-    summary = summary or scan_input(input)
-    if summary.bad and not skip_bad_lines:
-        raise bad_lines_error(summary.problems, summary.bad)
-    if rank == 0:
-        for problem in summary.problems:
-            say(f"skipped {problem}")
-        if summary.bad > len(summary.problems):
-            say(f"skipped {summary.bad - len(summary.problems)} more bad line(s)")
-    if summary.rows == 0:
-        raise CorpusInputError(f"{input} holds no texts to embed")
-    fingerprint = encoder.fingerprint() if hasattr(encoder, "fingerprint") else None
-    settings = EncodeSettings(
-        model=str(model_reference or getattr(encoder, "name", type(encoder).__name__)),
-        fingerprint=fingerprint,
-        instruction=instruction,
-        kind=kind,
-        dtype=dtype,
-        format=format,
-        shard_size=shard_size,
-        normalize=normalize,
-        max_length=max_length,
-        quantize=quantize,
-        store_text=store_text,
-    )
-    prepare_outdir(outdir, settings, overwrite=overwrite, is_main=rank == 0)
-    if barrier is not None:
-        barrier()
-    if rank != 0:  # the main process may have started the folder over: check what it wrote
-        check_settings(outdir, settings, overwrite=False)
-
-    n_shards = math.ceil(summary.rows / shard_size)
-    mine = [i for i in range(n_shards) if i % world_size == rank]
-    report = EncodeReport(
-        rows=summary.rows, shards=n_shards, bad_lines=summary.bad, rank=rank, world_size=world_size
-    )
-    desc = "Encoding shards" if world_size == 1 else f"Encoding shards (rank {rank}/{world_size})"
-    bar = tqdm(
-        total=sum(_shard_rows(summary.rows, shard_size, i) for i in mine),
-        desc=desc,
-        unit="text",
-        disable=not show_progress,
-        position=rank if world_size > 1 else None,
-    )
-    chunk = max(256, batch_size * 16)
-    np_dtype = DTYPES[dtype]
-    digests: list[str] = []
-    bad_seen: list[BadLine] = []
-    records = stream_records(input, skip_bad_lines=True, on_bad_line=bad_seen.append)
-    for index, group in _batches(records, shard_size):
-        h = hashlib.sha256()
-        for record in group:
-            h.update(json.dumps([record.id, record.text], ensure_ascii=False).encode("utf-8"))
-            h.update(b"\n")
-        digest = h.hexdigest()
-        digests.append(digest)
-        if index % world_size != rank:
-            continue
-        if read_record(outdir, index, settings, digest, verify_hashes=True) is not None:
-            report.skipped.append(index)
-            bar.update(len(group))
-            bar.set_postfix(encoded=len(report.encoded), skipped=len(report.skipped))
-            continue
-        texts = [r.text for r in group]
-        parts = []
-        for start in range(0, len(texts), chunk):
-            part = encoder.encode(
-                texts[start : start + chunk],
-                instruction=instruction,
-                kind=kind,
-                batch_size=batch_size,
-                max_length=max_length,
-                normalize=normalize,
-                device=device,
-                show_progress=False,
-            )
-            parts.append(np.asarray(part, dtype=np.float32).astype(np_dtype, copy=False))
-            bar.update(len(part))
-        vectors = np.concatenate(parts)
-        write_shard(
-            outdir,
-            index,
-            [r.id for r in group],
-            vectors,
-            settings,
-            digest,
-            texts if store_text else None,
-        )
-        report.encoded.append(index)
-        bar.set_postfix(encoded=len(report.encoded), skipped=len(report.skipped))
-    bar.close()
-    if len(digests) != n_shards or len(bad_seen) != summary.bad:
-        raise CorpusInputError(
-            f"{input} changed while it was being read ({summary.rows} texts counted first, "
-            "another number later); rerun the command on an input nobody is writing to"
-        )
-    report.manifest = finish(
-        outdir,
-        settings,
-        digests,
-        backend=backend,
-        input_path=str(input),
-        summary=summary,
-    )
-    return report
-
-
 # ------------------------------------------------------------------ reading
 def load_manifest(outdir: str | Path) -> dict:
     """The manifest of a finished output folder; a clear :class:`CorpusError` otherwise."""
