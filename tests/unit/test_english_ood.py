@@ -251,7 +251,7 @@ def test_english_is_reported_in_and_out_of_the_training_domain(tmp_path) -> None
     from types import SimpleNamespace
 
     from lusifer.evaluation.local_tasks import read_task_spec
-    from lusifer.evaluation.runner import TaskScore
+    from lusifer.evaluation.results import TaskScore
     from lusifer.evaluation.sampling import sample_task_dirs
     from lusifer.evaluation.suites import english_by_domain
 
