@@ -41,8 +41,8 @@ def search_command(
     engine: Annotated[
         Engine,
         typer.Option(
-            help="Exact search's engine: auto (= numpy), numpy (torch's matrix product "
-            "and top-k per block) or faiss (a flat index per block).",
+            help="Exact search's engine: auto (faiss when installed, else numpy), faiss (a "
+            "flat index per block) or numpy (torch's matrix product and top-k per block).",
         ),
     ] = "auto",
     exact: Annotated[
