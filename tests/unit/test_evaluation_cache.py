@@ -57,6 +57,26 @@ def test_each_distinct_text_is_encoded_once_in_one_call_per_kind(tasks, tmp_path
     assert sorted(kind for _, _, kind in model.calls) == ["document", "query"]
 
 
+def test_classification_prefetch_encodes_only_the_training_texts_mteb_samples(tasks, tmp_path):
+    """mteb trains each classification experiment on 8 texts a label; the prefetch
+    encodes the union of those samples, not the whole training set, and mteb then asks
+    for nothing else."""
+    dirs, groups = tasks
+    big = dirs[0].parent / "BigTrainClassification"
+    big.mkdir()
+    spec = json.loads((dirs[0].parent / "TinyClassification" / "task.json").read_text())
+    (big / "task.json").write_text(json.dumps({**spec, "name": "BigTrainClassification"}))
+    rows = [{"text": f"train {i}", "label": "abc"[i % 3]} for i in range(600)]
+    (big / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    test = (dirs[0].parent / "TinyClassification" / "test.jsonl").read_text()
+    (big / "test.jsonl").write_text(test)
+    model = fingerprinted("model", groups)
+    evaluate([model], task_dirs=[big], output_dir=tmp_path / "a", bootstrap=0, show_progress=False)
+    assert len(model.calls) == 1  # everything mteb asked for was prefetched
+    n_test = len(test.splitlines())
+    assert 3 * 8 <= _encoded_texts(model) - n_test <= 3 * 8 * 10 < 600
+
+
 def test_a_second_run_in_a_new_folder_reuses_cached_results(tasks, tmp_path, monkeypatch):
     dirs, groups = tasks
     model = fingerprinted("model", groups)

@@ -374,6 +374,44 @@ def test_plain_embedder_cuts_texts_at_max_length():
     assert np.abs(a - b).max() > 1e-3
 
 
+def test_plain_embedder_reads_its_folders_sentence_transformers_settings(tmp_path):
+    """A backbone folder's own token limit and pooling (sentence_bert_config.json,
+    1_Pooling), as sentence-transformers reads them; an explicit max_length wins."""
+    from lusifer.backbones import load_backbone
+    from lusifer.model import PlainEmbedder
+
+    backbone = load_backbone("tiny:bert")
+    folder = tmp_path / "st-folder"
+    backbone.model.save_pretrained(folder)
+    backbone.tokenizer.save_pretrained(folder)
+    # states none: 512, or the tokenizer's own limit when lower
+    limit = min(512, backbone.tokenizer.model_max_length)
+    assert PlainEmbedder.load(str(folder)).max_length == limit != 10
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 10}))
+    (folder / "1_Pooling").mkdir()
+    pooling = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    embedder = PlainEmbedder.load(str(folder))
+    assert (embedder.max_length, embedder.pooling) == (10, "cls")
+    assert PlainEmbedder.load(str(folder), max_length=64).max_length == 64
+
+
+@pytest.mark.integration
+def test_plain_minilm_equals_stock_sentence_transformers_on_long_texts():
+    """``lusifer.load("all-MiniLM-L6-v2")`` is the stock model: its 256-token limit, not
+    512, so a text longer than 256 tokens gets the same vector."""
+    from sentence_transformers import SentenceTransformer
+
+    import lusifer
+    from lusifer.backbones.offline import ensure_offline_backbone
+
+    texts = [" ".join(["The package manager resolves dependencies first."] * 60), "a cat"]
+    stock = SentenceTransformer(str(ensure_offline_backbone("all-MiniLM-L6-v2")), device="cpu")
+    want = stock.encode(texts, normalize_embeddings=True)
+    got = lusifer.load("all-MiniLM-L6-v2").encode(texts)
+    assert (got * want).sum(axis=1).min() >= 0.99999
+
+
 def test_plain_embedder_backbone():
     from lusifer.model import PlainEmbedder
     from lusifer.model.target import TargetModel

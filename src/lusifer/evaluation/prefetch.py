@@ -15,6 +15,7 @@ from typing import Any
 
 from .entry import TaskEntry
 from .local_data import load_task_data
+from .local_mteb import make_mteb_task
 from .local_tasks import LocalTaskSpec
 
 
@@ -22,6 +23,22 @@ def _document(row: dict[str, Any]) -> str:
     """A corpus row as mteb gives it to the model: title and text joined."""
     title = row.get("title") or ""
     return f"{title} {row['text']}".strip() if title else row["text"]
+
+
+def classification_train_texts(spec: LocalTaskSpec, train: Any) -> list[str]:
+    """The training texts mteb's classification evaluator encodes: the union of its
+    ``n_experiments`` undersamplings (``samples_per_label`` a label), drawn by mteb's own
+    method. All of them if that private method changes shape."""
+    task = make_mteb_task(spec)
+    texts = list(train[task.input_column_name])
+    try:
+        order, chosen = None, set()
+        for experiment in range(task.n_experiments):
+            _, order, selected = task._undersample_data(train, experiment, order)
+            chosen.update(selected)
+    except (AttributeError, TypeError, ValueError):
+        return texts
+    return [texts[i] for i in sorted(chosen)]
 
 
 def task_texts(spec: LocalTaskSpec) -> dict[str, list[str]]:
@@ -37,7 +54,8 @@ def task_texts(spec: LocalTaskSpec) -> dict[str, list[str]]:
         test = data["test"]
         return {"query": list(test["sentence1"]) + list(test["sentence2"])}
     if spec.type == "classification":
-        return {"query": list(data["train"]["text"]) + list(data["test"]["text"])}
+        train = classification_train_texts(spec, data["train"])
+        return {"query": train + list(data["test"]["text"])}
     if spec.type == "clustering":
         return {"query": list(data["test"]["sentences"])}
     return {}

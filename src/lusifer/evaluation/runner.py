@@ -337,8 +337,8 @@ def _evaluate_model(
         else:
             runs[entry.key] = run
             progress.update(1)
-    # every pending local task's texts, encoded once, in large length-sorted batches
-    prefetch_local_tasks(wrapper, pending, max(batch_size, 64))
+    # every pending local task's texts, encoded once, in length-sorted batches
+    prefetch_local_tasks(wrapper, pending, batch_size)
     for entry in pending:
         progress.set_postfix_str(f"{name} | {entry.key}")
         run, error = _run_and_store(

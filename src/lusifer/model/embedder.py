@@ -295,20 +295,22 @@ class PlainEmbedder(TorchEmbedder, nn.Module):
         self.processor.max_length = value
 
     @classmethod
-    def load(cls, reference: str, *, max_length: int = 512) -> PlainEmbedder:
-        """A bundled offline backbone (with its prefixes and pooling) or a hub/local one;
-        texts are cut at ``max_length`` tokens."""
-        from ..backbones.offline import find_offline_backbone
+    def load(cls, reference: str, *, max_length: int | None = None) -> PlainEmbedder:
+        """A backbone as its own files say it embeds alone (pooling, prompts, token limit:
+        :func:`~lusifer.backbones.own_settings.own_settings`), so it equals the stock
+        sentence-transformers model; texts are cut at ``max_length`` tokens when given,
+        else at the backbone's own limit (512 when it states none)."""
+        from ..backbones.own_settings import own_settings
 
-        info = find_offline_backbone(reference) if "/" not in reference else None
-        kwargs: dict = {"max_length": max_length}
-        if info is not None:
-            kwargs.update(
-                pooling=info.pooling,
-                query_prefix=info.query_prefix,
-                document_prefix=info.document_prefix,
-            )
-        embedder = cls(load_backbone(reference), **kwargs)
+        backbone = load_backbone(reference)
+        own = own_settings(backbone)
+        embedder = cls(
+            backbone,
+            pooling=own.get("pooling", "mean"),
+            query_prefix=own.get("query_prefix", ""),
+            document_prefix=own.get("document_prefix", ""),
+            max_length=max_length or own.get("max_length", 512),
+        )
         return embedder.eval()
 
     def weights_digest(self) -> str:
