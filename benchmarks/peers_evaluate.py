@@ -4,7 +4,9 @@
 ``lusifer.evaluation.local_mteb.make_mteb_task``), the model on the same backend (lusifer's
 encoder through its mteb adapter, ``MtebEncoder``). Each side runs in its own process,
 first run with empty caches (a fresh ``LUSIFER_EVAL_CACHE``, a fresh mteb results cache):
-wall time including imports and model loading, and every task's main score.
+wall time including imports and model loading, and every task's main score. A third run,
+what an mteb user runs for a plain backbone: ``mteb.evaluate(SentenceTransformer(folder))``,
+which encodes every task's texts on its own (``--no-stock`` skips it).
 
 Not a test: prints one table and PASS/FAIL against the goals (main scores identical to
 1e-4; lusifer <= 0.7x mteb's time).
@@ -61,6 +63,18 @@ json.dump({"scores": scores, "errors": [str(e.exception) for e in result.excepti
           open(out, "w"))
 """
 
+# what an mteb user runs for a plain backbone: the stock sentence-transformers model (its own
+# token limit and pooling) handed to mteb.evaluate, which encodes each task on its own
+MTEB_STOCK = MTEB_SIDE.replace(
+    "model = MtebEncoder(lusifer.load(model_ref, backend=backend, threads=int(threads)))",
+    "import torch\n"
+    "from sentence_transformers import SentenceTransformer\n"
+    "from lusifer.backbones import resolve_backbone\n"
+    "torch.set_num_threads(int(threads))\n"
+    "model = SentenceTransformer(resolve_backbone(model_ref), device='cpu')",
+)
+assert MTEB_STOCK != MTEB_SIDE
+
 
 def run(cmd: list[str], env: dict) -> float:
     start = time.perf_counter()
@@ -89,10 +103,13 @@ def lusifer_side(dirs: list[Path], args, work: Path, env: dict) -> tuple[float, 
     return seconds, scores
 
 
-def mteb_side(dirs: list[Path], args, work: Path, env: dict) -> tuple[float, dict]:
-    out = work / "mteb-scores.json"
-    cmd = [sys.executable, "-c", MTEB_SIDE, args.model, args.backend, str(args.threads)]
-    cmd += [str(args.batch_size), str(work / "mteb-cache"), str(out), *map(str, dirs)]
+def mteb_side(
+    dirs: list[Path], args, work: Path, env: dict, script: str = MTEB_SIDE
+) -> tuple[float, dict]:
+    out = work / f"mteb-scores-{len(script)}.json"
+    cache = work / f"mteb-cache-{len(script)}"
+    cmd = [sys.executable, "-c", script, args.model, args.backend, str(args.threads)]
+    cmd += [str(args.batch_size), str(cache), str(out), *map(str, dirs)]
     seconds = run(cmd, env)
     data = json.loads(out.read_text())
     if data["errors"]:
@@ -100,7 +117,7 @@ def mteb_side(dirs: list[Path], args, work: Path, env: dict) -> tuple[float, dic
     return seconds, data["scores"]
 
 
-def report(dirs, args, t_ours, ours, t_mteb, theirs) -> None:
+def report(dirs, args, t_ours, ours, t_mteb, theirs, stock=None) -> None:
     common = sorted(set(ours) & set(theirs))
     diffs = [abs(ours[k] - theirs[k]) for k in common]
     worst = max(diffs) if diffs else float("nan")
@@ -112,16 +129,30 @@ def report(dirs, args, t_ours, ours, t_mteb, theirs) -> None:
     print("| run | wall s | subsets scored |\n|---|---:|---:|")
     print(f"| lusifer evaluate | {t_ours:.1f} | {len(ours)} |")
     print(f"| mteb.evaluate (same tasks, same encoder) | {t_mteb:.1f} | {len(theirs)} |")
+    if stock:
+        print(f"| mteb.evaluate(SentenceTransformer) | {stock[0]:.1f} | {len(stock[1])} |")
     ratio = t_ours / t_mteb
     print("\n| goal | value | target | result |\n|---|---:|---:|---|")
-    print(f"| time lusifer / mteb | {ratio:.2f} | <= 0.7 | {verdict(ratio, '<=', 0.7)} |")
+    print(
+        f"| time lusifer / mteb, same encoder | {ratio:.2f} | <= 0.7 | {verdict(ratio, '<=', 0.7)} |"
+    )
+    if stock:
+        ratio = t_ours / stock[0]
+        print(
+            f"| time lusifer / mteb with sentence-transformers | {ratio:.2f} | <= 0.7 | "
+            f"{verdict(ratio, '<=', 0.7)} |"
+        )
     same = len(common) == len(ours) == len(theirs)
     ok = "PASS" if same and worst <= 1e-4 else "FAIL"
     print(
         f"| largest main-score difference ({len(common)} subsets) | {worst:.2e} | <= 1e-4 | {ok} |"
     )
+    if stock:
+        worst = max((abs(ours[k] - stock[1][k]) for k in common if k in stock[1]), default=0)
+        print(f"| largest difference to stock sentence-transformers | {worst:.2e} | - | - |")
     for key in common:
-        print(f"  {key}: lusifer {ours[key]:.6f}, mteb {theirs[key]:.6f}")
+        line = f"  {key}: lusifer {ours[key]:.6f}, mteb {theirs[key]:.6f}"
+        print(line + (f", stock {stock[1][key]:.6f}" if stock and key in stock[1] else ""))
 
 
 def main() -> None:
@@ -134,6 +165,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--bootstrap", type=int, default=0, help="lusifer's CI resamples (mteb computes none)."
+    )
+    parser.add_argument(
+        "--no-stock",
+        dest="stock",
+        action="store_false",
+        help="Skip the third run: mteb.evaluate of the stock SentenceTransformer model "
+        "(plain backbones only).",
     )
     args = parser.parse_args()
     dirs = sorted(d for d in SUITE.iterdir() if (d / "task.json").is_file())
@@ -150,7 +188,11 @@ def main() -> None:
         print(f"  lusifer evaluate: {t_ours:.1f}s", flush=True)
         t_mteb, theirs = mteb_side(dirs, args, work, env)
         print(f"  mteb.evaluate: {t_mteb:.1f}s", flush=True)
-    report(dirs, args, t_ours, ours, t_mteb, theirs)
+        stock = None
+        if args.stock:
+            stock = mteb_side(dirs, args, work, env, MTEB_STOCK)
+            print(f"  mteb.evaluate(SentenceTransformer): {stock[0]:.1f}s", flush=True)
+    report(dirs, args, t_ours, ours, t_mteb, theirs, stock)
 
 
 if __name__ == "__main__":

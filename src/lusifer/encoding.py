@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -68,11 +69,24 @@ def clip_text(text: str, max_length: int) -> str:
     return text if len(text) <= limit else text[:limit]
 
 
+def token_lengths(tokenizer: Any, texts: list[str], max_length: int) -> list[int]:
+    """Each text's token count (without special tokens or prompt), capped at
+    ``max_length``: what it costs in a batch. Characters are a poor proxy across scripts
+    (a Hindi sentence is several times as many tokens per character as a French one for
+    an English WordPiece vocabulary), so length-sorting by them pads mixed-language input."""
+    clipped = [clip_text(t, max_length) for t in texts]
+    ids = tokenizer(clipped, add_special_tokens=False, truncation=True, max_length=max_length)[
+        "input_ids"
+    ]
+    return [len(x) for x in ids]
+
+
 def embed_in_length_order(
     texts: list[str],
     embed_batch: Callable[[list[str]], torch.Tensor],
     *,
     batch_size: int,
+    lengths: Sequence[int] | None = None,
     show_progress: bool = False,
     desc: str = "Encoding",
 ) -> torch.Tensor:
@@ -81,14 +95,19 @@ def embed_in_length_order(
     ``batch_size`` texts, and ends early where a text is under half the length of its
     first (longest) one, so that no text pads to more than twice its length (a server's
     batch of 32 single requests, from 20 to 500 characters, would otherwise run every
-    text at the longest one's length)."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    text at the longest one's length). ``lengths`` are the texts' token counts
+    (:func:`token_lengths`); without them, characters stand in."""
+    if lengths is None:
+        lengths = [len(t) for t in texts]
+    if len(lengths) != len(texts):
+        raise ValueError(f"{len(lengths)} lengths for {len(texts)} texts")
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     chunks: list[torch.Tensor] = []
     with (
         tqdm(total=len(texts), desc=desc, disable=not show_progress, unit="text") as bar,
         torch.inference_mode(),
     ):
-        for rows in _length_batches([len(texts[i]) for i in order], batch_size):
+        for rows in _length_batches([lengths[i] for i in order], batch_size):
             batch = [texts[order[i]] for i in rows]
             chunks.append(embed_batch(batch).float().cpu())
             bar.update(len(batch))

@@ -267,3 +267,31 @@ def test_frozen_encoder_runner_gives_the_torch_encoders_states(
         want = model.encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     got = runner(enc["input_ids"], enc["attention_mask"])
     torch.testing.assert_close(got, want.last_hidden_state, atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- encode batches
+def test_encode_batches_mixed_scripts_by_tokens_not_characters():
+    """Latin and Chinese texts of the same character lengths are 1 and 3 tokens a
+    character for tiny:bert's tokenizer; sorted by characters, batches would mix them and
+    pad the Latin texts to three times their length. Sorted by tokens, no text in a batch
+    is under half its batch's longest, and the vectors are those of one text at a time."""
+    embedder = PlainEmbedder.load("tiny:bert", max_length=128)
+    rng = np.random.default_rng(0)
+    texts = []
+    for n in rng.integers(18, 23, size=48):
+        texts.append("".join(rng.choice(list("abcdefghij "), size=n)))
+        texts.append("".join(rng.choice(list("你好世界天气"), size=n)))
+    batches = []
+    original = embedder.embed_tokens
+
+    def recording(enc, **kwargs):
+        batches.append(enc["attention_mask"].sum(dim=1).tolist())
+        return original(enc, **kwargs)
+
+    embedder.embed_tokens = recording
+    vectors = embedder.encode(texts, batch_size=16)
+    assert sum(len(b) for b in batches) == len(texts)
+    for real in batches:
+        assert max(real) <= 2 * min(real), real
+    alone = np.stack([embedder.encode([t])[0] for t in texts[:6]])
+    np.testing.assert_allclose(vectors[:6], alone, atol=1e-5)

@@ -19,7 +19,7 @@ from torch import nn
 from transformers import BatchEncoding
 
 from ..backbones import Backbone, load_backbone
-from ..encoding import embed_in_length_order, validate_options, validate_texts
+from ..encoding import embed_in_length_order, token_lengths, validate_options, validate_texts
 from ..types import ROUTES, TextKind
 from .pooling import pool
 from .prompts import PrefixProcessor
@@ -202,10 +202,13 @@ class Embedder:
                     )
                     return embedder.embed_tokens(enc, use_head=head)
 
+                chosen = [texts[i] for i in rows]
+                limit = max_length or embedder.max_length
                 vectors = embed_in_length_order(
-                    [texts[i] for i in rows],
+                    chosen,
                     embed_batch,
                     batch_size=batch_size,
+                    lengths=token_lengths(embedder.processor.tokenizer, chosen, limit),
                     show_progress=show_progress,
                     desc=f"Encoding ({embedder.name})",
                 )
