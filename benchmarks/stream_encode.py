@@ -60,10 +60,10 @@ def throughput(
 ) -> dict:
     """texts/s of model.encode on texts in memory, then of encode_corpus on the same
     texts from a file, in this process."""
+    from lusifer import load
     from lusifer.corpus import encode_corpus
-    from lusifer.onnx import load_encoder
 
-    encoder = load_encoder(model, threads=threads)
+    encoder = load(model, threads=threads)
     path = write_lines(workdir / f"tp-{n}.txt", n)
     texts = path.read_text(encoding="utf-8").splitlines()
     kw = {"kind": "document", "batch_size": batch_size, "max_length": max_length}

@@ -119,8 +119,8 @@ def at_angle(degrees: float) -> list[float]:
     return [math.cos(math.radians(degrees)), math.sin(math.radians(degrees))]
 
 
-class FakeEncoder:
-    """A numpy stand-in for an embedding model (the ``TextEncoder.encode`` contract).
+class FakeEmbedder:
+    """A numpy stand-in for an embedding model (the ``TextEmbedder.encode`` contract).
 
     A text's vector: ``vectors[text]`` (stripped text too) when given; else the vector of
     its group (texts of one of ``groups`` share a random vector); else one hashed from

@@ -3,7 +3,7 @@
 from ._version import __version__ as __version__
 from .config import LoraSettings, LusiferConfig
 from .loading import default_device, load
-from .model import LusiferModel, PlainEmbedder, load_text_encoder
+from .model import LusiferModel, PlainEmbedder, load_embedder
 
 __all__ = [
     "LoraSettings",
@@ -12,5 +12,5 @@ __all__ = [
     "PlainEmbedder",
     "default_device",
     "load",
-    "load_text_encoder",
+    "load_embedder",
 ]

@@ -99,7 +99,7 @@ class LusiferConfig:
     routes: RouteSettings | None = None
     query_template: str = "{instruction}.\n{text}"
     document_template: str = "{instruction}. Candidate:\n{text}"
-    # Filled in by the model when built; a checkpoint is refused if its backbones differ.
+    # Filled in by the model when built; a saved model is refused if its backbones differ.
     encoder_signature: dict[str, Any] = field(default_factory=dict)
     target_signature: dict[str, Any] = field(default_factory=dict)
 

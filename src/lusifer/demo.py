@@ -112,15 +112,15 @@ def _baselines(
     from .onnx.backends import fastest_backend
     from .onnx.export import plain_export_path
 
-    encoders, spent = {}, {}
+    embedders, spent = {}, {}
     for name, reference in references.items():
         embedder = _named(PlainEmbedder.load(reference, max_length=max_length), name)
         cached = plain_export_path(embedder).is_file()
         tic = time.perf_counter()
-        encoders[name] = _named(fastest_backend(embedder), name)
+        embedders[name] = _named(fastest_backend(embedder), name)
         if not cached and not embedder.backbone.is_decoder:
             spent[f"onnx export {reference}"] = time.perf_counter() - tic
-    return encoders, spent
+    return embedders, spent
 
 
 def crosslingual_gap_closed(report: Any, lusifer: str, target: str, encoder: str) -> dict[str, Any]:

@@ -110,20 +110,20 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     raise ValueError(f"device {str(device)!r} is not available here: use {here}")
 
 
-def encoder_device(encoder: Any) -> torch.device | None:
-    """Where ``encoder`` runs: its parameters' device for a torch module, ``cpu`` for an
+def embedder_device(embedder: Any) -> torch.device | None:
+    """Where ``embedder`` runs: its parameters' device for a torch module, ``cpu`` for an
     onnxruntime runner, None for anything else."""
-    if isinstance(encoder, torch.nn.Module):
-        first = next(encoder.parameters(), None)
+    if isinstance(embedder, torch.nn.Module):
+        first = next(embedder.parameters(), None)
         return first.device if first is not None else torch.device("cpu")
     # an onnxruntime runner (OnnxLusifer, OnnxPlainEmbedder) runs its graph on the CPU
-    return torch.device("cpu") if getattr(encoder, "onnx_path", None) is not None else None
+    return torch.device("cpu") if getattr(embedder, "onnx_path", None) is not None else None
 
 
-def place(encoder: Any, device: str | torch.device | None = None) -> Any:
-    """``encoder`` moved to ``device`` (resolved by :func:`resolve_device`) when it is a
+def place(embedder: Any, device: str | torch.device | None = None) -> Any:
+    """``embedder`` moved to ``device`` (resolved by :func:`resolve_device`) when it is a
     torch module; anything else is returned as it is."""
     target = resolve_device(device)
-    if isinstance(encoder, torch.nn.Module):
-        encoder.to(target)
-    return encoder
+    if isinstance(embedder, torch.nn.Module):
+        embedder.to(target)
+    return embedder

@@ -1,8 +1,7 @@
 """One way to load a model to embed with, and where it runs.
 
 :func:`load` is what every command that encodes (``encode``, ``search``, ``evaluate``,
-``serve``, ``mine``) and the Python API's ``load_text_encoder`` / ``onnx.load_encoder``
-go through: it reads ``MODEL`` on the chosen backend and places it on a device.
+``serve``, ``mine``) goes through: it reads ``MODEL`` on the chosen backend and places it on a device.
 
 The device, when none is given (:func:`default_device`): ``cuda:LOCAL_RANK`` under
 ``torchrun`` / ``accelerate launch`` (``$LOCAL_RANK`` set) when CUDA is available, else
@@ -22,7 +21,7 @@ from .devices import (  # noqa: F401 - re-exported: lusifer.loading.default_devi
     DEVICE_HELP,
     available_devices,
     default_device,
-    encoder_device,
+    embedder_device,
     local_cuda_device,
     place,
     resolve_device,
@@ -38,7 +37,7 @@ def load(
     device: str | torch.device | None = None,
     threads: int | None = None,
 ):
-    """A ``TextEncoder`` for ``reference`` (what ``lusifer encode`` takes as ``MODEL``:
+    """A ``TextEmbedder`` for ``reference`` (what ``lusifer encode`` takes as ``MODEL``:
     a LUSIFER folder or hub id, a bundled backbone, a Hugging Face folder or hub id) on
     ``backend``, placed on ``device``.
 
@@ -75,24 +74,24 @@ def load(
     policy = thread_policy(threads)
     policy.apply_to_torch()  # also for a backbone that stays on torch
     if backend == "onnx":
-        from .onnx.backends import onnx_encoder
+        from .onnx.backends import onnx_embedder
 
-        return onnx_encoder(reference, quantize=quantize, threads=policy.threads)
-    encoder = _torch_encoder(reference, target if device is not None else None)
-    place(encoder, target)
+        return onnx_embedder(reference, quantize=quantize, threads=policy.threads)
+    embedder = _torch_embedder(reference, target if device is not None else None)
+    place(embedder, target)
     if backend == "auto" and target.type == "cpu":
         from .onnx.backends import fastest_backend
 
-        return fastest_backend(encoder, source=reference, threads=policy.threads)
-    return encoder
+        return fastest_backend(embedder, source=reference, threads=policy.threads)
+    return embedder
 
 
-def _torch_encoder(reference: str | Path, device: torch.device | None):
-    """The torch model behind ``reference`` through ``lusifer.model.load_text_encoder``
+def _torch_embedder(reference: str | Path, device: torch.device | None):
+    """The torch model behind ``reference`` through ``lusifer.model.load_embedder``
     (looked up when called, so that a replacement of it is used everywhere); ``device``
     is passed only when one was asked for."""
     from . import model
 
     if device is None:
-        return model.load_text_encoder(reference)
-    return model.load_text_encoder(reference, device=device)
+        return model.load_embedder(reference)
+    return model.load_embedder(reference, device=device)

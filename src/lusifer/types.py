@@ -15,14 +15,14 @@ TextKind = Literal["query", "document"]
 Backend = Literal["torch", "onnx", "auto"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 # which way a routed model sends a text: "auto" (the router decides per text), "native"
-# (the target alone) or "connector" (encoder -> connector -> target)
+# (the target alone) or "connector" (embedder -> connector -> target)
 Route = Literal["auto", "native", "connector"]
 ROUTES: tuple[str, ...] = get_args(Route)
 Quantize = Literal["int8"]  # dynamic int8 quantisation (onnx backend)
 
 
 @runtime_checkable
-class TextEncoder(Protocol):
+class TextEmbedder(Protocol):
     """What evaluation, serving, search and mining call on an embedding model: every
     model here (:class:`lusifer.model.embedder.Embedder`: LUSIFER or a backbone alone,
     torch or onnxruntime) provides all of it.
@@ -33,7 +33,7 @@ class TextEncoder(Protocol):
     ``uses_instructions`` False means ``instruction`` is ignored (evaluation then reuses a
     text's embedding across tasks); ``fingerprint()`` changes with the weights and
     settings, so cached results of another model are redone, not reused. ``max_length``
-    is the token limit, ``device`` where batches run. An encoder of your own needs only
+    is the token limit, ``device`` where batches run. An embedder of your own needs only
     ``name`` and ``encode``: the rest is read with defaults where missing
     (:func:`reads_instructions`).
     """
@@ -72,10 +72,10 @@ class TextEncoder(Protocol):
     ) -> np.ndarray | torch.Tensor: ...
 
 
-def reads_instructions(encoder: object) -> bool:
-    """Whether ``encoder`` uses the ``instruction`` it is given (``uses_instructions``;
-    an encoder that does not say is taken to read them)."""
-    return bool(getattr(encoder, "uses_instructions", True))
+def reads_instructions(embedder: object) -> bool:
+    """Whether ``embedder`` uses the ``instruction`` it is given (``uses_instructions``;
+    an embedder that does not say is taken to read them)."""
+    return bool(getattr(embedder, "uses_instructions", True))
 
 
 class UploadOptions(TypedDict, total=False):

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import FakeEncoder, make_task_dirs
+from helpers import FakeEmbedder, make_task_dirs
 
 pytestmark = pytest.mark.slow  # a system test: make test-fast leaves it out
 
@@ -98,7 +98,7 @@ def test_a_half_written_run_file_is_not_read_as_finished(tmp_path, damage):
 
     dirs = [d for d in make_task_dirs(tmp_path / "tasks")[0] if d.name in ("TinySTS", "TinyBitext")]
     run = dict(task_dirs=dirs, output_dir=tmp_path / "out", bootstrap=0, show_progress=False)
-    encoder = FakeEncoder("m")
+    encoder = FakeEmbedder("m")
     first = evaluate([encoder], **run, use_cache=False)
     path = tmp_path / "out/runs/m/TinySTS.json"
     path.write_bytes(damage(path.read_bytes()))
@@ -114,9 +114,9 @@ def test_a_run_file_cut_inside_a_utf8_character_is_scored_again(tmp_path):
 
     dirs = [d for d in make_task_dirs(tmp_path / "tasks")[0] if d.name == "TinySTS"]
     run = dict(task_dirs=dirs, output_dir=tmp_path / "out", bootstrap=0, show_progress=False)
-    first = evaluate([FakeEncoder("modèle")], **run, use_cache=False)
+    first = evaluate([FakeEmbedder("modèle")], **run, use_cache=False)
     (path,) = (tmp_path / "out/runs").glob("*/TinySTS.json")
     data = path.read_bytes()
     path.write_bytes(data[: data.index("è".encode()) + 1])  # half of the "è"
-    again = evaluate([FakeEncoder("modèle")], **run, use_cache=False)
+    again = evaluate([FakeEmbedder("modèle")], **run, use_cache=False)
     assert again.score("modèle", "TinySTS") == first.score("modèle", "TinySTS")

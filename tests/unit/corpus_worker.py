@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from lusifer import load_text_encoder
+from lusifer import load_embedder
 from lusifer.corpus import encode_corpus
 
 
@@ -28,6 +28,6 @@ class Slow:
 
 if __name__ == "__main__":
     model, src, outdir, shard_size, delay = sys.argv[1:6]
-    encoder = Slow(load_text_encoder(model), float(delay))
+    encoder = Slow(load_embedder(model), float(delay))
     print("loaded", flush=True)
     encode_corpus(encoder, src, outdir, shard_size=int(shard_size), model_reference=model)

@@ -21,7 +21,7 @@ import lusifer.files as files
 import lusifer.training.checkpoints as checkpoints
 from lusifer import LusiferModel
 from lusifer.files import TMP_MARK, atomic_folder, atomic_write
-from lusifer.model.lusifer import CheckpointError
+from lusifer.model.lusifer import ModelFolderError
 from lusifer.training import load_train_config, run_training
 from lusifer.training.checkpoints import CheckpointWriteError
 from lusifer.training.engine import StageTrainer
@@ -181,7 +181,7 @@ def test_a_checkpoint_holding_pickled_code_is_refused_without_running_it(tmp_pat
     folder = trainer.checkpoint_root / "step-00000001"
     marker = tmp_path / "ran"
     torch.save({"state": {0: Payload(marker)}, "param_groups": []}, folder / name)
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(ModelFolderError) as err:
         trainer.load_checkpoint(folder)
     message = str(err.value)
     assert name in message and "could run code" in message and "exec" in message
@@ -202,7 +202,7 @@ def test_a_damaged_checkpoint_file_is_a_checkpoint_error(tmp_path, damage):
     path = folder / "optimizer.pt"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else damage)
-    with pytest.raises(CheckpointError) as err:  # never IndexError, EOFError, ...
+    with pytest.raises(ModelFolderError) as err:  # never IndexError, EOFError, ...
         trainer.load_checkpoint(folder)
     message = str(err.value)
     assert f"{path} cannot be read" in message and "damaged" in message
@@ -214,10 +214,10 @@ def test_a_damaged_weights_or_state_file_is_a_checkpoint_error(tmp_path):
     trainer.save_checkpoint(1)
     folder = trainer.checkpoint_root / "step-00000001"
     (folder / "model.safetensors").write_bytes(b"\x00" * 7)
-    with pytest.raises(CheckpointError, match="model.safetensors cannot be read"):
+    with pytest.raises(ModelFolderError, match="model.safetensors cannot be read"):
         trainer.load_checkpoint(folder)
     (folder / "trainer_state.json").write_text('{"stage": "alignm')
-    with pytest.raises(CheckpointError, match="trainer_state.json cannot be read"):
+    with pytest.raises(ModelFolderError, match="trainer_state.json cannot be read"):
         trainer.load_checkpoint(folder)
 
 
@@ -362,7 +362,7 @@ def test_the_train_command_reports_a_refused_checkpoint_without_a_traceback(tmp_
     result = CliRunner().invoke(app, ["train", str(tmp_path / "run.yaml")])
     assert result.exit_code == 1, result.output
     assert "error:" in result.output and "could run code" in result.output
-    assert not isinstance(result.exception, CheckpointError)  # reported, not raised
+    assert not isinstance(result.exception, ModelFolderError)  # reported, not raised
     assert not marker.exists()
 
 

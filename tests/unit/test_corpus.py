@@ -537,7 +537,7 @@ def test_search_command(tmp_path, tiny_folder):
 @pytest.mark.integration
 def test_an_english_query_finds_its_french_and_hindi_documents(tmp_path):
     """multilingual-e5-small (bundled, offline) alone: shards of two documents each."""
-    from lusifer import load_text_encoder
+    from lusifer import load_embedder
 
     docs = {
         "fr-cat": "Le chat dort sur le canapé du salon.",
@@ -555,7 +555,7 @@ def test_an_english_query_finds_its_french_and_hindi_documents(tmp_path):
         ),
         encoding="utf-8",
     )
-    e5 = load_text_encoder("multilingual-e5-small")
+    e5 = load_embedder("multilingual-e5-small")
     out = tmp_path / "out"
     encode_corpus(
         e5,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import TASK_ROWS as N
-from helpers import FakeEncoder, make_task_dirs, write_jsonl
+from helpers import FakeEmbedder, make_task_dirs, write_jsonl
 
 from lusifer.evaluation import aggregation, significance
 from lusifer.evaluation.local_data import load_task_dirs
@@ -43,8 +43,8 @@ def two_model_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tasks")
     dirs, groups = make_task_dirs(root)
-    perfect = FakeEncoder("perfect", groups)
-    random = FakeEncoder("random")
+    perfect = FakeEmbedder("perfect", groups)
+    random = FakeEmbedder("random")
     out = tmp_path_factory.mktemp("out")
     report = evaluate(
         [perfect, random],
@@ -202,7 +202,7 @@ def test_a_changed_model_under_the_same_name_is_evaluated_again(tmp_path):
     dirs, groups = make_task_dirs(tmp_path / "tasks")
     dirs = [d for d in dirs if d.name in ("TinySTS", "TinyClustering")]
 
-    model = FakeEncoder("model", groups, fingerprint="v1")
+    model = FakeEmbedder("model", groups, fingerprint="v1")
     run = dict(task_dirs=dirs, output_dir=tmp_path / "out", bootstrap=0, show_progress=False)
     evaluate([model], **run)
     calls = len(model.calls)
@@ -217,7 +217,7 @@ def test_language_filter(two_model_run, tmp_path):
     from lusifer.evaluation import evaluate
 
     _, _, _, dirs, _ = two_model_run
-    encoder = FakeEncoder("solo")
+    encoder = FakeEmbedder("solo")
     report = evaluate(
         [encoder],
         task_dirs=dirs,
@@ -363,10 +363,10 @@ def test_cli_evaluate_runs_task_dirs(two_model_run, tmp_path, monkeypatch):
     made = {}
 
     def fake_loader(ref):
-        made[ref] = FakeEncoder(ref)
+        made[ref] = FakeEmbedder(ref)
         return made[ref]
 
-    monkeypatch.setattr(lusifer.model, "load_text_encoder", fake_loader)
+    monkeypatch.setattr(lusifer.model, "load_embedder", fake_loader)
     retrieval = next(d for d in dirs if d.name == "TinyRetrieval")
     bitext = next(d for d in dirs if d.name == "TinyBitext")
     args = ["evaluate", "m1", "m2", "--task-dir", str(retrieval), "--task-dir", str(bitext)]
@@ -447,7 +447,7 @@ def test_hub_task_path_with_mteb_mock_task(tmp_path, monkeypatch):
             subsets_by_language=by_language,
             crosslingual=False,
             source="mteb",
-            fingerprint="f",
+            digest="f",
             factory=factory,
         )
 
@@ -460,7 +460,7 @@ def test_hub_task_path_with_mteb_mock_task(tmp_path, monkeypatch):
         entry("Unreachable", unreachable, {"en": ("default",)}),
     ]
     monkeypatch.setattr(runner, "resolve_tasks", lambda *a, **k: entries)
-    encoder = FakeEncoder("hub")
+    encoder = FakeEmbedder("hub")
     report = runner.evaluate(
         [encoder], suite="lusifer", output_dir=tmp_path, bootstrap=100, show_progress=False
     )

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import FakeEncoder, make_task_dirs
+from helpers import FakeEmbedder, make_task_dirs
 
 from lusifer.evaluation import evaluate, runner
 
 
-def fingerprinted(name, groups=()) -> FakeEncoder:
+def fingerprinted(name, groups=()) -> FakeEmbedder:
     """A test encoder with a fingerprint (cacheable) that reads no instructions."""
-    return FakeEncoder(name, groups, fingerprint="v1", uses_instructions=False)
+    return FakeEmbedder(name, groups, fingerprint="v1", uses_instructions=False)
 
 
 def _encoded_texts(model) -> int:
@@ -132,7 +132,7 @@ def test_a_changed_model_sample_or_scoring_version_invalidates_the_cache(
 
 def test_models_without_a_fingerprint_are_never_cached(tasks, tmp_path):
     dirs, groups = tasks
-    model = FakeEncoder("plain", groups)
+    model = FakeEmbedder("plain", groups)
     evaluate(
         [model], task_dirs=dirs[:1], output_dir=tmp_path / "a", bootstrap=0, show_progress=False
     )

@@ -10,13 +10,13 @@ pytestmark = pytest.mark.integration
 def test_multilingual_backbone_beats_english_only_on_en_sw(tmp_path):
     from lusifer.evaluation import evaluate
     from lusifer.evaluation.local_tasks import offline_suite_dirs
-    from lusifer.model import load_text_encoder
+    from lusifer.model import load_embedder
 
     dirs = [d for d in offline_suite_dirs() if d.name == "XlingRetrieval.en-sw"]
     if len(dirs) != 1:
         pytest.skip("the bundled offline suite is not built")
-    e5 = load_text_encoder("multilingual-e5-small")
-    minilm = load_text_encoder("all-MiniLM-L6-v2")
+    e5 = load_embedder("multilingual-e5-small")
+    minilm = load_embedder("all-MiniLM-L6-v2")
     report = evaluate(
         [e5, minilm], task_dirs=dirs, output_dir=tmp_path, bootstrap=200, show_progress=False
     )

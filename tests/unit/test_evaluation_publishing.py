@@ -18,13 +18,13 @@ MODELS = ("lusifer[tiny:xlmr -> tiny:bert]", "tiny:xlmr")
 def one_process(tmp_path_factory, saved_tiny_model):
     """A tiny LUSIFER folder and a tiny plain encoder on four tiny local tasks, in this
     process: the reference for the multi-process run."""
-    from lusifer import load_text_encoder
+    from lusifer import load_embedder
     from lusifer.evaluation import evaluate
 
     root = tmp_path_factory.mktemp("publishing")
     folder = saved_tiny_model(root / "model")
     dirs = [d for d in make_task_dirs(root / "tasks")[0] if d.name in TASKS]
-    models = [load_text_encoder(folder), load_text_encoder("tiny:xlmr")]
+    models = [load_embedder(folder), load_embedder("tiny:xlmr")]
     assert tuple(m.name for m in models) == MODELS
     report = evaluate(
         models,

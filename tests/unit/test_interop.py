@@ -250,11 +250,10 @@ def test_reference_config_errors(reference_folder, tmp_path):
 
 
 def test_reference_folder_through_the_backend_loader(reference_folder):
-    from lusifer import LusiferModel
-    from lusifer.onnx import load_encoder
+    from lusifer import LusiferModel, load
 
     ref, folder, n = reference_folder
-    encoder = load_encoder(folder, backend="torch", threads=1)
+    encoder = load(folder, backend="torch", threads=1)
     assert isinstance(encoder, LusiferModel)
     enc = encoder.tokenize(TEXTS[:1])
     want = ref.embed(enc["input_ids"], enc["attention_mask"]).numpy()

@@ -18,9 +18,9 @@ import lusifer
 import lusifer.devices
 import lusifer.loading
 import lusifer.serving
-from lusifer import LusiferModel, PlainEmbedder, default_device, load, load_text_encoder
+from lusifer import LusiferModel, PlainEmbedder, default_device, load, load_embedder
 from lusifer.cli import app
-from lusifer.loading import encoder_device, resolve_device
+from lusifer.loading import embedder_device, resolve_device
 
 runner = CliRunner()
 CUDA = torch.cuda.is_available()
@@ -69,12 +69,9 @@ def test_explicit_cpu_places_every_parameter_on_the_cpu(folder):
     plain = load("tiny:bert", device="cpu")
     assert isinstance(plain, PlainEmbedder)
     assert devices_of(plain) == {"cpu"}
-    assert encoder_device(model) == torch.device("cpu")
-    # the old names are the same loader
-    assert devices_of(load_text_encoder(folder, device="cpu")) == {"cpu"}
-    from lusifer.onnx import load_encoder
-
-    assert devices_of(load_encoder("tiny:bert", device="cpu")) == {"cpu"}
+    assert embedder_device(model) == torch.device("cpu")
+    # the torch backend's own loader places as lusifer.load does
+    assert devices_of(load_embedder(folder, device="cpu")) == {"cpu"}
     # and the placed model encodes as the unplaced one does
     want = LusiferModel.from_pretrained(folder).encode(TEXTS)
     assert np.abs(model.encode(TEXTS) - want).max() < 1e-5
@@ -124,7 +121,7 @@ def test_onnx_on_a_gpu_is_refused_before_anything_loads(fake_gpus, monkeypatch):
     def must_not_load(*_, **__):
         raise AssertionError("loaded a model")
 
-    monkeypatch.setattr(lusifer.model, "load_text_encoder", must_not_load)
+    monkeypatch.setattr(lusifer.model, "load_embedder", must_not_load)
     for device in ("cuda", "cuda:1"):
         with pytest.raises(ValueError, match=r"onnx backend runs on the CPU only.*--device cpu"):
             load("tiny:bert", backend="onnx", device=device)
@@ -138,7 +135,7 @@ def test_onnx_without_a_device_runs_on_the_cpu_even_beside_a_gpu(fake_gpus, monk
     import lusifer.onnx.backends as backends
 
     seen = {}
-    monkeypatch.setattr(backends, "onnx_encoder", lambda ref, **kw: seen.update(ref=ref) or "g")
+    monkeypatch.setattr(backends, "onnx_embedder", lambda ref, **kw: seen.update(ref=ref) or "g")
     assert load("tiny:bert", backend="onnx") == "g" and seen == {"ref": "tiny:bert"}
 
 
@@ -155,7 +152,7 @@ def test_auto_on_a_gpu_is_torch_without_calibrating(fake_gpus, monkeypatch):
         raise AssertionError("calibrated on a GPU")
 
     monkeypatch.setattr(lusifer.loading, "place", fake_place)
-    monkeypatch.setattr(lusifer.devices, "place", fake_place)  # load_text_encoder's
+    monkeypatch.setattr(lusifer.devices, "place", fake_place)  # load_embedder's
     monkeypatch.setattr(backends, "fastest_backend", no_calibration)
     for device in (None, "cuda", "cuda:1"):
         encoder = load("tiny:bert", backend="auto", device=device)

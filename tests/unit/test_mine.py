@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import FakeEncoder, at_angle
+from helpers import FakeEmbedder, at_angle
 from typer.testing import CliRunner
 
 from lusifer.cli import app
@@ -24,9 +24,9 @@ from lusifer.data.readers import PairRow, read_pair_rows
 runner = CliRunner()
 
 
-def angle_encoder(angles: dict[str, float]) -> FakeEncoder:
+def angle_encoder(angles: dict[str, float]) -> FakeEmbedder:
     """Each known text is a unit vector at a fixed angle: cosine ranks are known exactly."""
-    return FakeEncoder("angles", vectors={t: at_angle(a) for t, a in angles.items()})
+    return FakeEmbedder("angles", vectors={t: at_angle(a) for t, a in angles.items()})
 
 
 def test_rank_window_takes_ranks_skip_plus_one_to_top_k(monkeypatch):

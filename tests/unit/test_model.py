@@ -11,7 +11,7 @@ from helpers import TINY_TARGETS, randomize_trained
 
 from lusifer import LusiferModel
 from lusifer.config import ConfigError
-from lusifer.model import CheckpointError
+from lusifer.model import ModelFolderError
 from lusifer.model.connector import Connector
 from lusifer.model.pooling import pool
 from lusifer.model.prompts import format_prompt
@@ -230,12 +230,12 @@ def test_half_precision_models_keep_their_adapters(tiny_model_factory):
     assert "target_lora" in {k.split(".")[0] for k in model.trained_state_dict()}
 
 
-def test_load_text_encoder_merges_lora_unless_asked_not_to(tmp_path, tiny_model_factory):
-    from lusifer import load_text_encoder
+def test_load_embedder_merges_lora_unless_asked_not_to(tmp_path, tiny_model_factory):
+    from lusifer import load_embedder
 
     model = tiny_model_factory("bert", target_lora=LORA, encoder_lora=LORA)
     folder = model.save_pretrained(tmp_path / "m", card=False)
-    loaded, kept = load_text_encoder(folder), load_text_encoder(folder, merge_lora=False)
+    loaded, kept = load_embedder(folder), load_embedder(folder, merge_lora=False)
     assert loaded.lora_merged and not kept.lora_merged
     assert loaded.fingerprint() == kept.fingerprint() == model.fingerprint()
     np.testing.assert_allclose(loaded.encode(TEXTS), kept.encode(TEXTS), atol=1e-5)
@@ -248,7 +248,7 @@ def test_checkpoint_for_another_backbone_is_refused(tmp_path, tiny_model_factory
     meta = json.loads(meta_path.read_text())
     meta["config"]["target"] = "tiny:llama"
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="different target backbone"):
+    with pytest.raises(ModelFolderError, match="different target backbone"):
         LusiferModel.from_pretrained(path)
 
 
@@ -259,16 +259,16 @@ def test_missing_or_extra_tensors_are_refused(tmp_path, tiny_model_factory):
     path = model.save_pretrained(tmp_path / "m")
     state = load_file(str(path / "model.safetensors"))
     save_file({**state, "head.net.0.weight": torch.zeros(2, 2)}, str(path / "model.safetensors"))
-    with pytest.raises(CheckpointError, match="unexpected"):
+    with pytest.raises(ModelFolderError, match="unexpected"):
         LusiferModel.from_pretrained(path)
     state.pop("connector.ff.0.weight")
     save_file(state, str(path / "model.safetensors"))
-    with pytest.raises(CheckpointError, match="missing"):
+    with pytest.raises(ModelFolderError, match="missing"):
         LusiferModel.from_pretrained(path)
 
 
 def test_not_a_lusifer_folder(tmp_path):
-    with pytest.raises(CheckpointError, match="not a LUSIFER model folder"):
+    with pytest.raises(ModelFolderError, match="not a LUSIFER model folder"):
         LusiferModel.from_pretrained(tmp_path)
 
 

@@ -180,7 +180,7 @@ def fake_hub(tmp_path, monkeypatch):
 def test_push_to_hub_uploads_a_folder_that_loads_back(model, fake_hub):
     from huggingface_hub import ModelCard
 
-    from lusifer import LusiferModel, load_text_encoder
+    from lusifer import LusiferModel, load_embedder
 
     model.push_to_hub(REPO, private=True, evaluation=RESULTS, license="apache-2.0")
     assert fake_hub.created == [(REPO, True)]
@@ -192,7 +192,7 @@ def test_push_to_hub_uploads_a_folder_that_loads_back(model, fake_hub):
     assert f'LusiferModel.from_pretrained("{REPO}")' in card.text
     assert card.data.license == "apache-2.0" and len(card.data.eval_results) == 3
     # by repo id (snapshot_download answers from the fake hub) and as a local folder
-    for reloaded in (LusiferModel.from_pretrained(REPO), load_text_encoder(arrived)):
+    for reloaded in (LusiferModel.from_pretrained(REPO), load_embedder(arrived)):
         np.testing.assert_allclose(reloaded.encode(TEXTS), model.encode(TEXTS), atol=1e-6)
 
 
@@ -267,13 +267,13 @@ def hub_cache(tmp_path, monkeypatch):
 
 
 def test_a_hub_repo_id_holding_a_lusifer_model_loads_as_lusifer(model, hub_cache, tmp_path):
-    """``load_text_encoder(repo_id)`` (what ``lusifer encode/evaluate/serve MODEL`` call)
+    """``load_embedder(repo_id)`` (what ``lusifer encode/evaluate/serve MODEL`` call)
     gives a LusiferModel with the saved folder's vectors when the repo holds
     ``lusifer_config.json``; a plain backbone's repo id still gives a PlainEmbedder."""
-    from lusifer import LusiferModel, PlainEmbedder, load_text_encoder
+    from lusifer import LusiferModel, PlainEmbedder, load_embedder
     from lusifer.backbones import resolve_backbone
-    from lusifer.model import is_lusifer_checkpoint
-    from lusifer.model.loading import hub_checkpoint_layout
+    from lusifer.model import is_lusifer_folder
+    from lusifer.model.loading import hub_folder_layout
 
     folder = model.save_pretrained(tmp_path / "saved", model_id=REPO)
     plain = Path(resolve_backbone("tiny:xlmr"))  # a Hugging Face folder (config.json)
@@ -284,13 +284,13 @@ def test_a_hub_repo_id_holding_a_lusifer_model_loads_as_lusifer(model, hub_cache
     )
     hub_cache({REPO: folder, PLAIN_REPO: plain, "someone/reference": reference})
 
-    assert hub_checkpoint_layout(REPO) == "lusifer"
-    assert hub_checkpoint_layout("someone/reference") == "reference"
-    assert hub_checkpoint_layout(PLAIN_REPO) is None
-    assert hub_checkpoint_layout("someone/not-cached") is None  # offline, not in the cache
-    assert is_lusifer_checkpoint(REPO) and not is_lusifer_checkpoint(PLAIN_REPO)
+    assert hub_folder_layout(REPO) == "lusifer"
+    assert hub_folder_layout("someone/reference") == "reference"
+    assert hub_folder_layout(PLAIN_REPO) is None
+    assert hub_folder_layout("someone/not-cached") is None  # offline, not in the cache
+    assert is_lusifer_folder(REPO) and not is_lusifer_folder(PLAIN_REPO)
 
-    loaded = load_text_encoder(REPO)
+    loaded = load_embedder(REPO)
     assert isinstance(loaded, LusiferModel)
     want = LusiferModel.from_pretrained(folder)
     for kind in ("query", "document"):
@@ -302,7 +302,7 @@ def test_a_hub_repo_id_holding_a_lusifer_model_loads_as_lusifer(model, hub_cache
     np.testing.assert_allclose(loaded.encode(TEXTS), model.encode(TEXTS), atol=1e-6)
     assert loaded.fingerprint() == want.fingerprint()
 
-    backbone = load_text_encoder(PLAIN_REPO)
+    backbone = load_embedder(PLAIN_REPO)
     assert type(backbone) is PlainEmbedder and backbone.reference == PLAIN_REPO
     np.testing.assert_allclose(
         backbone.encode(TEXTS), PlainEmbedder.load(str(plain)).encode(TEXTS), atol=1e-6
@@ -315,8 +315,9 @@ def test_lusifer_commands_take_a_hub_repo_id(model, hub_cache, tmp_path, monkeyp
     being read-only by rights)."""
     from typer.testing import CliRunner
 
+    from lusifer import load
     from lusifer.cli import app
-    from lusifer.onnx import OnnxLusifer, load_encoder
+    from lusifer.onnx import OnnxLusifer
 
     folder = model.save_pretrained(tmp_path / "saved", card=False)
     hub_cache({REPO: folder})
@@ -338,7 +339,7 @@ def test_lusifer_commands_take_a_hub_repo_id(model, hub_cache, tmp_path, monkeyp
     np.testing.assert_array_equal(np.load(tmp_path / "repo.npy"), np.load(tmp_path / "folder.npy"))
 
     monkeypatch.setenv("LUSIFER_CACHE", str(tmp_path / "lusifer-cache"))
-    fast = load_encoder(REPO, backend="onnx", threads=1)
+    fast = load(REPO, backend="onnx", threads=1)
     assert isinstance(fast, OnnxLusifer)
     assert fast.onnx_path.parent == tmp_path / "lusifer-cache" / "onnx"
     got, want = fast.encode(TEXTS), model.encode(TEXTS)

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from helpers import FakeEncoder
+from helpers import FakeEmbedder
 from typer.testing import CliRunner
 
 import lusifer.commands.serve as serve_module
@@ -195,9 +195,9 @@ def test_health_and_openapi(server, model):
     assert {"input", "instruction", "kind", "dimensions", "encoding_format"} <= set(props)
 
 
-def slow_encoder(delay: float = 0.0, **options) -> FakeEncoder:
+def slow_encoder(delay: float = 0.0, **options) -> FakeEmbedder:
     """A 4-d fake model that sleeps ``delay`` seconds in encode, so requests pile up."""
-    return FakeEncoder("slow", dim=4, delay=delay, **options)
+    return FakeEmbedder("slow", dim=4, delay=delay, **options)
 
 
 def assert_error_shape(r, status, code=None):
@@ -491,7 +491,7 @@ def test_is_loopback(host, loopback):
 def fake_serve(monkeypatch):
     """``lusifer serve`` with a fake model and no server: what it would have served."""
     served = {}
-    monkeypatch.setattr(serve_module, "load_encoder", lambda *a: slow_encoder())
+    monkeypatch.setattr(serve_module, "load_embedder", lambda *a: slow_encoder())
     monkeypatch.setattr(lusifer.serving, "serve", lambda app, **kw: served.update(app=app, **kw))
     monkeypatch.delenv("LUSIFER_API_KEY", raising=False)
     return served

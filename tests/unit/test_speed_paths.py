@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import FakeEncoder, tiny_run_config, write_run_config
+from helpers import FakeEmbedder, tiny_run_config, write_run_config
 
+from lusifer import load
 from lusifer.model import PlainEmbedder
-from lusifer.onnx import OnnxEncoderStates, OnnxLusifer, OnnxPlainEmbedder, load_encoder
+from lusifer.onnx import OnnxEncoderStates, OnnxLusifer, OnnxPlainEmbedder
 from lusifer.onnx import calibration as calib
 from lusifer.onnx.backends import backend_of, fastest_backend
 from lusifer.threads import cpu_threads, thread_policy
@@ -48,9 +49,9 @@ def test_onnxruntime_spins_only_without_torch_alongside():
 
 
 # ------------------------------------------------------------------ calibration
-def _fake(name: str, per_text_s: float, fingerprint: str = "fp") -> FakeEncoder:
+def _fake(name: str, per_text_s: float, fingerprint: str = "fp") -> FakeEmbedder:
     """An encoder whose speed is set by the test (sleep per text)."""
-    return FakeEncoder(name, dim=2, per_text=per_text_s, fingerprint=fingerprint)
+    return FakeEmbedder(name, dim=2, per_text=per_text_s, fingerprint=fingerprint)
 
 
 @pytest.fixture
@@ -110,11 +111,11 @@ def test_auto_backend_on_a_real_tiny_model(small_calibration, tiny_model_factory
     assert len(list(small_calibration.glob("*.json"))) == 1
     assert backend_of(chosen) in ("torch", "onnx")
 
-    plain = load_encoder("tiny:bert", backend="auto", threads=1)
+    plain = load("tiny:bert", backend="auto", threads=1)
     assert isinstance(plain, PlainEmbedder | OnnxPlainEmbedder)
     assert len(list(small_calibration.glob("*.json"))) == 2
     with pytest.raises(ValueError, match="--backend onnx"):
-        load_encoder("tiny:bert", backend="auto", quantize="int8")
+        load("tiny:bert", backend="auto", quantize="int8")
 
 
 @pytest.mark.parametrize("error", [ImportError("No module named 'onnx'"), "export"])

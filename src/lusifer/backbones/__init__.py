@@ -68,7 +68,7 @@ def resolve_backbone(reference: str) -> str:
 
 
 def is_decoder_config(config) -> bool:
-    """True for causal LMs (Mistral, Llama, Qwen2, ...), False for BERT-like encoders."""
+    """True for causal LMs (Mistral, Llama, Qwen2, ...), False for BERT-like (bidirectional) models."""
     architectures = getattr(config, "architectures", None) or []
     if any(a.endswith("ForCausalLM") for a in architectures):
         return True

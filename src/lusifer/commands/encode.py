@@ -21,7 +21,7 @@ from .options import (
     QuantizeOption,
     RouteOption,
     ThreadsOption,
-    load_encoder,
+    load_embedder,
     reports_errors,
 )
 
@@ -121,13 +121,13 @@ def _encode_to_npy(
     records, bad = read_records(input, skip_bad_lines=skip_bad_lines)
     for line in bad:
         typer.echo(f"skipped {line}", err=True)
-    encoder = load_encoder(model, backend, quantize, threads, device, route)
-    if instruction and not reads_instructions(encoder):
+    embedder = load_embedder(model, backend, quantize, threads, device, route)
+    if instruction and not reads_instructions(embedder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used",
             err=True,
         )
-    vectors = encoder.encode(
+    vectors = embedder.encode(
         [r.text for r in records],
         instruction=instruction,
         kind=kind,
@@ -176,15 +176,15 @@ def _encode_to_shards(
     # One GPU per local rank: the loader's default (and a bare --device cuda) under
     # torchrun/accelerate is cuda:LOCAL_RANK; on CPU each process takes its share of the
     # cores (lusifer.threads.cpu_threads).
-    encoder = load_encoder(model, backend, quantize, threads, device, route)
-    if rank == 0 and instruction and not reads_instructions(encoder):
+    embedder = load_embedder(model, backend, quantize, threads, device, route)
+    if rank == 0 and instruction and not reads_instructions(embedder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used",
             err=True,
         )
     try:
         report = encode_corpus(
-            encoder,
+            embedder,
             input,
             output,
             model_reference=model,

@@ -10,7 +10,7 @@ import typer
 from ..evaluation.instructions import InstructionTable
 from ..evaluation.suites import Suite
 from ..types import Backend
-from .options import DeviceOption, RouteOption, ThreadsOption, load_encoder, reports_errors
+from .options import DeviceOption, RouteOption, ThreadsOption, load_embedder, reports_errors
 
 ModelsArgument = Annotated[
     list[str],
@@ -22,7 +22,7 @@ ModelsArgument = Annotated[
 EvalBackendOption = Annotated[
     Backend,
     typer.Option(
-        help="torch; onnx: LUSIFER models and encoder backbones through onnxruntime "
+        help="torch; onnx: LUSIFER models and BERT-like backbones through onnxruntime "
         "(CPU, same scores; decoder backbones alone stay on torch); or auto: whichever "
         "is faster on this machine (measured once per model, cached)."
     ),
@@ -106,13 +106,13 @@ def evaluate_command(
             f"give one --mteb-name per model ({len(models)}), got {len(mteb_name)}",
             param_hint="--mteb-name",
         )
-    encoders = [load_encoder(ref, backend, None, threads, device) for ref in models]
+    embedders = [load_embedder(ref, backend, None, threads, device) for ref in models]
     # --route picks the route of the routed models; baselines are scored as they are
-    encoders = [with_route(e, route) if is_routed(e) else e for e in encoders]
+    embedders = [with_route(e, route) if is_routed(e) else e for e in embedders]
     if use_head:  # LUSIFER models only; baselines have no head
-        encoders = [with_head(e) if hasattr(e, "config") else e for e in encoders]
+        embedders = [with_head(e) if hasattr(e, "config") else e for e in embedders]
     report = evaluate(
-        encoders,
+        embedders,
         suite=suite,
         task_dirs=task_dir or (),
         languages=wanted,

@@ -15,7 +15,7 @@ from .options import (
     QuantizeOption,
     ThreadsOption,
     device_name,
-    load_encoder,
+    load_embedder,
     reports_errors,
 )
 
@@ -86,7 +86,7 @@ def mine_command(
         int | None,
         typer.Option(min=1, help="Negatives kept per row, most similar first (default: all)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per encoder batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per embedder batch.")] = 32,
     chunk_size: ChunkSizeOption = 1024,
     max_length: Annotated[int | None, typer.Option(min=8)] = None,
     device: DeviceOption = None,
@@ -120,17 +120,17 @@ def mine_command(
     if done == len(rows):
         typer.echo(f"{output} is already complete ({done} rows); nothing to do")
         return
-    encoder = load_encoder(model, backend, quantize, threads, device)
-    if instruction and not reads_instructions(encoder):
+    embedder = load_embedder(model, backend, quantize, threads, device)
+    if instruction and not reads_instructions(embedder):
         typer.echo(
             f"note: {model} reads bare text (no instructions); --instruction is not used "
             "for retrieval",
             err=True,
         )
     report = run.mine_to_file(
-        encoder, rows, mining_corpus, output, settings, done=done, overwrite=overwrite,
+        embedder, rows, mining_corpus, output, settings, done=done, overwrite=overwrite,
         batch_size=batch_size, chunk_size=chunk_size, show_progress=True,
-        device=device_name(encoder),  # where the loader placed it: the search runs there too
+        device=device_name(embedder),  # where the loader placed it: the search runs there too
         log=lambda message: typer.echo(message, err=True),
     )  # fmt: skip
     if report.short:

@@ -96,7 +96,7 @@ def reports_errors(exit_codes: Mapping[str, int] | None = None) -> Callable[[Com
     return decorate
 
 
-def load_encoder(
+def load_embedder(
     model: str,
     backend: str,
     quantize: str | None,
@@ -109,14 +109,14 @@ def load_encoder(
     from ..loading import load
     from ..model.routing import with_route
 
-    encoder = load(model, backend=backend, quantize=quantize, device=device, threads=threads)
-    return with_route(encoder, route)
+    embedder = load(model, backend=backend, quantize=quantize, device=device, threads=threads)
+    return with_route(embedder, route)
 
 
-def device_name(encoder) -> str | None:
-    """Where ``encoder`` runs (``cuda:0``, ``cpu``), or None for an encoder that does not
+def device_name(embedder) -> str | None:
+    """Where ``embedder`` runs (``cuda:0``, ``cpu``), or None for an embedder that does not
     say."""
-    from ..loading import encoder_device
+    from ..loading import embedder_device
 
-    placed = encoder_device(encoder)
+    placed = embedder_device(embedder)
     return None if placed is None else str(placed)

@@ -49,9 +49,9 @@ def card_command(
     import json
 
     from ..model.card import card_for_folder, write_model_card, write_sentence_transformers_files
-    from ..model.loading import CONFIG_NAME, checkpoint_layout
+    from ..model.loading import CONFIG_NAME, folder_layout
 
-    if checkpoint_layout(model) != "lusifer":
+    if folder_layout(model) != "lusifer":
         typer.echo(f"error: {model} has no {CONFIG_NAME}: not a LUSIFER folder", err=True)
         raise typer.Exit(2)
     card = card_for_folder(

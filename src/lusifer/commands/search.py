@@ -15,7 +15,7 @@ from .options import (
     DeviceOption,
     RouteOption,
     ThreadsOption,
-    load_encoder,
+    load_embedder,
     reports_errors,
 )
 
@@ -69,11 +69,11 @@ def search_command(
 
     manifest = load_manifest(corpus)
     reference = model or manifest["model"]["reference"]
-    encoder = load_encoder(reference, backend, None, threads, device, route)
-    warning = fingerprint_warning(encoder, manifest)
+    embedder = load_embedder(reference, backend, None, threads, device, route)
+    warning = fingerprint_warning(embedder, manifest)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
-    vectors = encoder.encode(
+    vectors = embedder.encode(
         list(queries),
         instruction=instruction if instruction is not None else manifest.get("instruction"),
         kind="query",

@@ -13,7 +13,7 @@ from .options import (
     QuantizeOption,
     RouteOption,
     ThreadsOption,
-    load_encoder,
+    load_embedder,
     reports_errors,
 )
 
@@ -65,7 +65,7 @@ def serve_command(
     warning = exposure_warning(host, api_key)
     if warning:
         typer.echo(warning, err=True)
-    encoder = load_encoder(model, backend, quantize, threads, device, route)
+    embedder = load_embedder(model, backend, quantize, threads, device, route)
     settings = ServerSettings(
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
@@ -77,9 +77,9 @@ def serve_command(
     )
     from ..onnx.backends import backend_of
 
-    backend_name = backend_of(encoder) + (f"+{quantize}" if quantize else "")
+    backend_name = backend_of(embedder) + (f"+{quantize}" if quantize else "")
     app = create_app(
-        encoder, model_name=model_name or model, backend=backend_name, settings=settings
+        embedder, model_name=model_name or model, backend=backend_name, settings=settings
     )
     serve(app, host=host, port=port)
 

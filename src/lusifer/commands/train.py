@@ -29,7 +29,7 @@ MeasureOption = Annotated[
 
 
 # a refused checkpoint (one that could run code, a damaged one) fails the run: exit code 1
-@reports_errors({"lusifer.model.loading.CheckpointError": 1})
+@reports_errors({"lusifer.model.loading.ModelFolderError": 1})
 def train_command(
     config: Annotated[Path, typer.Argument(help="A YAML run file (see src/lusifer/configs/).")],
     overrides: Annotated[

@@ -94,13 +94,13 @@ def _group_digest(group: list[Record]) -> str:
 
 
 def _embed_shard(
-    encoder: Any, texts: list[str], settings: EncodeSettings, bar, **encode
+    embedder: Any, texts: list[str], settings: EncodeSettings, bar, **encode
 ) -> np.ndarray:
     """One shard's vectors, encoded in chunks (the progress bar moves as they finish)."""
     chunk = max(256, encode["batch_size"] * 16)
     parts = []
     for start in range(0, len(texts), chunk):
-        part = encoder.encode(texts[start : start + chunk], show_progress=False, **encode)
+        part = embedder.encode(texts[start : start + chunk], show_progress=False, **encode)
         parts.append(np.asarray(part, dtype=np.float32).astype(DTYPES[settings.dtype], copy=False))
         bar.update(len(part))
     return np.concatenate(parts)
@@ -120,7 +120,7 @@ def _progress(rows: int, shard_size: int, shards: int, rank: int, world: int, sh
 
 
 def _write_shards(
-    encoder: Any,
+    embedder: Any,
     input: str | Path,
     outdir: Path,
     settings: EncodeSettings,
@@ -146,7 +146,7 @@ def _write_shards(
             bar.update(len(group))
         else:
             texts = [r.text for r in group]
-            vectors = _embed_shard(encoder, texts, settings, bar, **encode)
+            vectors = _embed_shard(embedder, texts, settings, bar, **encode)
             stored = texts if settings.store_text else None
             write_shard(outdir, index, [r.id for r in group], vectors, settings, digest, stored)
             report.encoded.append(index)
@@ -155,7 +155,7 @@ def _write_shards(
 
 
 def encode_corpus(
-    encoder,
+    embedder,
     input: str | Path,
     outdir: str | Path,
     *,
@@ -182,7 +182,7 @@ def encode_corpus(
     summary: InputSummary | None = None,
 ) -> EncodeReport:
     """Embed every record of ``input`` (see :mod:`lusifer.corpus.streaming`) with
-    ``encoder`` into shards under ``outdir``; resumes a killed run with the same
+    ``embedder`` into shards under ``outdir``; resumes a killed run with the same
     arguments. In a multi-process run every process calls this with its ``rank``, the
     ``world_size`` and a ``barrier`` (waits for every process), and encodes the shards
     ``i % world_size == rank``. Returns what this process did; ``report.manifest`` is set
@@ -193,8 +193,8 @@ def encode_corpus(
     outdir = Path(outdir)
     summary = _checked_input(input, summary, skip_bad_lines, say, rank == 0)
     settings = EncodeSettings(
-        model=str(model_reference or getattr(encoder, "name", type(encoder).__name__)),
-        fingerprint=encoder.fingerprint() if hasattr(encoder, "fingerprint") else None,
+        model=str(model_reference or getattr(embedder, "name", type(embedder).__name__)),
+        fingerprint=embedder.fingerprint() if hasattr(embedder, "fingerprint") else None,
         instruction=instruction,
         kind=kind,
         dtype=dtype,
@@ -219,7 +219,7 @@ def encode_corpus(
     encode = dict(kind=kind, batch_size=batch_size, max_length=max_length, device=device)
     encode.update(instruction=instruction, normalize=normalize)
     digests, bad_seen = _write_shards(
-        encoder, input, outdir, settings, report, bar, (rank, world_size), encode
+        embedder, input, outdir, settings, report, bar, (rank, world_size), encode
     )
     bar.close()
     if len(digests) != n_shards or len(bad_seen) != summary.bad:

@@ -6,7 +6,7 @@ over faiss HNSW and usearch HNSW: on one core it builds several times faster tha
 and reached a higher recall at the same speed (``benchmarks/peers_search.py``,
 docs/research/benchmarks.md). It lives in ``DIR/ann-index/`` beside ``manifest.json``: ``index.faiss``
 and ``index.json``, written together atomically (:func:`lusifer.files.atomic_folder`).
-``index.json`` holds the fingerprint of the manifest it was built from (a digest of
+``index.json`` holds the digest of the manifest it was built from (a hash of
 ``manifest.json``, whose shard records carry each file's sha256), so an index left by an
 earlier encoding of the folder is refused by :func:`load_index` (search falls back to
 exact, with a warning) and rebuilt by :func:`build_index`.
@@ -43,7 +43,7 @@ KMEANS_ITERATIONS = 10
 class IndexInfo:
     """What ``index.json`` records about an index."""
 
-    fingerprint: str
+    manifest_digest: str
     rows: int
     dimension: int
     nlist: int
@@ -66,7 +66,7 @@ def faiss_module():
         ) from err
 
 
-def manifest_fingerprint(outdir: str | Path) -> str:
+def manifest_digest(outdir: str | Path) -> str:
     """A digest of ``outdir``'s manifest.json (its shards' sha256s included)."""
     data = (Path(outdir) / MANIFEST_FILE).read_bytes()
     return hashlib.sha256(data).hexdigest()[:24]
@@ -91,7 +91,7 @@ def index_state(outdir: str | Path) -> tuple[str, IndexInfo | None]:
     info = read_info(outdir)
     if info is None or not (index_dir(outdir) / INDEX_FILE).is_file():
         return "missing", None
-    if info.version != INDEX_VERSION or info.fingerprint != manifest_fingerprint(outdir):
+    if info.version != INDEX_VERSION or info.manifest_digest != manifest_digest(outdir):
         return "stale", info
     return "fresh", info
 
@@ -150,7 +150,7 @@ def build_index(
         return info, False
     if manifest["rows"] < 1:
         raise CorpusError(f"{outdir} holds no rows to index")
-    fingerprint = manifest_fingerprint(outdir)
+    digest = manifest_digest(outdir)
     start = time.perf_counter()
     nlist = nlist or default_nlist(manifest["rows"])
     index = _trained_index(faiss, outdir, manifest, nlist, seed)
@@ -165,7 +165,7 @@ def build_index(
                 progress(done, manifest["rows"])
         del vectors
     info = IndexInfo(
-        fingerprint=fingerprint,
+        manifest_digest=digest,
         rows=int(index.ntotal),
         dimension=int(manifest["dimension"]),
         nlist=nlist,
@@ -173,7 +173,7 @@ def build_index(
         build_seconds=round(time.perf_counter() - start, 3),
         faiss_version=getattr(faiss, "__version__", ""),
     )
-    if manifest_fingerprint(outdir) != fingerprint:
+    if manifest_digest(outdir) != digest:
         raise CorpusError(f"{outdir} was encoded again while its index was built; rerun")
     with atomic_folder(index_dir(outdir)) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
@@ -190,8 +190,8 @@ def load_index(outdir: str | Path):
     if state == "stale":
         raise CorpusError(
             f"the index in {index_dir(outdir)} was built from another encoding of {outdir} "
-            f"(manifest fingerprint {info.fingerprint if info else '?'}, now "
-            f"{manifest_fingerprint(outdir)}): rerun `lusifer index {outdir}`"
+            f"(manifest digest {info.manifest_digest if info else '?'}, now "
+            f"{manifest_digest(outdir)}): rerun `lusifer index {outdir}`"
         )
     faiss = faiss_module()
     index = faiss.read_index(str(index_dir(outdir) / INDEX_FILE))

@@ -213,14 +213,14 @@ def _load_corpus_cache(path: Path, size: int) -> np.ndarray | None:
     return vectors if vectors.ndim == 2 and vectors.shape[0] == size else None
 
 
-def _corpus_vectors(encoder, corpus, output: Path, settings: dict, same: bool, **embed):
+def _corpus_vectors(embedder, corpus, output: Path, settings: dict, same: bool, **embed):
     """The corpus embeddings: from the cache a killed run with the same settings left,
     else embedded now and cached until the run finishes."""
     cache = corpus_cache_path(output)
     vectors = _load_corpus_cache(cache, len(corpus)) if same else None
     if vectors is None:
         vectors = mining.embed_texts(
-            encoder,
+            embedder,
             corpus.texts,
             kind="document",
             instruction=settings["instruction"],
@@ -233,7 +233,7 @@ def _corpus_vectors(encoder, corpus, output: Path, settings: dict, same: bool, *
 
 
 def mine_to_file(
-    encoder,
+    embedder,
     rows: Sequence[Any],
     corpus: mining.MiningCorpus,
     output: Path,
@@ -247,13 +247,13 @@ def mine_to_file(
     show_progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> MiningReport:
-    """Mine ``rows[done:]`` with ``encoder`` as the retriever (``settings`` from
+    """Mine ``rows[done:]`` with ``embedder`` as the retriever (``settings`` from
     :func:`mining_settings`, ``done`` from :func:`resume_point`) and append them to
     ``output``, chunk by chunk, each flushed to disk."""
-    fingerprint = getattr(encoder, "fingerprint", None)
+    fingerprint = getattr(embedder, "fingerprint", None)
     settings = {
         **settings,
-        "model_name": getattr(encoder, "name", settings["model"]),
+        "model_name": getattr(embedder, "name", settings["model"]),
         "model_fingerprint": fingerprint() if callable(fingerprint) else None,
     }
     previous = None if overwrite else read_json(sidecar_path(output))
@@ -280,11 +280,11 @@ def mine_to_file(
     if done:
         log(f"resuming {output}: {done} of {len(rows)} rows already written")
     common: dict[str, Any] = dict(batch_size=batch_size, device=device, show_progress=show_progress)
-    vectors = _corpus_vectors(encoder, corpus, output, settings, same, **common)
+    vectors = _corpus_vectors(embedder, corpus, output, settings, same, **common)
     short = 0
     with output.open("ab") as out:
         for chunk in mining.mine_hard_negatives(
-            encoder,
+            embedder,
             rows,
             corpus=corpus,
             corpus_vectors=vectors,

@@ -227,7 +227,7 @@ def search(
     """Search the encoded corpus in ``outdir`` for ``queries`` (a string gives one list
     of hits, a list one list per query), best first.
 
-    ``model`` is an encoder object or a reference (as ``lusifer encode`` takes it);
+    ``model`` is an embedder object or a reference (as ``lusifer encode`` takes it);
     default: the model the manifest names. Queries are encoded as ``kind="query"`` with
     ``instruction`` (default: the corpus's instruction) and the corpus's normalisation.
     ``texts`` is the encoded input file or folder, read to show the hits' texts when the
@@ -237,19 +237,19 @@ def search(
     manifest = load_manifest(outdir)
     single = isinstance(queries, str)
     query_list = [queries] if single else list(queries)
-    encoder = model
-    if encoder is None or isinstance(encoder, str | Path):
+    embedder = model
+    if embedder is None or isinstance(embedder, str | Path):
         from ..loading import load
 
-        reference = str(encoder) if encoder is not None else manifest["model"]["reference"]
-        encoder = load(reference, backend=backend, device=device)
+        reference = str(embedder) if embedder is not None else manifest["model"]["reference"]
+        embedder = load(reference, backend=backend, device=device)
         device = None  # placed by the loader
-    warning = fingerprint_warning(encoder, manifest)
+    warning = fingerprint_warning(embedder, manifest)
     if warning:
         warnings.warn(warning, stacklevel=2)
     if instruction is None:
         instruction = manifest.get("instruction")
-    vectors = encoder.encode(
+    vectors = embedder.encode(
         query_list,
         instruction=instruction,
         kind="query",
@@ -267,13 +267,13 @@ def search(
     return hits[0] if single else hits
 
 
-def fingerprint_warning(encoder, manifest: dict) -> str | None:
-    """A warning when ``encoder`` is not the model that encoded the corpus."""
+def fingerprint_warning(embedder, manifest: dict) -> str | None:
+    """A warning when ``embedder`` is not the model that encoded the corpus."""
     expected = manifest.get("model", {}).get("fingerprint")
-    got = encoder.fingerprint() if hasattr(encoder, "fingerprint") else None
+    got = embedder.fingerprint() if hasattr(embedder, "fingerprint") else None
     if expected and got and expected != got:
         return (
-            f"the query model ({getattr(encoder, 'name', '?')}) is not the model that encoded "
+            f"the query model ({getattr(embedder, 'name', '?')}) is not the model that encoded "
             f"the corpus ({manifest['model']['reference']}, fingerprint {expected}); scores "
             "compare vectors from different spaces"
         )

@@ -184,7 +184,7 @@ def select_negatives(
 
 
 def embed_texts(
-    encoder: Any,
+    embedder: Any,
     texts: list[str],
     *,
     kind: str,
@@ -194,7 +194,7 @@ def embed_texts(
     device: str | torch.device | None = None,
     show_progress: bool = False,
 ) -> np.ndarray:
-    """``encoder.encode`` (the :class:`~lusifer.types.TextEncoder` protocol) as float32
+    """``embedder.encode`` (the :class:`~lusifer.types.TextEmbedder` protocol) as float32
     L2-normalised rows; ``max_length`` / ``device`` are passed only when set."""
     kwargs: dict[str, Any] = {}
     if max_length is not None:
@@ -203,7 +203,7 @@ def embed_texts(
         kwargs["device"] = device
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
-    vectors = encoder.encode(
+    vectors = embedder.encode(
         texts,
         instruction=instruction,
         kind=kind,
@@ -227,7 +227,7 @@ def rows_digest(rows: Iterable[Any]) -> str:
 
 
 def mine_hard_negatives(
-    encoder: Any,
+    embedder: Any,
     rows: Sequence[PairRow],
     *,
     corpus: MiningCorpus | None = None,
@@ -243,7 +243,7 @@ def mine_hard_negatives(
     device: str | torch.device | None = None,
     show_progress: bool = False,
 ) -> Iterator[list[PairRow]]:
-    """Mine hard negatives for ``rows[start:]`` with ``encoder`` as the retriever.
+    """Mine hard negatives for ``rows[start:]`` with ``embedder`` as the retriever.
 
     Yields lists of rows (copies with ``negatives`` replaced by the mined passages, most
     similar first), in input order, one list per chunk of queries. Chunks are aligned to
@@ -262,7 +262,7 @@ def mine_hard_negatives(
         return
     corpus = corpus if corpus is not None else build_corpus(rows)
     embed = functools.partial(
-        embed_texts, encoder, instruction=instruction, batch_size=batch_size, max_length=max_length
+        embed_texts, embedder, instruction=instruction, batch_size=batch_size, max_length=max_length
     )
     if corpus_vectors is None:
         corpus_vectors = embed(
@@ -273,9 +273,9 @@ def mine_hard_negatives(
             f"corpus_vectors has {corpus_vectors.shape[0]} rows for {len(corpus)} passages"
         )
     if device is None:  # the encoder's own device (where lusifer.load placed it)
-        from ..loading import encoder_device
+        from ..loading import embedder_device
 
-        device = encoder_device(encoder)
+        device = embedder_device(embedder)
     search_device = device if device is not None and str(device).startswith("cuda") else None
 
     def unit_rows(vectors: np.ndarray) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Evaluation of LUSIFER and baseline encoders through mteb 2.x.
+"""Evaluation of LUSIFER and baseline embedders through mteb 2.x.
 
 The heavy imports (mteb, datasets) happen when a function runs, not on ``import lusifer.evaluation``.
 """

@@ -84,7 +84,7 @@ def rank_device(device: str | None = None):
 def place_models(models: Sequence[Any], device: str | None = None) -> None:
     """Move each torch model to :func:`rank_device`, in place: under torchrun/accelerate
     each rank on its own GPU; nothing moves in one process without a device given.
-    onnxruntime runners and other encoders stay as they are."""
+    onnxruntime runners and other embedders stay as they are."""
     import torch
 
     target = rank_device(device)

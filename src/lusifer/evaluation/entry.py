@@ -45,9 +45,7 @@ class TaskEntry:
     subsets_by_language: Mapping[str, tuple[str, ...]]
     crosslingual: bool
     source: Literal["mteb", "local"]
-    fingerprint: (
-        str  # changes when the task definition changes: a finished result is reused only if equal
-    )
+    digest: str  # changes with the task's definition: a finished result is reused only if equal
     factory: Callable[[], AbsTask] = field(compare=False, repr=False)
     subset_languages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # a local task's definition (its data can be read ahead of scoring); None for mteb's

@@ -222,7 +222,7 @@ def make_mteb_task(spec: LocalTaskSpec) -> Any:
     metadata = TaskMetadata(
         name=spec.name,
         description=spec.description,
-        dataset={"path": str(spec.path), "revision": spec.fingerprint()},
+        dataset={"path": str(spec.path), "revision": spec.digest()},
         type=TYPE_TO_MTEB_TYPE[spec.type],
         category="t2t",
         modalities=["text"],

@@ -98,7 +98,7 @@ class LocalTaskSpec:
     def crosslingual(self) -> bool:
         return len(set(self.languages)) > 1
 
-    def fingerprint(self) -> str:
+    def digest(self) -> str:
         """Hash of task.json and the data files: a changed task is rerun."""
         digest = hashlib.sha1()
         for rel in ("task.json", *DATA_FILES[self.type]):

@@ -1,10 +1,10 @@
-"""mteb's encoder protocol around any :class:`lusifer.types.TextEncoder`.
+"""mteb's embedder protocol around any :class:`lusifer.types.TextEmbedder`.
 
 mteb calls ``encode(DataLoader, task_metadata=..., hf_split=..., hf_subset=..., prompt_type=...)``;
 this wrapper picks the task's English instruction, maps mteb's prompt type to the encoder's
 ``kind`` (documents only for the corpus side of retrieval/reranking), encodes each distinct
 text once per wrapper (a text several tasks share, e.g. a common corpus, is encoded once
-per instruction and kind; once only for encoders that ignore instructions), and returns
+per instruction and kind; once only for embedders that ignore instructions), and returns
 float32 rows in input order.
 """
 
@@ -20,7 +20,7 @@ from mteb.models.abs_encoder import AbsEncoder
 from mteb.models.model_meta import ScoringFunction
 from mteb.types import PromptType
 
-from ..types import TextEncoder, reads_instructions
+from ..types import TextEmbedder, reads_instructions
 from .entry import MTEB_TYPE_TO_TYPE
 from .instructions import instruction_for
 
@@ -36,21 +36,21 @@ def model_slug(name: str) -> str:
 
 
 class MtebEncoder(AbsEncoder):
-    """Run a lusifer ``TextEncoder`` through mteb 2.x.
+    """Run a lusifer ``TextEmbedder`` through mteb 2.x.
 
     Args:
-        encoder: the model (anything with ``encode(texts, *, instruction, kind, ...)`` and ``name``).
+        embedder: the model (anything with ``encode(texts, *, instruction, kind, ...)`` and ``name``).
         instructions: task name -> instruction, overriding the table and the task's own prompt.
         instruction_table: "reference" (the reference code's instructions, default) or
             "lusifer" (ours): see :mod:`lusifer.evaluation.instructions`.
-        show_progress: forwarded to ``encoder.encode``.
+        show_progress: forwarded to ``embedder.encode``.
         route: a routed LUSIFER model's route ("auto", "native" or "connector"; None: its
             default, "auto").
     """
 
     def __init__(
         self,
-        encoder: TextEncoder,
+        embedder: TextEmbedder,
         instructions: Mapping[str, str | None] | None = None,
         *,
         show_progress: bool = False,
@@ -60,16 +60,16 @@ class MtebEncoder(AbsEncoder):
         from ..model.routing import with_route
 
         instruction_for("", table=instruction_table)  # an unknown table fails here
-        encoder = with_route(encoder, route)
-        self.model = encoder
+        embedder = with_route(embedder, route)
+        self.model = embedder
         self.instructions = dict(instructions or {})
         self.instruction_table = instruction_table
         self.show_progress = show_progress
-        # (instruction, kind, text) -> unit-length row; encoders that ignore instructions
+        # (instruction, kind, text) -> unit-length row; embedders that ignore instructions
         # (``uses_instructions = False``) share rows across tasks with different ones
         self._cache: dict[tuple[str | None, str, str], np.ndarray] = {}
-        self.reads_instructions = reads_instructions(encoder)
-        name = getattr(encoder, "name", None) or type(encoder).__name__
+        self.reads_instructions = reads_instructions(embedder)
+        name = getattr(embedder, "name", None) or type(embedder).__name__
         self.mteb_model_meta: ModelMeta = ModelMeta.create_empty(
             overwrites={
                 "name": f"lusifer/{model_slug(name)}",

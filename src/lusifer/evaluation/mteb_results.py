@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mteb.models import ModelMeta
     from mteb.results import TaskResult
 
-    from ..types import TextEncoder
+    from ..types import TextEmbedder
     from .entry import TaskEntry
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def task_result(run: Mapping[str, Any], entry: TaskEntry) -> TaskResult:
     )
 
 
-def model_meta(model: TextEncoder, name: str, mteb_name: str | None = None) -> ModelMeta:
+def model_meta(model: TextEmbedder, name: str, mteb_name: str | None = None) -> ModelMeta:
     """mteb's ``ModelMeta`` for an evaluated model: the one ``MtebEncoder`` gives mteb
     (name ``lusifer/<model>``, revision ``local``) unless ``mteb_name`` (``org/name`` or
     ``org/name@revision``, e.g. the hub repo the model was pushed to) names it, plus what
@@ -79,7 +79,7 @@ def model_meta(model: TextEncoder, name: str, mteb_name: str | None = None) -> M
     if callable(parameters):
         try:
             updates["n_parameters"] = int(sum(p.numel() for p in parameters()))
-        except Exception:  # an encoder whose parameters() is not torch's
+        except Exception:  # an embedder whose parameters() is not torch's
             pass
     config = getattr(model, "config", None)
     max_length = getattr(config, "max_length", None)
@@ -90,7 +90,7 @@ def model_meta(model: TextEncoder, name: str, mteb_name: str | None = None) -> M
 
 def write_mteb_results(
     output_dir: str | Path,
-    models: Sequence[TextEncoder],
+    models: Sequence[TextEmbedder],
     names: Sequence[str],
     entries: Sequence[TaskEntry],
     runs: Mapping[str, Mapping[str, Mapping[str, Any]]],

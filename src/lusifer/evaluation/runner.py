@@ -1,4 +1,4 @@
-"""``evaluate``: run text encoders on a suite and/or local task dirs through mteb, resumably.
+"""``evaluate``: run text embedders on a suite and/or local task dirs through mteb, resumably.
 
 Each finished (model, task) result is written atomically to
 ``output_dir/runs/<model>/<task>.json``; a rerun with the same task definition skips it.
@@ -18,7 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..files import atomic_write
-from ..types import TextEncoder, reads_instructions
+from ..types import TextEmbedder, reads_instructions
 from . import distributed
 from .entry import TaskEntry
 from .languages import get_language
@@ -96,8 +96,8 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
     atomic_write(path, json.dumps(payload, ensure_ascii=False, indent=1))
 
 
-def model_fingerprint(model: TextEncoder) -> str | None:
-    """``model.fingerprint()`` when the encoder has one (LUSIFER, ONNX and plain models)."""
+def model_fingerprint(model: TextEmbedder) -> str | None:
+    """``model.fingerprint()`` when the embedder has one (LUSIFER, ONNX and plain models)."""
     method = getattr(model, "fingerprint", None)
     return str(method()) if callable(method) else None
 
@@ -116,7 +116,7 @@ def _load_finished(
     if (
         not isinstance(run, dict)
         or run.get("format") != RUN_FORMAT
-        or run.get("fingerprint") != entry.fingerprint
+        or run.get("task_digest") != entry.digest
         or (model_name is not None and run.get("model") != model_name)
         or (identity is not None and run.get("model_fingerprint") != identity)
     ):
@@ -128,7 +128,7 @@ def _load_finished(
 SCORING_VERSION = 1
 
 
-def result_cache_path(model: TextEncoder, identity: str | None, entry: TaskEntry) -> Path | None:
+def result_cache_path(model: TextEmbedder, identity: str | None, entry: TaskEntry) -> Path | None:
     """Where the lusifer cache keeps this model's finished result on this task, keyed by
     the model's fingerprint and backend, the task's data hash and instruction (for a model
     that reads instructions) and the scoring code's version (``$LUSIFER_EVAL_CACHE``, else ``<lusifer cache>/evaluation``); None for a
@@ -146,7 +146,7 @@ def result_cache_path(model: TextEncoder, identity: str | None, entry: TaskEntry
         str(getattr(model, "quantize", None)),
         identity,
         entry.key,
-        entry.fingerprint,
+        entry.digest,
         entry.instruction if reads_instructions(model) else None,
         RUN_FORMAT,
         SCORING_VERSION,
@@ -181,7 +181,7 @@ def _run_one(
     return {
         "format": RUN_FORMAT,
         "task": entry.key,
-        "fingerprint": entry.fingerprint,
+        "task_digest": entry.digest,
         "subset_scores": subset_scores,
         "per_example": getattr(task, "per_example", None) or None,
         "evaluation_time": round(time.monotonic() - started, 3),
@@ -191,7 +191,7 @@ def _run_one(
 
 
 def evaluate(
-    models: Sequence[TextEncoder],
+    models: Sequence[TextEmbedder],
     *,
     suite: str | None = None,
     task_dirs: Sequence[Path] = (),
@@ -209,7 +209,7 @@ def evaluate(
     """Evaluate ``models`` on a suite and/or local task dirs; write results, tables and a chart.
 
     Args:
-        models: text encoders (``lusifer.types.TextEncoder``), names must differ.
+        models: text embedders (``lusifer.types.TextEmbedder``), names must differ.
         suite: "lusifer", "lusifer-v2", "crosslingual" (mteb hub data, needs internet) or
             "offline" (the bundled local tasks), or None for ``task_dirs`` only.
         task_dirs: local task directories (see ``lusifer.evaluation.local_tasks``).
@@ -272,7 +272,7 @@ def evaluate(
     return report
 
 
-def _model_names(models: Sequence[TextEncoder]) -> tuple[list[str], list[str]]:
+def _model_names(models: Sequence[TextEmbedder]) -> tuple[list[str], list[str]]:
     """The models' names and their file-safe slugs (refused when empty or not distinct)."""
     from .mteb_model import model_slug
 
@@ -287,7 +287,7 @@ def _model_names(models: Sequence[TextEncoder]) -> tuple[list[str], list[str]]:
 
 def _merge_ranks(
     shard: Any,
-    models: Sequence[TextEncoder],
+    models: Sequence[TextEmbedder],
     names: list[str],
     slugs: list[str],
     entries: Sequence[TaskEntry],
@@ -353,7 +353,7 @@ def _evaluate_model(
 
 
 def _finished_run(
-    model: TextEncoder,
+    model: TextEmbedder,
     name: str,
     identity: str | None,
     entry: TaskEntry,
@@ -375,7 +375,7 @@ def _finished_run(
 
 def _run_and_store(
     wrapper: Any,
-    model: TextEncoder,
+    model: TextEmbedder,
     name: str,
     identity: str | None,
     entry: TaskEntry,

@@ -249,13 +249,13 @@ def local_task_entry(spec: LocalTaskSpec) -> TaskEntry:
         subsets_by_language={lang: ("default",) for lang in counts_for},
         crosslingual=spec.crosslingual,
         source="local",
-        fingerprint=spec.fingerprint(),
+        digest=spec.digest(),
         factory=partial(_local_factory, spec),
         spec=spec,
     )
 
 
-def _fingerprint(*parts: object) -> str:
+def _digest(*parts: object) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
 
@@ -283,7 +283,7 @@ def _entry(
         subsets_by_language=by_lang,
         crosslingual=crosslingual,
         source="mteb",
-        fingerprint=_fingerprint(name, md.dataset.get("revision"), subsets, split),
+        digest=_digest(name, md.dataset.get("revision"), subsets, split),
         factory=partial(_mteb_factory, name, subsets, split),
         subset_languages={
             s: tuple(dict.fromkeys(t.partition("-")[0] for t in tags.get(s, ()))) for s in subsets

@@ -18,7 +18,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import InputModule
 from sentence_transformers.sentence_transformer.modules import Normalize
 
-from ..model.loading import is_lusifer_checkpoint
+from ..model.loading import is_lusifer_folder
 from ..model.lusifer import LusiferModel
 from ..model.routing import check_route
 
@@ -155,7 +155,7 @@ def to_sentence_transformer(
         if (path / MODULES_FILE).is_file() and (path / LUSIFER_SUBFOLDER).is_dir():
             _check_modules_file(path)
             module = LusiferModule.load(str(path))
-        elif is_lusifer_checkpoint(path):
+        elif is_lusifer_folder(path):
             module = LusiferModule(path, use_head=use_head, route=route)
         else:
             module = LusiferModule(

@@ -7,19 +7,19 @@ from pathlib import Path
 import torch
 
 from .embedder import PlainEmbedder
-from .loading import CheckpointError, is_lusifer_checkpoint
+from .loading import ModelFolderError, is_lusifer_folder
 from .lusifer import LusiferModel
 
 __all__ = [
-    "CheckpointError",
+    "ModelFolderError",
     "LusiferModel",
     "PlainEmbedder",
-    "is_lusifer_checkpoint",
-    "load_text_encoder",
+    "is_lusifer_folder",
+    "load_embedder",
 ]
 
 
-def load_text_encoder(
+def load_embedder(
     reference: str | Path,
     *,
     merge_lora: bool = True,
@@ -41,7 +41,7 @@ def load_text_encoder(
 
     target = resolve_device(device)  # a bad device fails before anything is read
     model: LusiferModel | PlainEmbedder
-    if is_lusifer_checkpoint(reference):
+    if is_lusifer_folder(reference):
         model = LusiferModel.from_pretrained(reference)
         model = model.merge_and_unload() if merge_lora else model
     else:

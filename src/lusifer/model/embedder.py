@@ -267,7 +267,7 @@ class PlainEmbedder(TorchEmbedder, nn.Module):
         max_length: int = 512,
     ) -> None:
         super().__init__()
-        # the backbone (an encoder or a decoder) behind the wrapper LUSIFER uses for its
+        # the backbone (BERT-like or a decoder) behind the wrapper LUSIFER uses for its
         # target: the same input embeddings, bidirectional or causal forward
         self.backbone = TargetModel(backbone)
         self.pooling = pooling

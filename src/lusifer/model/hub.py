@@ -53,10 +53,10 @@ def push_folder(
     """Upload a saved LUSIFER folder as it is (no model is loaded), with its card and
     sentence-transformers files written afresh for ``repo_id`` in a temporary copy."""
     from .card import card_for_folder, write_model_card, write_sentence_transformers_files
-    from .loading import CONFIG_NAME, checkpoint_layout
+    from .loading import CONFIG_NAME, folder_layout
 
     folder = Path(folder)
-    if checkpoint_layout(folder) != "lusifer":
+    if folder_layout(folder) != "lusifer":
         raise ValueError(
             f"{folder} is not a LUSIFER folder saved by save_pretrained (no {CONFIG_NAME})"
         )

@@ -6,8 +6,8 @@
   merged under ``encoder/`` and ``target/``).
 - The reference implementation's published layout (``Hieuman/LUSIFER``), below.
 
-:func:`load_checkpoint` resolves a folder or hub id, tells the layouts apart
-(:func:`checkpoint_layout`) and builds the model from either. It takes the model class as
+:func:`load_model_folder` resolves a folder or hub id, tells the layouts apart
+(:func:`folder_layout`) and builds the model from either. It takes the model class as
 an argument (``LusiferModel.from_pretrained`` passes its class), so this module does not
 import the model module, which imports it.
 
@@ -59,12 +59,12 @@ Layout = Literal["lusifer", "reference"]
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
-class CheckpointError(ValueError):
+class ModelFolderError(ValueError):
     """A saved model does not fit: another backbone, missing or extra tensors."""
 
 
 def backbone_signature(model: nn.Module) -> dict[str, Any]:
-    """Facts about a backbone that a checkpoint trained on it depends on."""
+    """Facts about a backbone that a model trained on it depends on."""
     config = unwrap(model).config
     keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size")
     return {k: getattr(config, k, None) for k in keys}
@@ -86,7 +86,7 @@ def _is_reference_config(config: Path) -> bool:
     return isinstance(raw, dict) and "universal_learner_name_or_path" in raw
 
 
-def checkpoint_layout(path: str | Path) -> Layout | None:
+def folder_layout(path: str | Path) -> Layout | None:
     """``"lusifer"`` for a folder saved by ``save_pretrained``, ``"reference"`` for one in
     the reference code's published layout, None for anything else."""
     if (Path(path) / CONFIG_NAME).is_file():
@@ -96,17 +96,17 @@ def checkpoint_layout(path: str | Path) -> Layout | None:
     return None
 
 
-def is_lusifer_checkpoint(path: str | Path) -> bool:
+def is_lusifer_folder(path: str | Path) -> bool:
     """A folder saved by ``save_pretrained``, or in the reference code's published layout;
-    or a hub repo id holding either (:func:`hub_checkpoint_layout`)."""
-    if checkpoint_layout(path) is not None:
+    or a hub repo id holding either (:func:`hub_folder_layout`)."""
+    if folder_layout(path) is not None:
         return True
-    return looks_like_repo_id(path) and hub_checkpoint_layout(str(path)) is not None
+    return looks_like_repo_id(path) and hub_folder_layout(str(path)) is not None
 
 
 def looks_like_repo_id(reference: str | Path) -> bool:
     """``owner/name`` given as a string that is not an existing local path: what
-    :func:`resolve_checkpoint` looks up on the hub."""
+    :func:`resolve_model_folder` looks up on the hub."""
     return (
         isinstance(reference, str)
         and reference.count("/") == 1
@@ -115,7 +115,7 @@ def looks_like_repo_id(reference: str | Path) -> bool:
     )
 
 
-def hub_checkpoint_layout(repo_id: str) -> Layout | None:
+def hub_folder_layout(repo_id: str) -> Layout | None:
     """The layout of a hub repo: ``"lusifer"`` when it holds ``lusifer_config.json`` (what
     ``save_pretrained``/``push_to_hub`` write), ``"reference"`` when its ``config.json``
     names a ``universal_learner_name_or_path``, None otherwise (a plain backbone, or a repo
@@ -145,15 +145,15 @@ def hub_checkpoint_layout(repo_id: str) -> Layout | None:
     return None
 
 
-def load_checkpoint(
+def load_model_folder(
     model_class: type[ModelT],
     directory: str | Path,
     *,
     device: str | torch.device | None = None,
 ) -> ModelT:
     """Load a model folder (or hub repo id) in either layout as a ``model_class``."""
-    directory = resolve_checkpoint(directory)
-    if checkpoint_layout(directory) != "lusifer":  # the reference code's published layout
+    directory = resolve_model_folder(directory)
+    if folder_layout(directory) != "lusifer":  # the reference code's published layout
         return load_reference_layout(model_class, directory, device=device)
     return load_lusifer_layout(model_class, directory, device=device)
 
@@ -167,9 +167,9 @@ def load_lusifer_layout(
     """A ``model_class`` from a folder saved by ``save_pretrained``."""
     meta = json.loads((directory / CONFIG_NAME).read_text())
     if meta.get("format") != "lusifer":
-        raise CheckpointError(f"{directory / CONFIG_NAME} is not a LUSIFER config")
+        raise ModelFolderError(f"{directory / CONFIG_NAME} is not a LUSIFER config")
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
+        raise ModelFolderError(
             f"{directory} was saved by a newer lusifer (format {meta['format_version']}); upgrade"
         )
     raw = dict(meta["config"])
@@ -183,7 +183,7 @@ def load_lusifer_layout(
         saved = getattr(config, f"{part}_signature")
         found = backbone_signature(module)
         if saved and saved != found:
-            raise CheckpointError(
+            raise ModelFolderError(
                 f"{directory} was trained on a different {part} backbone: saved {saved}, "
                 f"but {getattr(config, part)!r} resolves to {found}"
             )
@@ -195,7 +195,7 @@ def load_lusifer_layout(
     return model.eval()
 
 
-def resolve_checkpoint(reference: str | Path) -> Path:
+def resolve_model_folder(reference: str | Path) -> Path:
     """A local folder for ``reference``: the folder itself, or a hub repo id's download
     (its LUSIFER config and weights, and the reference layout's ``config.json``)."""
     path = Path(reference).expanduser()
@@ -203,9 +203,9 @@ def resolve_checkpoint(reference: str | Path) -> Path:
         if not (path / CONFIG_NAME).is_file():
             if is_reference_checkpoint(path):
                 return path
-            raise CheckpointError(
+            raise ModelFolderError(
                 f"{path} has no {CONFIG_NAME}: not a LUSIFER model folder "
-                "(use lusifer.load_text_encoder for plain embedders)"
+                "(use lusifer.load_embedder for plain embedders)"
             )
         return path
     if looks_like_repo_id(reference):
@@ -218,7 +218,7 @@ def resolve_checkpoint(reference: str | Path) -> Path:
                 allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "config.json", "encoder/*", "target/*"],
             )
         )
-    raise CheckpointError(f"no LUSIFER model at {reference!r}")
+    raise ModelFolderError(f"no LUSIFER model at {reference!r}")
 
 
 # --------------------------------------------------------------------------- reference layout
@@ -302,7 +302,7 @@ def _split_backbone_state(
     for key, tensor in state.items():
         if not key.startswith(inner):
             if key.startswith(f"{prefix}."):
-                raise CheckpointError(
+                raise ModelFolderError(
                     f"{source}: tensor {key} does not fit the expected layout {inner}* "
                     f"(adapter {adapter!r})"
                 )
@@ -311,7 +311,7 @@ def _split_backbone_state(
         match = _LORA_KEY.match(name)
         if match:
             if match["adapter"] != adapter:
-                raise CheckpointError(
+                raise ModelFolderError(
                     f"{source}: tensor {key} belongs to adapter {match['adapter']!r}, the "
                     f"config names {adapter!r}"
                 )
@@ -332,7 +332,7 @@ def _backbone_from_weights(
     path, config, tokenizer = load_config_and_tokenizer(
         reference,
         what=f"{source} needs the config and tokenizer of backbone",
-        hint="Pass a local folder with encoder=/target= (the weights come from the checkpoint).",
+        hint="Pass a local folder with encoder=/target= (the weights come from the model folder).",
     )
     decoder = is_decoder_config(config)
     with init_empty_weights():
@@ -351,13 +351,13 @@ def _backbone_from_weights(
         model.tie_weights()
     still_empty = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if still_empty:
-        raise CheckpointError(
-            f"{source}: backbone {reference!r} weights missing from the checkpoint: "
+        raise ModelFolderError(
+            f"{source}: backbone {reference!r} weights missing from the model folder: "
             f"{still_empty[:5]} (missing keys {result.missing_keys[:5]})"
         )
     for name, buf in list(model.named_buffers()):  # non-persistent buffers (rotary, ids)
         if buf.device.type == "meta":
-            raise CheckpointError(f"{source}: buffer {name} of {reference!r} was not restored")
+            raise ModelFolderError(f"{source}: buffer {name} of {reference!r} was not restored")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return Backbone(reference, path, model.eval(), tokenizer, decoder)
@@ -404,7 +404,7 @@ def load_reference_layout(
         config.target = target
     weights_file = directory / REFERENCE_WEIGHTS
     if not weights_file.is_file():
-        raise CheckpointError(f"{directory} has no {REFERENCE_WEIGHTS}")
+        raise ModelFolderError(f"{directory} has no {REFERENCE_WEIGHTS}")
     with safe_open(str(weights_file), framework="pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     enc_adapter = raw.get("universal_learner_lora_name", "universal_learner_lora")
@@ -469,7 +469,7 @@ def _load_small_parts(model: Any, state: dict[str, torch.Tensor], *, source: str
         try:
             module.load_state_dict(part)
         except RuntimeError as err:
-            raise CheckpointError(f"{source}: {name}.* does not fit: {err}") from None
+            raise ModelFolderError(f"{source}: {name}.* does not fit: {err}") from None
     leftover = sorted(
         k
         for k in state
@@ -478,4 +478,4 @@ def _load_small_parts(model: Any, state: dict[str, torch.Tensor], *, source: str
         )
     )
     if leftover:
-        raise CheckpointError(f"{source}: unexpected tensors {leftover[:5]}")
+        raise ModelFolderError(f"{source}: unexpected tensors {leftover[:5]}")

@@ -23,10 +23,10 @@ from .loading import (
     CONFIG_NAME,
     FORMAT_VERSION,
     WEIGHTS_NAME,
-    CheckpointError,
+    ModelFolderError,
     backbone_signature,
-    is_lusifer_checkpoint,
-    load_checkpoint,
+    is_lusifer_folder,
+    load_model_folder,
 )
 from .lora import (
     AdaptableModel,
@@ -46,10 +46,10 @@ __all__ = [
     "CONFIG_NAME",
     "FORMAT_VERSION",
     "WEIGHTS_NAME",
-    "CheckpointError",
+    "ModelFolderError",
     "LusiferModel",
     "backbone_signature",
-    "is_lusifer_checkpoint",
+    "is_lusifer_folder",
 ]
 
 
@@ -339,15 +339,15 @@ class LusiferModel(TorchEmbedder, nn.Module):
         missing = sorted(set(expected) - set(state))
         extra = sorted(set(state) - set(expected))
         if missing or extra:
-            raise CheckpointError(
-                f"checkpoint {source} does not fit this model: missing {missing[:5]}"
+            raise ModelFolderError(
+                f"model folder {source} does not fit this model: missing {missing[:5]}"
                 f"{'...' if len(missing) > 5 else ''}, unexpected {extra[:5]}"
                 f"{'...' if len(extra) > 5 else ''}. Was it saved for other backbones or settings?"
             )
         for key, tensor in state.items():
             if tensor.shape != expected[key].shape:
-                raise CheckpointError(
-                    f"checkpoint {source}: tensor {key} has shape {tuple(tensor.shape)}, this "
+                raise ModelFolderError(
+                    f"model folder {source}: tensor {key} has shape {tuple(tensor.shape)}, this "
                     f"model expects {tuple(expected[key].shape)} (saved for another backbone?)"
                 )
         parts: dict[str, dict[str, torch.Tensor]] = {}
@@ -480,4 +480,4 @@ class LusiferModel(TorchEmbedder, nn.Module):
     ) -> LusiferModel:
         """Reload a model saved by :meth:`save_pretrained` (a folder or a hub repo id), or a
         folder in the reference code's published layout (:mod:`lusifer.model.loading`)."""
-        return load_checkpoint(cls, directory, device=device)
+        return load_model_folder(cls, directory, device=device)

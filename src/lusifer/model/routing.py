@@ -72,7 +72,7 @@ class NativeRoute(PlainEmbedder):
 
 
 class EncoderView:
-    """An encoder whose ``encode`` always gets some options (``fixed``, e.g. a route or
+    """An embedder whose ``encode`` always gets some options (``fixed``, e.g. a route or
     ``use_head``): same model, its own fingerprint and name, so cached results of the
     views never mix."""
 
@@ -96,7 +96,7 @@ class EncoderView:
 
 
 class RouteView(EncoderView):
-    """An encoder fixed to one route (``lusifer evaluate/encode/serve --route``)."""
+    """An embedder fixed to one route (``lusifer evaluate/encode/serve --route``)."""
 
     def __init__(self, encoder: Any, route: str) -> None:
         super().__init__(encoder, f"route {route}", route=route)

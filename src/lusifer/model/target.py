@@ -114,7 +114,7 @@ class TargetModel(nn.Module):
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits from last-layer states (decoder targets only)."""
         if not self.is_decoder:
-            raise TypeError("an encoder target has no language-model head")
+            raise TypeError("a BERT-like target has no language-model head")
         return unwrap(self.model).get_output_embeddings()(hidden)
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,6 @@ onnxruntime, optionally with int8 dynamic quantisation; plain encoder backbones 
 baselines) export too, and so does a frozen encoder alone, which CPU training reads
 through onnxruntime."""
 
-from ..loading import load as load_encoder  # its old name
 from ..threads import THREADS_ENV
 from ..threads import cpu_threads as default_threads
 from .backends import BACKENDS
@@ -20,7 +19,6 @@ from .runtime import OnnxEncoderStates, OnnxLusifer, OnnxPlainEmbedder
 
 __all__ = [
     "BACKENDS",
-    "load_encoder",
     "THREADS_ENV",
     "OnnxEncoderStates",
     "OnnxExportError",

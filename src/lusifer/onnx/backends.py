@@ -17,13 +17,13 @@ if TYPE_CHECKING:
     from ..model.embedder import Embedder
 
 
-def onnx_encoder(reference: str | Path, *, quantize: str | None, threads: int):
+def onnx_embedder(reference: str | Path, *, quantize: str | None, threads: int):
     """``reference`` on onnxruntime (CPU): a LUSIFER model's graph (``quantize="int8"``
-    for dynamic int8), an encoder backbone's graph, or a decoder backbone on torch (the
+    for dynamic int8), a BERT-like backbone's graph, or a decoder backbone on torch (the
     CPU, with a warning). :func:`lusifer.load` checks the arguments first."""
-    from ..model import is_lusifer_checkpoint
+    from ..model import is_lusifer_folder
 
-    if is_lusifer_checkpoint(reference):  # also the reference code's layout
+    if is_lusifer_folder(reference):  # also the reference code's layout
         from .runtime import OnnxLusifer
 
         return OnnxLusifer.from_pretrained(reference, quantize=quantize, threads=threads)
@@ -58,10 +58,10 @@ def fastest_backend(
     there)."""
     import importlib.util
 
-    from ..devices import encoder_device
+    from ..devices import embedder_device
     from ..model import LusiferModel
 
-    placed = encoder_device(encoder)
+    placed = embedder_device(encoder)
     if (placed is not None and placed.type != "cpu") or importlib.util.find_spec(
         "onnxruntime"
     ) is None:

@@ -105,17 +105,17 @@ def calibrate(
 
 
 def fastest(
-    torch_encoder: Any,
+    torch_embedder: Any,
     build_onnx: Callable[[], Any],
     *,
     threads: int | None = None,
     use_cache: bool = True,
 ) -> tuple[Any, Calibration]:
-    """The faster of ``torch_encoder`` and the onnxruntime encoder ``build_onnx()`` makes
+    """The faster of ``torch_embedder`` and the onnxruntime embedder ``build_onnx()`` makes
     (built only when measuring or when the cached choice is onnx). Ties go to torch, the
     reference path."""
     n_threads = cpu_threads(threads)
-    path = _cache_file(torch_encoder.fingerprint(), n_threads)
+    path = _cache_file(torch_embedder.fingerprint(), n_threads)
     if use_cache and path.is_file():
         try:
             record = json.loads(path.read_text())
@@ -123,11 +123,11 @@ def fastest(
         except (ValueError, KeyError, TypeError, OSError):
             calibration = None  # a damaged record is measured again
         if calibration is not None and calibration.choice in ("torch", "onnx"):
-            encoder = torch_encoder if calibration.choice == "torch" else build_onnx()
+            embedder = torch_embedder if calibration.choice == "torch" else build_onnx()
             logger.info(calibration.describe())
-            return encoder, calibration
-    onnx_encoder = build_onnx()
-    rates = calibrate({"torch": torch_encoder, "onnx": onnx_encoder})
+            return embedder, calibration
+    onnx_embedder = build_onnx()
+    rates = calibrate({"torch": torch_embedder, "onnx": onnx_embedder})
     choice = "onnx" if rates["onnx"] > rates["torch"] else "torch"
     calibration = Calibration(choice, {k: round(v, 2) for k, v in rates.items()})
     record = {"choice": choice, "texts_per_s": calibration.texts_per_s}
@@ -137,4 +137,4 @@ def fastest(
     except OSError as err:  # a read-only cache: the choice still holds for this process
         logger.warning("could not keep the backend calibration in %s: %s", path, err)
     logger.info(calibration.describe())
-    return (onnx_encoder if choice == "onnx" else torch_encoder), calibration
+    return (onnx_embedder if choice == "onnx" else torch_embedder), calibration

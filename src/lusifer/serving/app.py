@@ -104,15 +104,15 @@ def _lone_surrogate(text: str) -> int | None:
     return None
 
 
-def make_encode_fn(encoder, *, max_length: int | None, batch_size: int):
-    """The worker's callable: unit vectors and per-text token counts (encoder tokenizer)."""
-    tokenizer = getattr(encoder, "tokenizer", None)
+def make_encode_fn(embedder, *, max_length: int | None, batch_size: int):
+    """The worker's callable: unit vectors and per-text token counts (embedder tokenizer)."""
+    tokenizer = getattr(embedder, "tokenizer", None)
 
     def encode(texts: list[str], instruction: str | None, kind: str, route: str | None = None):
         kwargs: dict[str, Any] = {"max_length": max_length} if max_length is not None else {}
         if route is not None:
             kwargs["route"] = route
-        vectors = encoder.encode(
+        vectors = embedder.encode(
             texts,
             instruction=instruction,
             kind=kind,
@@ -291,25 +291,25 @@ def _add_info_routes(app: FastAPI, name: str, health: Callable[[], Health]) -> N
 
 
 def create_app(
-    encoder,
+    embedder,
     *,
     model_name: str | None = None,
     backend: str = "torch",
     settings: ServerSettings | None = None,
 ) -> FastAPI:
-    """An app serving ``encoder`` (anything with the ``TextEncoder.encode`` contract)."""
+    """An app serving ``embedder`` (anything with the ``TextEmbedder.encode`` contract)."""
     settings = settings or ServerSettings()
     if settings.api_key is not None and not settings.api_key.strip():
         raise ValueError("the API key must not be empty (use None for no key)")
-    name: str = model_name if model_name else getattr(encoder, "name", "lusifer")
-    dims = getattr(encoder, "embedding_size", None)
+    name: str = model_name if model_name else getattr(embedder, "name", "lusifer")
+    dims = getattr(embedder, "embedding_size", None)
     # A model built with ``use_instructions: false`` reads bare text; requests that send an
     # instruction still succeed (OpenAI clients cannot drop fields) and get a header saying so.
-    uses_instructions = reads_instructions(encoder)
-    routes, routed = routes_of(encoder), is_routed(encoder)
+    uses_instructions = reads_instructions(embedder)
+    routes, routed = routes_of(embedder), is_routed(embedder)
     batcher = MicroBatcher(
         make_encode_fn(
-            encoder, max_length=settings.max_length, batch_size=settings.encode_batch_size
+            embedder, max_length=settings.max_length, batch_size=settings.encode_batch_size
         ),
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
 from ..files import atomic_folder, discard, remove_partial
-from ..model.lusifer import CheckpointError
+from ..model.lusifer import ModelFolderError
 
 STATE_NAME = "trainer_state.json"
 RNG_NAME = "rng-{rank}.pt"  # one per process
@@ -76,14 +76,14 @@ def _torch_bytes(obj: Any) -> bytes:
 def load_safely(path: Path) -> Any:
     """``torch.load`` with ``weights_only=True``: tensors and plain values only. A file
     holding other Python objects (which could run code while loading) is refused, and
-    a damaged one (truncated, overwritten) is a :class:`CheckpointError` too."""
+    a damaged one (truncated, overwritten) is a :class:`ModelFolderError` too."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         lines = [ln.strip() for ln in str(err).splitlines()]
         detail = next((ln for ln in lines if "Unsupported global" in ln), "")
         if detail:
-            raise CheckpointError(
+            raise ModelFolderError(
                 f"{path} holds Python objects other than tensors and plain values "
                 f"({detail}); it is not loaded, because loading it could run code on this "
                 "machine. lusifer's checkpoints never hold such objects: resume only from "
@@ -92,9 +92,9 @@ def load_safely(path: Path) -> Any:
             ) from None
         marks = [i for i, ln in enumerate(lines) if "WeightsUnpickler error" in ln]
         after = [ln for ln in lines[marks[0] + 1 :] if ln] if marks else []
-        raise CheckpointError(_unreadable(path, after[0] if after else str(err))) from None
+        raise ModelFolderError(_unreadable(path, after[0] if after else str(err))) from None
     except Exception as err:  # a damaged file fails in many ways (EOF, zip, index errors)
-        raise CheckpointError(_unreadable(path, f"{type(err).__name__}: {err}")) from None
+        raise ModelFolderError(_unreadable(path, f"{type(err).__name__}: {err}")) from None
 
 
 def _unreadable(path: Path, why: str) -> str:
@@ -211,17 +211,17 @@ class Checkpoints:
     def read(self, path: Path, rank: int) -> Checkpoint:
         """One checkpoint folder. Nothing in it is unpickled beyond tensors and plain
         values (a checkpoint from someone else cannot run code here): anything else is
-        refused with a CheckpointError."""
+        refused with a ModelFolderError."""
         try:
             state = json.loads((path / STATE_NAME).read_text())
         except (OSError, ValueError) as err:
-            raise CheckpointError(f"{path / STATE_NAME} cannot be read ({err})") from None
+            raise ModelFolderError(f"{path / STATE_NAME} cannot be read ({err})") from None
         if state.get("stage") != self.stage:
-            raise CheckpointError(f"{path} is a {state.get('stage')} checkpoint, not {self.stage}")
+            raise ModelFolderError(f"{path} is a {state.get('stage')} checkpoint, not {self.stage}")
         try:
             weights = load_file(str(path / "model.safetensors"))
         except Exception as err:  # safetensors raises its own error type on a bad file
-            raise CheckpointError(f"{path / 'model.safetensors'} cannot be read ({err})") from None
+            raise ModelFolderError(f"{path / 'model.safetensors'} cannot be read ({err})") from None
         rng_file = path / RNG_NAME.format(rank=rank)
         optimizer_file = path / OPTIMIZER_NAME.format(rank=rank)
         if not optimizer_file.is_file():

@@ -115,7 +115,7 @@ class StageTrainer:
         if self.objective == "alignment" and cfg.objectives.lm > 0 and not model.target.is_decoder:
             raise ValueError(
                 f"alignment.objectives.lm={cfg.objectives.lm}, but the target "
-                f"{model.config.target!r} is an encoder with no LM head: use "
+                f"{model.config.target!r} is a BERT-like model with no LM head: use "
                 "objectives.distill (and lm: 0)"
             )
         if self.objective == "alignment" and cfg.objectives.lm <= 0 and cfg.objectives.distill <= 0:
