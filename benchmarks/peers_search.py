@@ -125,7 +125,7 @@ def faiss_flat(outdir: Path, manifest: dict, queries: np.ndarray, k: int) -> dic
 
     need = manifest["rows"] * manifest["dimension"] * 4
     avail = available_memory()
-    if need > avail * 0.6:
+    if need > avail * 0.8:
         return {"skipped": f"needs {need / GIB:.1f} GiB of {avail / GIB:.1f} free"}
     from lusifer.corpus import shard_vectors
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from lusifer import load
 from lusifer.model import PlainEmbedder
 from lusifer.onnx import (
     OnnxEncoderStates,
@@ -15,7 +16,6 @@ from lusifer.onnx import (
     default_threads,
     ensure_exported,
     ensure_plain_exported,
-    load_embedder,
 )
 
 SENTENCES = [
@@ -103,7 +103,7 @@ def test_from_pretrained_exports_next_to_the_model(tiny_model_factory, tmp_path)
     model = tiny_model_factory("llama")
     folder = model.save_pretrained(tmp_path / "m")
     with pytest.warns(UserWarning, match="decoder"):
-        fast = load_embedder(folder, backend="onnx", quantize="int8", threads=1)
+        fast = load(folder, backend="onnx", quantize="int8", threads=1)
     assert fast.onnx_path.parent == folder / "onnx"
     assert ".int8" in fast.onnx_path.name
     want = model.encode(SENTENCES, max_length=MAX_LENGTH)
@@ -112,13 +112,13 @@ def test_from_pretrained_exports_next_to_the_model(tiny_model_factory, tmp_path)
 
 def test_backend_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="backend"):
-        load_embedder("tiny:bert", backend="tensorrt")
+        load("tiny:bert", backend="tensorrt")
     with pytest.raises(ValueError, match="--backend onnx"):
-        load_embedder("tiny:bert", backend="torch", quantize="int8")
+        load("tiny:bert", backend="torch", quantize="int8")
     with pytest.raises(ValueError, match=str(tmp_path)):
-        load_embedder(str(tmp_path), backend="onnx")  # neither a LUSIFER folder nor a backbone
+        load(str(tmp_path), backend="onnx")  # neither a LUSIFER folder nor a backbone
     with pytest.raises(ValueError, match="LUSIFER model folders"):
-        load_embedder("tiny:bert", backend="onnx", quantize="int8")
+        load("tiny:bert", backend="onnx", quantize="int8")
     monkeypatch.setenv("LUSIFER_NUM_THREADS", "3")
     assert default_threads() == 3
     assert default_threads(1) == 1
@@ -160,9 +160,9 @@ def test_plain_decoder_stays_on_torch(monkeypatch, tmp_path):
     with pytest.raises(OnnxExportError, match="decoder"):
         ensure_plain_exported(embedder, export_dir=tmp_path)
     with pytest.warns(UserWarning, match="using torch"):
-        fallback = load_embedder("tiny:llama", backend="onnx", threads=1)
+        fallback = load("tiny:llama", backend="onnx", threads=1)
     assert isinstance(fallback, PlainEmbedder)
-    assert isinstance(load_embedder("tiny:bert", backend="onnx", threads=1), OnnxPlainEmbedder)
+    assert isinstance(load("tiny:bert", backend="onnx", threads=1), OnnxPlainEmbedder)
     assert list((tmp_path / "onnx").glob("plain-*.onnx"))  # exported into the lusifer cache
 
 
