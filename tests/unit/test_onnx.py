@@ -422,7 +422,7 @@ def test_int8_results_are_cached_apart_from_fp32(tiny_model_factory, tmp_path):
     fp32 = OnnxLusifer.from_model(model, export_dir=tmp_path, threads=1)
     int8 = OnnxLusifer.from_model(model, quantize="int8", export_dir=tmp_path, threads=1)
     assert (fp32.quantize, int8.quantize) == (None, int8_tag())
-    task = SimpleNamespace(key="Task.en", fingerprint="data", instruction=None)
+    task = SimpleNamespace(key="Task.en", digest="data", instruction=None)
     paths = {result_cache_path(m, m.fingerprint(), task) for m in (fp32, int8)}
     assert len(paths) == 2
 

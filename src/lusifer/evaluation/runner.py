@@ -130,9 +130,10 @@ SCORING_VERSION = 1
 
 def result_cache_path(model: TextEmbedder, identity: str | None, entry: TaskEntry) -> Path | None:
     """Where the lusifer cache keeps this model's finished result on this task, keyed by
-    the model's fingerprint and backend, the task's data hash and instruction (for a model
-    that reads instructions) and the scoring code's version (``$LUSIFER_EVAL_CACHE``, else ``<lusifer cache>/evaluation``); None for a
-    model without a fingerprint (it is never cached)."""
+    the model's fingerprint and backend, the task's digest and instruction (for a model
+    that reads instructions) and the scoring code's version (``$LUSIFER_EVAL_CACHE``,
+    else ``<lusifer cache>/evaluation``); None for a model without a fingerprint (it is
+    never cached)."""
     if identity is None:
         return None
     import hashlib
