@@ -622,6 +622,7 @@ print("calls", json.dumps(calls), flush=True)
 """
 
 
+@pytest.mark.slow  # new processes (or a fuzz run): the full suite only
 def test_concurrent_onnx_exports_into_one_folder_are_safe(tmp_path, tiny_folder, tiny):
     """Two processes export the same model's graphs (fp32 and int8) into one folder at the
     same time, as `lusifer encode --backend onnx` does under torchrun on first use: both

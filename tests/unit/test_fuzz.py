@@ -430,6 +430,7 @@ overrides = st.lists(
 )
 
 
+@pytest.mark.slow  # new processes (or a fuzz run): the full suite only
 @pytest.mark.timeout(120)
 @settings(FUZZ, max_examples=60)
 @given(data=yaml_text(), extra=overrides)

@@ -295,6 +295,7 @@ def test_every_encoding_command_lists_the_device_choice():
         assert "--device" in result.output and "LOCAL_RANK" in result.output, command
 
 
+@pytest.mark.slow  # new processes (or a fuzz run): the full suite only
 def test_python_dash_m_lusifer_runs_the_cli():
     result = subprocess.run(
         [sys.executable, "-m", "lusifer", "--help"], capture_output=True, text=True, timeout=120
@@ -304,6 +305,7 @@ def test_python_dash_m_lusifer_runs_the_cli():
     assert "lusifer" in result.stdout
 
 
+@pytest.mark.slow  # new processes (or a fuzz run): the full suite only
 def test_import_lusifer_does_not_import_onnxruntime():
     code = "import sys, lusifer; lusifer.load; print('onnxruntime' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

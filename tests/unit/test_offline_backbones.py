@@ -356,6 +356,7 @@ _WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # new processes (or a fuzz run): the full suite only
 def test_two_processes_build_once(tmp_path):
     final, log = tmp_path / "fake", tmp_path / "log.txt"
     args = [sys.executable, "-c", _WORKER, cache_mod.__file__, str(final), str(log)]

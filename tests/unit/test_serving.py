@@ -286,6 +286,7 @@ def test_shutdown_finishes_in_flight_requests():
     assert not server.thread.is_alive()
 
 
+@pytest.mark.slow  # new processes (or a fuzz run): the full suite only
 def test_serve_command_subprocess(tmp_path, model):
     folder = model.save_pretrained(tmp_path / "tiny-model")
     port = free_port()
