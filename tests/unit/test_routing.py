@@ -164,8 +164,9 @@ def _routed_config(tmp_path: Path, **stage) -> Path:
     return path
 
 
-def test_cross_route_training_lowers_its_term_and_never_moves_english(tmp_path):
-    cfg = load_train_config(_routed_config(tmp_path, cross_route=1.0, target_distill=1.0))
+@pytest.mark.parametrize("term, weight", [("cross_route", 1.0), ("route_match", 5.0)])
+def test_cross_route_training_lowers_its_term_and_never_moves_english(tmp_path, term, weight):
+    cfg = load_train_config(_routed_config(tmp_path, target_distill=1.0, **{term: weight}))
     model = LusiferModel.build(cfg.model)
     before = model.encode(ENGLISH, route="native")
     before_connector = model.encode(OTHER, route="connector")
@@ -175,22 +176,23 @@ def test_cross_route_training_lowers_its_term_and_never_moves_english(tmp_path):
         for line in (tmp_path / "out/representation/log.jsonl").read_text().splitlines()
     ]
     for r in rows:
-        want = r["contrastive"] + r["target_distill"] + r["cross_route"]
+        want = r["contrastive"] + r["target_distill"] + weight * r[term]
         assert abs(r["loss"] - want) < 1e-4
-    cross = [r["cross_route"] for r in rows]
-    assert sum(cross[-5:]) / 5 < 0.8 * sum(cross[:5]) / 5, cross
+    values = [r[term] for r in rows]
+    assert sum(values[-5:]) / 5 < 0.8 * sum(values[:5]) / 5, values
     trained = LusiferModel.from_pretrained(out)
     assert cosines(trained.encode(ENGLISH, route="native"), before).min() >= 0.99999
     assert cosines(trained.encode(OTHER, route="connector"), before_connector).min() < 0.999
 
 
-def test_cross_route_needs_a_routed_model(tmp_path):
-    path = _routed_config(tmp_path, cross_route=1.0)
+@pytest.mark.parametrize("term", ["cross_route", "route_match"])
+def test_cross_route_needs_a_routed_model(tmp_path, term):
+    path = _routed_config(tmp_path, **{term: 1.0})
     config = yaml.safe_load(path.read_text())
     del config["model"]["routes"]
     path.write_text(yaml.safe_dump(config))
     cfg = load_train_config(path)
-    with pytest.raises(ConfigError, match="cross_route needs a routed model"):
+    with pytest.raises(ConfigError, match=f"{term} needs a routed model"):
         run_training(cfg)
 
 

@@ -178,6 +178,9 @@ class StageConfig:
     # term, queries on the frozen native route against connector-route candidates and
     # connector-route queries against native candidates (the existing-index case)
     cross_route: float = 0.0
+    # ours, routed models only: weight of 1 - cosine between each text's connector-route
+    # embedding and its native-route embedding (absolute position, not only neighbourhoods)
+    route_match: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None:
@@ -202,6 +205,8 @@ class StageConfig:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.target_distill < 0:
             raise ConfigError(f"target_distill must be >= 0, got {self.target_distill}")
+        if self.route_match < 0:
+            raise ConfigError(f"route_match must be >= 0, got {self.route_match}")
         if self.cross_route < 0:
             raise ConfigError(f"cross_route must be >= 0, got {self.cross_route}")
         if self.target_distill > 0 and self.use_head:

@@ -82,9 +82,10 @@ class StageTrainer:
         self.rank = accelerator.process_index
         if accelerator.device.type == "cpu":  # this process's share of the cores
             thread_policy().apply_to_torch()
-        if config.cross_route > 0 and not model.routed:
+        cross_terms = [t for t in ("cross_route", "route_match") if getattr(config, t) > 0]
+        if cross_terms and not model.routed:
             raise ConfigError(
-                f"{stage}.cross_route needs a routed model (model.routes): an unrouted model "
+                f"{stage}.{cross_terms[0]} needs a routed model (model.routes): an unrouted model "
                 "has no native route to train against"
             )
         if config.batch_size % self.world:
@@ -218,7 +219,8 @@ class StageTrainer:
         """This process's teacher embeddings for ``target_distill``/``cross_route``: the
         native route's (routed models), else the target's own, read without instructions."""
         cfg = self.config
-        if self.model.routed and (cfg.target_distill > 0 or cfg.cross_route > 0):
+        native_terms = (cfg.target_distill, cfg.cross_route, cfg.route_match)
+        if self.model.routed and max(native_terms) > 0:
             return native_embeddings(  # the space both routes share
                 self.module,
                 self.model,
@@ -296,6 +298,11 @@ class StageTrainer:
                 cross = (contrastive(nq, p, n) + contrastive(q, np_, nn_)) / 2
                 parts["cross_route"] = float(cross.detach())
                 loss = loss + cfg.cross_route * cross
+            if cfg.route_match > 0:
+                student = F.normalize(gather_with_grad(reps).float(), dim=-1)
+                match = 1 - (student * F.normalize(teacher.float(), dim=-1)).sum(-1).mean()
+                parts["route_match"] = float(match.detach())
+                loss = loss + cfg.route_match * match
             return loss
 
         loss = embedding_backward(
