@@ -127,3 +127,13 @@ def place(embedder: Any, device: str | torch.device | None = None) -> Any:
     if isinstance(embedder, torch.nn.Module):
         embedder.to(target)
     return embedder
+
+
+def close_process_group() -> None:
+    """Leave the torch.distributed group, if one is open: a process that exits with it open
+    can abort in gloo's teardown ("terminate called without an active exception", exit
+    -6) after its work is done, which fails the whole torchrun job."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -13,6 +13,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import save_file
 
 from lusifer import LusiferModel
+from lusifer.devices import close_process_group
 from lusifer.training import load_train_config
 from lusifer.training.engine import StageTrainer
 
@@ -44,3 +45,5 @@ if __name__ == "__main__":
         save_file(grads, sys.argv[2])
         print(f"world={accelerator.num_processes} loss={metrics['loss']:.6f}", flush=True)
         print(f"forwards={counts.tolist()}", flush=True)
+    accelerator.wait_for_everyone()
+    close_process_group()

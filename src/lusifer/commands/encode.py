@@ -210,7 +210,9 @@ def _encode_to_shards(
         )
     finally:
         if world > 1:
-            _close_process_group()
+            from ..devices import close_process_group
+
+            close_process_group()
     who = f"rank {rank}/{world}: " if world > 1 else ""
     done = f"{len(report.encoded)} shard(s) encoded, {len(report.skipped)} already done"
     if report.manifest is not None:
@@ -220,13 +222,6 @@ def _encode_to_shards(
         )
     else:
         typer.echo(f"{who}{done}; the last process to finish writes {output}/manifest.json")
-
-
-def _close_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def register(app: typer.Typer) -> None:

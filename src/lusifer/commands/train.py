@@ -75,6 +75,7 @@ def train_command(
     """Train a LUSIFER model: its stages in order (alignment, then representation
     finetuning), on English data only. Rerunning the same command resumes an unfinished
     run from its last checkpoint (a run folder started with another config is refused)."""
+    from ..devices import close_process_group
     from ..training import load_train_config, run_training
 
     extra: dict[str, Any] = {}
@@ -96,9 +97,12 @@ def train_command(
         _estimate(config, overrides or [], extra, output, gpus, gpu_memory, measure)
         return
     cfg = load_train_config(config, overrides or [], **extra)
-    result = run_training(
-        cfg, stages=[stage] if stage else None, resume=not overwrite, init_from=init_from
-    )
+    try:
+        result = run_training(
+            cfg, stages=[stage] if stage else None, resume=not overwrite, init_from=init_from
+        )
+    finally:
+        close_process_group()
     if result is None:
         typer.echo("Interrupted; run the same command again to continue", err=True)
         raise typer.Exit(130)
