@@ -15,7 +15,6 @@ disagreement a rigid map removes from one it does not. Per language: the first
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
@@ -24,6 +23,8 @@ import numpy as np
 import lusifer
 from lusifer import LusiferModel
 from lusifer.data.english import load_bundled_english
+from lusifer.evaluation.local_data import load_task_data
+from lusifer.evaluation.local_tasks import read_task_spec
 
 SUITE = Path(lusifer.__file__).parent / "resources" / "offline_suite"
 
@@ -40,22 +41,20 @@ def _ndcg_at_10(queries: np.ndarray, docs: np.ndarray) -> float:
     return float(np.mean(np.where(ranks < 10, 1 / np.log2(ranks + 2), 0.0)))
 
 
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.open()]
-
-
 def _tasks(n: int) -> list[tuple[str, list[str], list[str]]]:
-    """(language, queries, documents: the relevant ones first, in query order)."""
+    """(language, queries, documents: the relevant ones first, in query order), read by
+    the evaluation's own strict task reader."""
     out = []
     for task in sorted(SUITE.glob("XlingRetrieval.en-*")):
-        queries = _rows(task / "queries.jsonl")[:n]
-        corpus = {d["_id"]: d["text"] for d in _rows(task / "corpus.jsonl")}
-        lines = (task / "qrels" / "test.tsv").read_text().splitlines()[1:]
-        qrels = dict(line.split("\t")[:2] for line in lines)
-        relevant = [qrels[q["_id"]] for q in queries]
+        test = load_task_data(read_task_spec(task))["default"]["test"]
+        queries = test["queries"][:n]
+        corpus = dict(zip(test["corpus"]["id"], test["corpus"]["text"], strict=True))
+        relevant = [
+            max(test["relevant_docs"][q], key=test["relevant_docs"][q].get) for q in queries["id"]
+        ]
         others = [d for d in corpus if d not in set(relevant)][:n]
         docs = [corpus[d] for d in relevant + others]
-        out.append((task.name.split("-")[-1], [q["text"] for q in queries], docs))
+        out.append((task.name.split("-")[-1], queries["text"], docs))
     return out
 
 

@@ -283,10 +283,10 @@ class StageTrainer:
             if teacher is None:
                 return loss
             parts["contrastive"] = float(loss.detach())
+            # every text, in the teacher's order (gathered once for both terms that read it)
+            everyone = gather_with_grad(reps) if cfg.target_distill or cfg.route_match else reps
             if cfg.target_distill > 0:
-                distill = relational_distillation(
-                    gather_with_grad(reps), teacher, temperature=cfg.temperature
-                )
+                distill = relational_distillation(everyone, teacher, temperature=cfg.temperature)
                 parts["target_distill"] = float(distill.detach())
                 loss = loss + cfg.target_distill * distill
             if cfg.cross_route > 0:
@@ -299,7 +299,7 @@ class StageTrainer:
                 parts["cross_route"] = float(cross.detach())
                 loss = loss + cfg.cross_route * cross
             if cfg.route_match > 0:
-                student = F.normalize(gather_with_grad(reps).float(), dim=-1)
+                student = F.normalize(everyone.float(), dim=-1)
                 match = 1 - (student * F.normalize(teacher.float(), dim=-1)).sum(-1).mean()
                 parts["route_match"] = float(match.detach())
                 loss = loss + cfg.route_match * match
