@@ -130,9 +130,8 @@ def place(embedder: Any, device: str | torch.device | None = None) -> Any:
 
 
 def close_process_group() -> None:
-    """Leave the torch.distributed group, if one is open: a process that exits with it open
-    can abort in gloo's teardown ("terminate called without an active exception", exit
-    -6) after its work is done, which fails the whole torchrun job."""
+    """Leave the torch.distributed group, if one is open, as PyTorch asks of a process
+    before it exits (it warns when a group is left open)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
