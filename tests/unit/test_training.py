@@ -690,6 +690,37 @@ def test_least_squares_init_runs_in_training(tmp_path):
     assert run_training(cfg, stages=["alignment"]) is not None
 
 
+def test_the_least_squares_start_reads_the_encoder_the_steps_read(tmp_path, monkeypatch):
+    """With the frozen encoder on onnxruntime, the connector's start is fitted on the
+    onnxruntime states too (the torch encoder's differ in float rounding, which moved
+    every later step of the demo); on the torch encoder, no graph runs."""
+    from lusifer.onnx.runtime import OnnxEncoderStates
+
+    monkeypatch.setenv("LUSIFER_CACHE", str(tmp_path / "cache"))
+    calls: list[int] = []
+    run_graph = OnnxEncoderStates.__call__
+
+    def counted(self, input_ids, attention_mask):
+        calls.append(int(input_ids.shape[0]))
+        return run_graph(self, input_ids, attention_mask)
+
+    monkeypatch.setattr(OnnxEncoderStates, "__call__", counted)
+    stage = {
+        "steps": 0,
+        "connector_init": "least_squares",
+        "connector_init_examples": 16,
+        "train_encoder_lora": False,
+    }
+    for backend, graph_rows in (("torch", 0), ("onnx", 16)):
+        calls.clear()
+        folder = tmp_path / backend
+        folder.mkdir()
+        config = tiny_run_config(folder, target="bert", alignment=stage)
+        config["run"]["frozen_encoder_backend"] = backend
+        run_training(load_train_config(write_run_config(folder, config)), stages=["alignment"])
+        assert sum(calls) == graph_rows, (backend, calls)
+
+
 def test_a_frozen_encoder_trains_the_same_on_onnxruntime_and_torch(tmp_path, monkeypatch):
     """A stage that trains none of the encoder can read it through onnxruntime on CPU
     (``frozen_encoder_backend: auto``, here measured faster) and learns what the torch

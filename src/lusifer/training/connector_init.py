@@ -9,6 +9,7 @@ first few hundred gradient steps of alignment with a few seconds of linear algeb
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -16,6 +17,9 @@ from tqdm.auto import tqdm
 from ..model import LusiferModel
 from .config import RunConfig, StageConfig
 from .losses import aligned_target_tokens
+
+# (input_ids, attention_mask) -> the encoder's token states
+EncoderStates = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
@@ -26,8 +30,12 @@ def token_pairs(
     max_length: int = 64,
     batch_size: int = 64,
     show_progress: bool = True,
+    encoder_states: EncoderStates | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(encoder token states [N, d_enc], aligned target input embeddings [N, d_tgt])."""
+    """(encoder token states [N, d_enc], aligned target input embeddings [N, d_tgt]);
+    the states from ``encoder_states`` (the training step's frozen-encoder runner), else
+    from the torch encoder."""
+    states_of = encoder_states or model.encoder_states
     table = model.target.input_embeddings().weight.float()
     xs, ys = [], []
     for start in tqdm(
@@ -37,7 +45,7 @@ def token_pairs(
         enc = model.tokenize(batch, max_length=max_length, return_offsets=True)
         tgt, weights = aligned_target_tokens(enc, model.target.tokenizer, batch, max_length)
         ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
-        states = model.connector_inputs(ids, mask).float().cpu()
+        states = model.connector.prepare(states_of(ids, mask), mask).float().cpu()
         wanted = weights @ table.cpu()[tgt["input_ids"]]
         valid = weights.sum(-1) > 0
         xs.append(states[valid])
@@ -53,9 +61,16 @@ def least_squares_connector(
     ridge: float = 1e-2,
     max_length: int = 64,
     show_progress: bool = True,
+    encoder_states: EncoderStates | None = None,
 ) -> float:
     """Set the connector's output layer by ridge regression; returns the fitted R^2."""
-    x, y = token_pairs(model, texts, max_length=max_length, show_progress=show_progress)
+    x, y = token_pairs(
+        model,
+        texts,
+        max_length=max_length,
+        show_progress=show_progress,
+        encoder_states=encoder_states,
+    )
     ff: list[torch.nn.Module] = list(model.connector.ff)
     first, activation, last = ff[0], ff[1], ff[2]
     assert isinstance(first, torch.nn.Linear) and isinstance(last, torch.nn.Linear)
@@ -78,8 +93,10 @@ def start_connector(
     *,
     stage: str,
     show_progress: bool,
+    encoder_states: EncoderStates | None = None,
 ) -> None:
-    """Closed-form connector start from the stage's own (English) training texts."""
+    """Closed-form connector start from the stage's own (English) training texts, read
+    by the encoder the stage's steps read (``encoder_states``)."""
     per_source = [
         [t.text for t in source.texts]
         + [r.query for r in source.pairs]
@@ -99,6 +116,7 @@ def start_connector(
         picked,
         max_length=run.max_length,
         show_progress=show_progress,
+        encoder_states=encoder_states,
     )
     tqdm.write(
         f"{stage}: connector initialised by least squares on {len(picked)} texts (R^2 {r2:.3f})"

@@ -448,6 +448,7 @@ class StageTrainer:
                 self.run,
                 stage=self.stage,
                 show_progress=self.accelerator.is_main_process,
+                encoder_states=self.training_module.encoder_states,
             )
         self.record.trim_log(start)
         cfg, total = self.config, self.total_steps
