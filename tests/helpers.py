@@ -273,13 +273,18 @@ def make_task_dirs(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
 def run_torchrun(script: Path, nproc: int, *args: object, timeout: int = 500):
     """``torchrun --standalone`` (a free rendezvous port, so overlapping runs do not
     collide) of ``script`` on ``nproc`` CPU processes; fails the test on a non-zero exit."""
+    import os
     import subprocess
     import sys
 
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [str(torchrun), "--nproc_per_node", str(nproc), "--standalone", str(script)]
+    # a rank that aborts (SIGABRT from native code) prints every Python thread's stack
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.run(
-        [*command, *map(str, args)], capture_output=True, text=True, timeout=timeout
+        [*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    fatal = proc.stderr.find("Fatal Python error")  # an aborted rank's stacks, then the tail
+    head = proc.stderr[fatal : fatal + 2000] + "\n...\n" if fatal >= 0 else ""
+    assert proc.returncode == 0, head + proc.stderr[-3000:]
     return proc

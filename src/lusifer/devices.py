@@ -131,8 +131,15 @@ def place(embedder: Any, device: str | torch.device | None = None) -> Any:
 
 def close_process_group() -> None:
     """Leave the torch.distributed group, if one is open, as PyTorch asks of a process
-    before it exits (it warns when a group is left open)."""
+    before it exits (it warns when a group is left open). Call it once the wrapped
+    (DDP/FSDP) models are dropped: they hold the group, and a gloo group that is still
+    alive when the interpreter shuts down can abort the process ("terminate called
+    without an active exception": its worker thread frees a finished collective's
+    tensors, which needs the GIL of an interpreter that is going away)."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # wrapped models in reference cycles still hold the group
         dist.destroy_process_group()

@@ -17,10 +17,11 @@ from lusifer.devices import close_process_group
 from lusifer.training import load_train_config
 from lusifer.training.engine import StageTrainer
 
-if __name__ == "__main__":
+
+def main(config_path: str, grads_path: str) -> None:
     torch.set_num_threads(1)
     accelerator = Accelerator(cpu=True)
-    config = load_train_config(sys.argv[1])
+    config = load_train_config(config_path)
     set_seed(config.run.seed)
     model = LusiferModel.build(config.model).to(accelerator.device)
     name, objective, stage = config.stage_list()[0]
@@ -42,8 +43,17 @@ if __name__ == "__main__":
         if p.requires_grad and p.grad is not None
     }
     if accelerator.is_main_process:
-        save_file(grads, sys.argv[2])
+        save_file(grads, grads_path)
         print(f"world={accelerator.num_processes} loss={metrics['loss']:.6f}", flush=True)
         print(f"forwards={counts.tolist()}", flush=True)
     accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
+    # after main's trainer and wrapped model are gone: they hold the process group
     close_process_group()
+    tasks = Path("/proc/self/task")  # Linux: gloo's threads must be gone before exit
+    if tasks.is_dir():
+        names = [(t / "comm").read_text() for t in tasks.iterdir()]
+        print(f"gloo_threads={sum('gloo' in n for n in names)}", flush=True)

@@ -417,6 +417,8 @@ def test_two_processes_give_the_gradients_of_one_process(tmp_path, objective):
         out = tmp_path / f"grads{nproc}.safetensors"
         proc = run_torchrun(GRAD_SCRIPT, nproc, path, out)
         assert f"world={nproc}" in proc.stdout
+        if Path("/proc/self/task").is_dir():  # each rank joined gloo's threads before exit
+            assert proc.stdout.count("gloo_threads=0") == nproc, proc.stdout
         forwards = eval(proc.stdout.split("forwards=")[1].splitlines()[0])  # a list of ints
         assert len(forwards) == nproc and len(set(forwards)) == 1, forwards
         grads[nproc] = load_file(str(out))
