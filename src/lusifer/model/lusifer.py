@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -41,6 +42,9 @@ from .prompts import PromptProcessor
 from .router import LanguageRouter
 from .routing import NativeRoute, complete_route_settings
 from .target import TargetModel, unwrap
+
+# (input_ids, attention_mask) -> the encoder's token states
+EncoderStates = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
     "CONFIG_NAME",
@@ -191,13 +195,17 @@ class LusiferModel(TorchEmbedder, nn.Module):
         return self.processor(texts, **kwargs)
 
     def connector_inputs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        encoder_states: EncoderStates | None = None,
     ) -> torch.Tensor:
         """Encoder token states [B, L, d_enc] as the connector's MLP reads them
-        (:meth:`Connector.prepare`): what its least-squares start and scale are fitted on."""
-        return self.connector.prepare(
-            self.encoder_states(input_ids, attention_mask), attention_mask
-        )
+        (:meth:`Connector.prepare`): what its least-squares start and scale are fitted on.
+        ``encoder_states`` (a training stage's frozen-encoder runner) replaces
+        :meth:`encoder_states`."""
+        states_of = encoder_states or self.encoder_states
+        return self.connector.prepare(states_of(input_ids, attention_mask), attention_mask)
 
     def encoder_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The encoder's last-layer token states [B, L, d_enc]."""

@@ -9,17 +9,14 @@ first few hundred gradient steps of alignment with a few seconds of linear algeb
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from ..model import LusiferModel
+from ..model.lusifer import EncoderStates
 from .config import RunConfig, StageConfig
 from .losses import aligned_target_tokens
-
-# (input_ids, attention_mask) -> the encoder's token states
-EncoderStates = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
@@ -35,7 +32,6 @@ def token_pairs(
     """(encoder token states [N, d_enc], aligned target input embeddings [N, d_tgt]);
     the states from ``encoder_states`` (the training step's frozen-encoder runner), else
     from the torch encoder."""
-    states_of = encoder_states or model.encoder_states
     table = model.target.input_embeddings().weight.float()
     xs, ys = [], []
     for start in tqdm(
@@ -45,7 +41,7 @@ def token_pairs(
         enc = model.tokenize(batch, max_length=max_length, return_offsets=True)
         tgt, weights = aligned_target_tokens(enc, model.target.tokenizer, batch, max_length)
         ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
-        states = model.connector.prepare(states_of(ids, mask), mask).float().cpu()
+        states = model.connector_inputs(ids, mask, encoder_states).float().cpu()
         wanted = weights @ table.cpu()[tgt["input_ids"]]
         valid = weights.sum(-1) > 0
         xs.append(states[valid])
