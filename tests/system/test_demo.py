@@ -89,3 +89,48 @@ def _lines(folder, texts):
     path = folder / "texts.txt"
     path.write_text("\n".join(texts) + "\n")
     return path
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(1500)
+def test_quick_routed_demo_keeps_english_exactly(tmp_path):
+    """The routed recipe end to end: the demo trains it (encoder LoRA included), scores
+    both routes, and `lusifer encode` of English text with the model it saved gives stock
+    all-MiniLM-L6-v2's vectors, while other languages take the trained connector route."""
+    from sentence_transformers import SentenceTransformer
+
+    from lusifer.backbones.offline import ensure_offline_backbone
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--routed", "--quick", "--output", str(out)])
+    assert result.exit_code == 0, result.output[-3000:]
+    figures = json.loads((out / "summary.json").read_text())["figures"]
+    assert figures["crosslingual"]["lusifer"] > figures["crosslingual"]["target"] + 10
+    assert figures["connector_route"]["crosslingual"]["lusifer"] > figures["crosslingual"]["target"]
+
+    model = LusiferModel.from_pretrained(out / "model")
+    trained = model.trained_state_dict()
+    encoder_lora = [
+        v for k, v in trained.items() if "lora_B" in k and k.startswith("encoder_lora.")
+    ]
+    assert encoder_lora and max(float(v.abs().max()) for v in encoder_lora) > 0  # it learned
+
+    english = ["Open the file in a new window.", "The package manager resolves dependencies."]
+    encoded = CliRunner().invoke(
+        app,
+        [
+            "encode",
+            str(out / "model"),
+            str(_lines(tmp_path, english)),
+            "-o",
+            str(tmp_path / "en.npy"),
+        ],
+    )
+    assert encoded.exit_code == 0, encoded.output[-3000:]
+    stock = SentenceTransformer(str(ensure_offline_backbone("all-MiniLM-L6-v2")), device="cpu")
+    want = stock.encode(english, normalize_embeddings=True)
+    got = np.load(tmp_path / "en.npy")
+    assert (got * want).sum(1).min() >= 0.99999
+    french = model.encode(["Ouvrir le fichier dans une nouvelle fenêtre."])
+    assert model.router.routes(["Ouvrir le fichier dans une nouvelle fenêtre."]) == ["connector"]
+    assert float(french[0] @ got[0]) > 0.5  # the translation lands beside MiniLM's English
