@@ -48,21 +48,16 @@ def test_quick_demo_end_to_end(tmp_path):
         assert plain_export_path(baseline).is_file(), reference
 
     # and serves through the ONNX backend (it pools over the text only, like torch)
-    fast = CliRunner().invoke(
-        app,
-        [
-            "encode",
-            str(out / "model"),
-            str(_lines(tmp_path, texts)),
-            "-o",
-            str(tmp_path / "onnx.npy"),
-            "--backend",
-            "onnx",
-            "--threads",
-            "1",
-            "--instruction",
-            "Retrieve parallel sentences",
-        ],
+    fast = _encode(
+        out / "model",
+        _lines(tmp_path, texts),
+        tmp_path / "onnx.npy",
+        "--backend",
+        "onnx",
+        "--threads",
+        "1",
+        "--instruction",
+        "Retrieve parallel sentences",
     )
     assert fast.exit_code == 0, fast.output[-3000:]
     want = model.encode(texts, instruction="Retrieve parallel sentences")
@@ -83,6 +78,12 @@ def test_quick_demo_end_to_end(tmp_path):
     )
     assert result.exit_code == 2 and "representation.steps: 30 -> 31" in result.output
     assert [p.stat().st_mtime_ns for p in runs] == stamps
+
+
+def _encode(model_dir, texts_file, output, *options):
+    """`lusifer encode MODEL TEXTS -o OUTPUT [options]` through the CLI."""
+    command = ["encode", str(model_dir), str(texts_file), "-o", str(output), *options]
+    return CliRunner().invoke(app, command)
 
 
 def _lines(folder, texts):
@@ -116,16 +117,7 @@ def test_quick_routed_demo_keeps_english_exactly(tmp_path):
     assert encoder_lora and max(float(v.abs().max()) for v in encoder_lora) > 0  # it learned
 
     english = ["Open the file in a new window.", "The package manager resolves dependencies."]
-    encoded = CliRunner().invoke(
-        app,
-        [
-            "encode",
-            str(out / "model"),
-            str(_lines(tmp_path, english)),
-            "-o",
-            str(tmp_path / "en.npy"),
-        ],
-    )
+    encoded = _encode(out / "model", _lines(tmp_path, english), tmp_path / "en.npy")
     assert encoded.exit_code == 0, encoded.output[-3000:]
     stock = SentenceTransformer(str(ensure_offline_backbone("all-MiniLM-L6-v2")), device="cpu")
     want = stock.encode(english, normalize_embeddings=True)
