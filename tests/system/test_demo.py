@@ -123,6 +123,7 @@ def test_quick_routed_demo_keeps_english_exactly(tmp_path):
     want = stock.encode(english, normalize_embeddings=True)
     got = np.load(tmp_path / "en.npy")
     assert (got * want).sum(1).min() >= 0.99999
-    french = model.encode(["Ouvrir le fichier dans une nouvelle fenêtre."])
-    assert model.router.routes(["Ouvrir le fichier dans une nouvelle fenêtre."]) == ["connector"]
-    assert float(french[0] @ got[0]) > 0.5  # the translation lands beside MiniLM's English
+    french = "Ouvrir le fichier dans une nouvelle fenêtre."
+    assert model.router.routes([french]) == ["connector"]
+    # the translation lands beside MiniLM's own English vector
+    assert float(model.encode([french])[0] @ got[0]) > 0.5
