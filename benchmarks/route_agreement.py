@@ -7,8 +7,8 @@ native-route and connector-route embedding (2,000 texts of the bundled English d
 nDCG@10 on the bundled XlingRetrieval tasks with the English queries on the native route
 (the existing-index case) and on the connector route, beside all-MiniLM-L6-v2 and
 multilingual-e5-small alone; also with the connector route's vectors mapped by closed-form
-maps fitted on the same English texts (a mean shift; orthogonal Procrustes), to tell a
-disagreement a rigid map removes from one it does not. Per language: the first
+maps fitted on the same English texts (a mean shift; orthogonal Procrustes; a ridge-regressed
+linear map), to tell a disagreement a rigid or linear map removes from one it does not. Per language: the first
 ``--queries`` queries, their relevant documents and as many other documents.
 """
 
@@ -58,7 +58,7 @@ def _tasks(n: int) -> list[tuple[str, list[str], list[str]]]:
     return out
 
 
-def _fit_maps(model: LusiferModel, n_texts: int) -> tuple[float, dict]:
+def _fit_maps(model: LusiferModel, n_texts: int, ridge: float) -> tuple[float, dict]:
     rows = load_bundled_english(limit_per_dataset=n_texts, seed=123)
     random.Random(0).shuffle(rows)
     texts = list(dict.fromkeys(t for r in rows for t in (r.query, r.positive)))[:n_texts]
@@ -67,10 +67,15 @@ def _fit_maps(model: LusiferModel, n_texts: int) -> tuple[float, dict]:
     mu_c, mu_n = connector.mean(0), native.mean(0)
     u, _, vt = np.linalg.svd((connector - mu_c).T @ (native - mu_n))
     rotation = u @ vt
+    centred_c, centred_n = connector - mu_c, native - mu_n
+    gram = centred_c.T @ centred_c  # ridge relative to its mean eigenvalue
+    penalty = ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
+    linear = np.linalg.solve(gram + penalty, centred_c.T @ centred_n)
     maps = {
         "none": lambda x: x,
         "mean shift": lambda x: _unit(x - mu_c + mu_n),
         "Procrustes": lambda x: _unit((x - mu_c) @ rotation + mu_n),
+        "linear": lambda x: _unit((x - mu_c) @ linear + mu_n),
     }
     return float(np.mean(np.sum(native * connector, 1))), maps
 
@@ -80,6 +85,9 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="routed LUSIFER model folders")
     parser.add_argument("--queries", type=int, default=150)
     parser.add_argument("--fit-texts", type=int, default=2000)
+    parser.add_argument(
+        "--ridge", type=float, default=0.1, help="the linear map's ridge, x the mean eigenvalue"
+    )
     args = parser.parse_args()
     tasks = _tasks(args.queries)
     minilm, e5 = lusifer.load("all-MiniLM-L6-v2"), lusifer.load("multilingual-e5-small")
@@ -95,13 +103,13 @@ def main() -> None:
     gap = lambda v: (v - base["MiniLM"]) / (base["e5"] - base["MiniLM"])  # noqa: E731
     print(f"MiniLM alone {100 * base['MiniLM']:.2f}, e5 alone {100 * base['e5']:.2f} nDCG@10")
     print(
-        "| model | cos(native, connector) | English native: none / mean shift / Procrustes "
+        "| model | cos(native, connector) | English native: none / mean shift / Procrustes / linear "
         "| English on the connector route |"
     )
     print("|---|---|---|---|")
     for folder in args.models:
         model = LusiferModel.from_pretrained(folder).merge_and_unload()
-        agreement, maps = _fit_maps(model, args.fit_texts)
+        agreement, maps = _fit_maps(model, args.fit_texts, args.ridge)
         native = {k: [] for k in maps}
         connector = []
         for _, queries, docs in tasks:
