@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -505,6 +506,21 @@ def test_config_errors_name_the_key(tmp_path):
             ["alignment.objectives.lm=1.0"],
         )
         run_training(cfg, stages=["alignment"])
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """4e-4 is a number in YAML 1.2 and to every user; PyYAML alone reads it as a string,
+    which the strict loader then refused ("expected a number")."""
+    path = write_run_config(tmp_path, tiny_run_config(tmp_path))
+    text = path.read_text()
+    assert "learning_rate:" in text
+    path.write_text(re.sub(r"learning_rate: \S+", "learning_rate: 2e-5", text))
+    cfg = load_train_config(path, ["representation.learning_rate=4E-4"])
+    assert cfg.alignment.learning_rate == pytest.approx(2e-5)
+    assert cfg.representation.learning_rate == pytest.approx(4e-4)
+    with pytest.raises(ConfigError, match="alignment.steps: expected an integer"):
+        load_train_config(path, ["alignment.steps=1e3"])
+    assert load_train_config(path, ["run.output_dir=1e"]).run.output_dir == "1e"
 
 
 def test_english_guard_refuses_french_training_data(tmp_path):

@@ -340,6 +340,15 @@ class _Loader(yaml.SafeLoader):
             ) from None
 
 
+# YAML 1.2 reads 4e-4 and 1e5 as numbers; PyYAML's YAML 1.1 wants a dot (4.0e-4) and reads
+# them as strings, which would refuse a learning rate written the usual way
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def safe_load_yaml(text: str) -> Any:
     """``yaml.safe_load`` (plain values only, no Python objects) whose every refusal is a
     ``yaml.YAMLError`` (or a ``RecursionError`` for nesting too deep)."""
