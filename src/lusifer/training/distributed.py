@@ -12,15 +12,33 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+class _AllGather(torch.autograd.Function):
+    """All-gather of equal-sized blocks along dim 0. The backward gives each process the
+    sum of every process's gradient for its own rows (a reduce-scatter, done by an
+    all-reduce, which gloo has too); ours because torch deprecates
+    ``torch.distributed.nn.functional.all_gather`` for a private module."""
+
+    @staticmethod
+    def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        ctx.rows, ctx.rank = t.shape[0], dist.get_rank()
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
     """All-gather along dim 0 keeping gradients; rows may differ in count per process."""
     if not is_distributed():
         return t
-    from torch.distributed.nn.functional import all_gather
-
     sizes = [n for (n,) in gather_lists([t.shape[0]])]
     padded = torch.nn.functional.pad(t, (0, 0, 0, max(sizes) - t.shape[0]))
-    parts = all_gather(padded)
+    parts = _AllGather.apply(padded).split(max(sizes))
     return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
 
 
