@@ -7,9 +7,10 @@ native-route and connector-route embedding (2,000 texts of the bundled English d
 nDCG@10 on the bundled XlingRetrieval tasks with the English queries on the native route
 (the existing-index case) and on the connector route, beside all-MiniLM-L6-v2 and
 multilingual-e5-small alone; also with the connector route's vectors mapped by closed-form
-maps fitted on the same English texts (a mean shift; orthogonal Procrustes; a ridge-regressed
-linear map), to tell a disagreement a rigid or linear map removes from one it does not. Per language: the first
-``--queries`` queries, their relevant documents and as many other documents.
+maps fitted on the same English texts (a mean shift; orthogonal Procrustes; a
+ridge-regressed linear map), to tell a disagreement a rigid or linear map removes from one
+it does not. Per language: the first ``--queries`` queries, their relevant documents and as
+many other documents.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def _fit_maps(model: LusiferModel, n_texts: int, ridge: float) -> tuple[float, d
     native = model.encode(texts, route="native", batch_size=64)
     connector = model.encode(texts, route="connector", batch_size=64)
     mu_c, mu_n = connector.mean(0), native.mean(0)
-    u, _, vt = np.linalg.svd((connector - mu_c).T @ (native - mu_n))
-    rotation = u @ vt
     centred_c, centred_n = connector - mu_c, native - mu_n
+    u, _, vt = np.linalg.svd(centred_c.T @ centred_n)
+    rotation = u @ vt
     gram = centred_c.T @ centred_c  # ridge relative to its mean eigenvalue
     penalty = ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
     linear = np.linalg.solve(gram + penalty, centred_c.T @ centred_n)
